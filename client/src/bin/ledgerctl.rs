@@ -1,0 +1,532 @@
+//! `ledgerctl`: the command line for writers, auditors and admins. Flags and output
+//! only; the work is in the `ledger_client` library.
+//!
+//! Exit codes: 0 success; 1 a check failed (verification, proof); 2 an error (bad
+//! usage, daemon unreachable, refused call).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledger_client::verify::{self, Failure, LogWalk, Pinned};
+use ledger_client::{Client, default_data_dir, default_socket};
+use ledger_proto::note::NoteVerifier;
+use ledger_proto::pb;
+use tokio_stream::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ledgerctl",
+    version,
+    about = "Talk to ledgerd: append decisions, read the log, prove and verify it.",
+    after_help = "The socket is --socket, else $LEDGER_SOCKET, else ${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock.\n\nExit codes: 0 success, 1 a check failed, 2 error.\n\nExamples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --params '{\"sql\":\"select 1\"}'\n  ledgerctl tail -n 20\n  ledgerctl checkpoint > pinned.note\n  ledgerctl verify --checkpoint pinned.note"
+)]
+struct Cli {
+    /// Path of ledgerd's Unix socket
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append a decision (or a JSON-lines file of them); prints the new seq
+    #[command(
+        after_help = "Examples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --rule read-invoices --params '{\"sql\":\"select * from invoices\"}'\n  ledgerctl append --jsonl decisions.jsonl\n  producer | ledgerctl append --jsonl -\n\nJSON lines carry the same names: {\"agent\":\"a\",\"tool\":\"t\",\"decision\":\"deny\",\"params\":{\"path\":\"/etc\"},\"rule\":\"r\",\"policy_version\":3,\"reason\":\"...\",\"session\":\"s\",\"action\":\"x\"}"
+    )]
+    Append(AppendArgs),
+    /// Print the latest signed checkpoint note (exactly its text)
+    #[command(after_help = "Examples:\n  ledgerctl checkpoint > pinned.note\n  ledgerctl checkpoint --new")]
+    Checkpoint {
+        /// Sign a new checkpoint first
+        #[arg(long)]
+        new: bool,
+    },
+    /// Fetch and verify the inclusion proof of one entry
+    #[command(
+        after_help = "Examples:\n  ledgerctl prove 42\n  ledgerctl prove 42 --checkpoint pinned.note --key verifier.vkey"
+    )]
+    Prove {
+        /// The entry's seq
+        seq: u64,
+        /// Prove against this saved checkpoint instead of the latest
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Recompute every leaf and the root, check the latest checkpoint and any pinned ones
+    #[command(
+        after_help = "Examples:\n  ledgerctl verify\n  ledgerctl verify --checkpoint monday.note --checkpoint tuesday.note --key verifier.vkey\n\nExit 0 when everything holds; 1 names the first entry or checkpoint that fails."
+    )]
+    Verify {
+        /// A checkpoint note saved earlier; the log must still contain it (repeatable)
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Show the newest entries as a table
+    #[command(after_help = "Examples:\n  ledgerctl tail\n  ledgerctl tail -n 100 --follow")]
+    Tail {
+        /// How many of the newest entries to show
+        #[arg(short = 'n', default_value_t = 10)]
+        n: u64,
+        /// Keep printing entries as they are appended
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct KeyArg {
+    /// The ledger's verifier key (verifier.vkey) [default: next to the socket, then in the data dir]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AppendArgs {
+    /// Read JSON lines from FILE ('-' for stdin) and send them as one stream
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["agent", "tool", "decision"])]
+    jsonl: Option<PathBuf>,
+    /// The agent that made the call
+    #[arg(long, required_unless_present = "jsonl")]
+    agent: Option<String>,
+    /// The tool it called
+    #[arg(long, required_unless_present = "jsonl")]
+    tool: Option<String>,
+    /// The decision taken
+    #[arg(long, value_enum, required_unless_present = "jsonl")]
+    decision: Option<DecisionArg>,
+    /// What the call does, in a word (read, write, exec, ...)
+    #[arg(long)]
+    action: Option<String>,
+    /// The call's parameters as a JSON object
+    #[arg(long, value_name = "JSON")]
+    params: Option<String>,
+    /// The policy rule that decided
+    #[arg(long)]
+    rule: Option<String>,
+    /// The policy version that decided
+    #[arg(long, value_name = "N")]
+    policy_version: Option<u64>,
+    /// Why, in words
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// The agent's session id
+    #[arg(long)]
+    session: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DecisionArg {
+    Allow,
+    Deny,
+}
+
+impl From<DecisionArg> for pb::Decision {
+    fn from(d: DecisionArg) -> Self {
+        match d {
+            DecisionArg::Allow => pb::Decision::Allow,
+            DecisionArg::Deny => pb::Decision::Deny,
+        }
+    }
+}
+
+/// An error that maps to exit code 1 (a check failed) rather than 2.
+#[derive(Debug)]
+struct CheckFailed(String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for CheckFailed {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ledgerctl: error: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
+            eprintln!("ledgerctl: FAILED: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ledgerctl: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    match cli.command {
+        Command::Append(args) => append(&socket, args).await,
+        Command::Checkpoint { new } => {
+            let cp = Client::connect(&socket).await?.checkpoint(new).await?;
+            write_out(cp.note.as_bytes())
+        }
+        Command::Prove { seq, checkpoint, key } => prove(&socket, seq, checkpoint.as_deref(), &key).await,
+        Command::Verify { checkpoints, key } => verify_log(&socket, &checkpoints, &key).await,
+        Command::Tail { n, follow } => tail(&socket, n, follow).await,
+    }
+}
+
+fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn append(socket: &Path, args: AppendArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.jsonl {
+        return append_jsonl(socket, path).await;
+    }
+    let params = match &args.params {
+        Some(p) => normalize_params(p).context("--params")?,
+        None => String::new(),
+    };
+    let entry = pb::NewEntry {
+        kind: pb::Kind::Decision as i32,
+        agent: args.agent.unwrap_or_default(),
+        tool: args.tool.unwrap_or_default(),
+        decision: args.decision.map_or(pb::Decision::Unspecified, pb::Decision::from) as i32,
+        action: args.action.unwrap_or_default(),
+        params,
+        rule: args.rule.unwrap_or_default(),
+        policy_version: args.policy_version.unwrap_or(0),
+        reason: args.reason.unwrap_or_default(),
+        session: args.session.unwrap_or_default(),
+        ..Default::default()
+    };
+    let ack = Client::connect(socket).await?.append(entry).await?;
+    write_out(format!("{}\n", ack.seq).as_bytes())
+}
+
+/// Parses and re-serializes parameters so what is stored is compact, valid JSON.
+fn normalize_params(text: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| anyhow!("not valid JSON ({e}); pass an object such as '{{\"path\":\"/tmp/x\"}}'"))?;
+    Ok(value.to_string())
+}
+
+/// One line of `append --jsonl`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLine {
+    agent: String,
+    tool: String,
+    decision: DecisionArg,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    params: Option<serde_json::Value>,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    policy_version: u64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    session: String,
+}
+
+fn parse_line(line: &str) -> anyhow::Result<pb::NewEntry> {
+    // serde_json counts lines within the text it parsed; on one line, only the column helps.
+    let j: JsonLine = serde_json::from_str(line).map_err(|e| {
+        anyhow!(
+            "{}",
+            e.to_string()
+                .replace(&format!(" at line 1 column {}", e.column()), &format!(" (column {})", e.column()))
+        )
+    })?;
+    let params = match j.params {
+        None | Some(serde_json::Value::Null) => String::new(),
+        // A string holding JSON is accepted too, as the producers send it.
+        Some(serde_json::Value::String(s)) => normalize_params(&s).context("params")?,
+        Some(v) => v.to_string(),
+    };
+    Ok(pb::NewEntry {
+        kind: pb::Kind::Decision as i32,
+        agent: j.agent,
+        tool: j.tool,
+        decision: pb::Decision::from(j.decision) as i32,
+        action: j.action,
+        params,
+        rule: j.rule,
+        policy_version: j.policy_version,
+        reason: j.reason,
+        session: j.session,
+        ..Default::default()
+    })
+}
+
+async fn append_jsonl(socket: &Path, path: &Path) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead + Send> = if path == Path::new("-") {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut client = Client::connect(socket).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::NewEntry>(1024);
+    // Lines are parsed on a plain thread and streamed as they come; the first bad line
+    // ends the stream there, so nothing from it on is appended.
+    let parser = std::thread::spawn(move || -> Option<(u64, String)> {
+        for (i, line) in reader.lines().enumerate() {
+            let n = i as u64 + 1;
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Some((n, format!("cannot read: {e}"))),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(&line) {
+                Ok(entry) => {
+                    if tx.blocking_send(entry).is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => return Some((n, format!("{e:#}"))),
+            }
+        }
+        None
+    });
+    let result = client.append_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let bad = parser.join().map_err(|_| anyhow!("the line reader panicked"))?;
+    let summary = |r: &pb::AppendStreamResponse| {
+        if r.count == 0 {
+            "appended 0 entries".to_string()
+        } else {
+            format!("appended {} entries, last seq {}", r.count, r.last_seq)
+        }
+    };
+    match (result, bad) {
+        (Ok(r), None) => write_out(format!("{}\n", summary(&r)).as_bytes()),
+        (Ok(r), Some((line, why))) => {
+            eprintln!("{}", summary(&r));
+            bail!("{}: line {line}: {why}; nothing from that line on was appended", path.display())
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// Finds the verifier key: --key, else next to the socket, else in the data dir.
+fn load_key(socket: &Path, key: &KeyArg) -> anyhow::Result<NoteVerifier> {
+    let candidates: Vec<PathBuf> = match &key.key {
+        Some(k) => vec![k.clone()],
+        None => {
+            let mut c = Vec::new();
+            if let Some(dir) = socket.parent() {
+                c.push(dir.join("verifier.vkey"));
+            }
+            c.push(default_data_dir().join("verifier.vkey"));
+            c
+        }
+    };
+    for path in &candidates {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                return NoteVerifier::parse(&text)
+                    .with_context(|| format!("{} is not a verifier key", path.display()));
+            }
+            Err(e) if key.key.is_some() => return Err(anyhow!("cannot read key {}: {e}", path.display())),
+            Err(_) => {}
+        }
+    }
+    bail!(
+        "no verifier key found (looked for {}); pass --key FILE with the ledger's verifier.vkey",
+        display_list(&candidates)
+    )
+}
+
+fn display_list(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn read_pinned(path: &Path, verifier: &NoteVerifier) -> anyhow::Result<Pinned> {
+    let note = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let checkpoint = verify::checkpoint(verifier, &note)
+        .map_err(|f| CheckFailed(format!("pinned checkpoint {}: {f}", path.display())))?;
+    Ok(Pinned { name: path.display().to_string(), checkpoint })
+}
+
+async fn prove(socket: &Path, seq: u64, pinned: Option<&Path>, key: &KeyArg) -> anyhow::Result<()> {
+    let verifier = load_key(socket, key)?;
+    let mut client = Client::connect(socket).await?;
+    let cp = match pinned {
+        Some(path) => read_pinned(path, &verifier)?.checkpoint,
+        None => {
+            let latest = client.checkpoint(false).await?;
+            verify::checkpoint(&verifier, &latest.note).map_err(|f| CheckFailed(f.to_string()))?
+        }
+    };
+    let proof = client.prove(seq, cp.size).await?;
+    let entry = verify::inclusion(&proof, &cp).map_err(|f| CheckFailed(f.to_string()))?;
+    write_out(
+        format!(
+            "ok: entry {seq} is leaf {} of the tree of {} entries with root {} (signed by {})\nleaf hash {}, proof of {} hashes\nentry: {} {} {} {}\n",
+            seq,
+            cp.size,
+            verify::hex(&cp.root),
+            verifier.name(),
+            verify::hex(&proof.leaf_hash),
+            proof.path.len(),
+            time_text(entry.time_unix_nanos),
+            pb::Kind::name_of(entry.kind),
+            entry.agent,
+            entry.tool,
+        )
+        .as_bytes(),
+    )
+}
+
+async fn verify_log(socket: &Path, pinned_files: &[PathBuf], key: &KeyArg) -> anyhow::Result<()> {
+    let verifier = load_key(socket, key)?;
+    let pinned =
+        pinned_files.iter().map(|p| read_pinned(p, &verifier)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut client = Client::connect(socket).await?;
+    let latest = client.checkpoint(false).await?;
+    let cp = verify::checkpoint(&verifier, &latest.note)
+        .map_err(|f| CheckFailed(format!("latest checkpoint: {f}")))?;
+    let fail = |f: Failure| anyhow::Error::new(CheckFailed(f.to_string()));
+
+    // Consistency proofs first: they are cheap and name the checkpoint that fails.
+    for pin in &pinned {
+        if pin.checkpoint.size > cp.size {
+            return Err(fail(Failure::PinnedBeyond {
+                name: pin.name.clone(),
+                pinned: pin.checkpoint.size,
+                size: cp.size,
+            }));
+        }
+        let proof = client.consistency(pin.checkpoint.size, cp.size).await?;
+        verify::consistency(pin, &cp, &proof).map_err(fail)?;
+    }
+
+    let mut walk = LogWalk::new(pinned).map_err(fail)?;
+    let mut stream = client.entries(0, cp.size, false).await?;
+    while let Some(item) = stream.next().await {
+        walk.push(&item?).map_err(fail)?;
+    }
+    let size = walk.size();
+    walk.finish(&cp).map_err(fail)?;
+    write_out(
+        format!(
+            "ok: {size} entries recomputed; root {} matches the checkpoint signed by {}; {} pinned checkpoint(s) consistent\n",
+            verify::hex(&cp.root),
+            verifier.name(),
+            pinned_files.len()
+        )
+        .as_bytes(),
+    )
+}
+
+async fn tail(socket: &Path, n: u64, follow: bool) -> anyhow::Result<()> {
+    let mut client = Client::connect(socket).await?;
+    let head = client.head().await?;
+    let start = head.size.saturating_sub(n);
+    let mut stream = client.entries(start, if follow { 0 } else { head.size }, follow).await?;
+    let mut rows = Vec::new();
+    let columns = ["SEQ", "TIME", "KIND", "AGENT", "TOOL", "DECISION", "RULE", "REASON"];
+    // Without --follow the whole table is known, so widths fit it; with --follow rows
+    // are printed as they come, in the widths of the first screenful.
+    while let Some(item) = stream.next().await {
+        let item = item?;
+        let Some(e) = item.entry else { continue };
+        rows.push(row(&e));
+        if follow && e.seq + 1 >= head.size {
+            print_table(&columns, &rows)?;
+            rows.clear();
+            break;
+        }
+    }
+    if !follow {
+        return print_table(&columns, &rows);
+    }
+    if head.size == 0 || n == 0 {
+        print_table(&columns, &[])?;
+    }
+    while let Some(item) = stream.next().await {
+        if let Some(e) = item?.entry {
+            print_table_rows(&columns, &[row(&e)], false)?;
+        }
+    }
+    Ok(())
+}
+
+fn row(e: &pb::Entry) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        time_text(e.time_unix_nanos),
+        pb::Kind::name_of(e.kind).to_string(),
+        e.agent.clone(),
+        e.tool.clone(),
+        pb::Decision::name_of(e.decision).to_string(),
+        e.rule.clone(),
+        e.reason.clone(),
+    ]
+}
+
+fn print_table(columns: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    print_table_rows(columns, rows, true)
+}
+
+/// Left-aligned columns separated by two spaces; widths fit the rows given.
+fn print_table_rows(columns: &[&str], rows: &[Vec<String>], header: bool) -> anyhow::Result<()> {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    if header {
+        line(&mut columns.iter().copied());
+    }
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    write_out(out.as_bytes())
+}
+
+fn time_text(nanos: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(nanos))
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|_| nanos.to_string())
+}

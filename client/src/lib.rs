@@ -1,0 +1,131 @@
+//! The ledgerd client library: connect to the daemon's Unix socket and call it.
+//!
+//! [`Client`] wraps the generated gRPC client with errors that say what to do next;
+//! [`verify`] checks what the daemon returns (proofs, checkpoints, the whole log)
+//! against signed checkpoints, trusting nothing the daemon says without proof.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use ledger_proto::pb::{self, ledger_client::LedgerClient};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub mod verify;
+
+/// The socket `ledgerctl` and the shims use when none is given: `$LEDGER_SOCKET`, else
+/// `${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock` (where `ledgerd` puts it by default).
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = std::env::var_os("LEDGER_SOCKET").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s);
+    }
+    default_data_dir().join("ledgerd.sock")
+}
+
+/// `${LEDGERD_DATA_DIR:-./ledger-data}`, as the daemon resolves it.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("LEDGERD_DATA_DIR")
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| PathBuf::from("./ledger-data"), PathBuf::from)
+}
+
+/// What went wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot connect to ledgerd at {}: {source}. Is ledgerd running? Start it with `ledgerd`, or point to its socket with --socket or $LEDGER_SOCKET",
+        socket.display()
+    )]
+    Connect { socket: PathBuf, source: std::io::Error },
+    #[error("ledgerd refused: {}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("internal client error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A connection to one daemon. Cloning shares the connection (calls are multiplexed).
+#[derive(Clone)]
+pub struct Client {
+    inner: LedgerClient<Channel>,
+    socket: PathBuf,
+}
+
+impl Client {
+    /// Connects to the daemon's socket now, so a missing daemon is reported here.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let socket = socket.as_ref().to_path_buf();
+        // Fail early with the real OS error (no such file, permission denied, refused).
+        UnixStream::connect(&socket)
+            .await
+            .map_err(|source| ClientError::Connect { socket: socket.clone(), source })?;
+        let path = socket.clone();
+        // The URI is required by the API but unused: the connector dials the socket.
+        let channel = Endpoint::from_static("http://ledgerd.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await?;
+        let inner = LedgerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Client { inner, socket })
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Appends one entry; returns once it is durable.
+    pub async fn append(&mut self, entry: pb::NewEntry) -> Result<pb::AppendResponse, ClientError> {
+        Ok(self.inner.append(pb::AppendRequest { entry: Some(entry) }).await?.into_inner())
+    }
+
+    /// Appends a stream of entries; returns once all are durable.
+    pub async fn append_stream(
+        &mut self,
+        entries: impl tokio_stream::Stream<Item = pb::NewEntry> + Send + 'static,
+    ) -> Result<pb::AppendStreamResponse, ClientError> {
+        use tokio_stream::StreamExt;
+        let requests = entries.map(|e| pb::AppendRequest { entry: Some(e) });
+        Ok(self.inner.append_stream(requests).await?.into_inner())
+    }
+
+    /// The latest signed checkpoint, or a newly signed one with `sign_new`.
+    pub async fn checkpoint(&mut self, sign_new: bool) -> Result<pb::Checkpoint, ClientError> {
+        Ok(self.inner.get_checkpoint(pb::GetCheckpointRequest { sign_new, size: 0 }).await?.into_inner())
+    }
+
+    /// The log's current size and root (durable, possibly not yet signed).
+    pub async fn head(&mut self) -> Result<pb::Head, ClientError> {
+        Ok(self.inner.get_head(pb::GetHeadRequest {}).await?.into_inner())
+    }
+
+    /// An inclusion proof for `seq` in the tree of `tree_size` (0 = latest checkpoint).
+    pub async fn prove(&mut self, seq: u64, tree_size: u64) -> Result<pb::InclusionProof, ClientError> {
+        Ok(self.inner.get_inclusion_proof(pb::InclusionProofRequest { seq, tree_size }).await?.into_inner())
+    }
+
+    /// A consistency proof between two tree sizes.
+    pub async fn consistency(
+        &mut self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<pb::ConsistencyProof, ClientError> {
+        Ok(self
+            .inner
+            .get_consistency_proof(pb::ConsistencyProofRequest { old_size, new_size })
+            .await?
+            .into_inner())
+    }
+
+    /// Entries `start..end` (`end` 0 = to the current end), streamed; with `follow`, the
+    /// stream stays open and delivers new entries as they are appended.
+    pub async fn entries(
+        &mut self,
+        start: u64,
+        end: u64,
+        follow: bool,
+    ) -> Result<tonic::Streaming<pb::StoredEntry>, ClientError> {
+        Ok(self.inner.get_entries(pb::GetEntriesRequest { start, end, follow }).await?.into_inner())
+    }
+}

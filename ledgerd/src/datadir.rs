@@ -1,0 +1,120 @@
+//! The data dir: its permissions, the signing key and the published verifier key.
+//!
+//! Layout: `store/` (sled), `signing.key` (0600), `verifier.vkey` (0644), and by default
+//! the socket `ledgerd.sock`. The dir itself is 0700: only the daemon's user reads it.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ledger_proto::note::{NoteError, NoteSigner};
+
+/// Problems with the data dir, each with the fix in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data dir {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a directory; pass another --data-dir")]
+    NotDir { path: PathBuf },
+    #[error("data dir {path} has mode {mode:04o}: group or others can read it. Fix with `chmod 700 {path}`")]
+    OpenDir { path: PathBuf, mode: u32 },
+    #[error(
+        "signing key {path} has mode {mode:04o}: group or others can read it, so the key must be treated as leaked. Fix with `chmod 600 {path}` if you are sure nobody copied it; otherwise move the data dir aside and start a new ledger"
+    )]
+    OpenKey { path: PathBuf, mode: u32 },
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("signing key {path} is not valid: {source}")]
+    BadKey { path: PathBuf, source: NoteError },
+}
+
+/// Paths inside a data dir.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("signing.key")
+    }
+    pub fn verifier_key(&self) -> PathBuf {
+        self.root.join("verifier.vkey")
+    }
+    pub fn default_socket(&self) -> PathBuf {
+        self.root.join("ledgerd.sock")
+    }
+
+    /// Creates the dir with mode 0700 if missing; refuses one that others can read.
+    pub fn prepare(root: &Path) -> Result<DataDir, DataDirError> {
+        match fs::metadata(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(|source| DataDirError::Create { path: root.to_path_buf(), source })?;
+            }
+            Err(source) => return Err(DataDirError::Io { path: root.to_path_buf(), source }),
+            Ok(meta) if !meta.is_dir() => return Err(DataDirError::NotDir { path: root.to_path_buf() }),
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    return Err(DataDirError::OpenDir { path: root.to_path_buf(), mode });
+                }
+            }
+        }
+        Ok(DataDir { root: root.to_path_buf() })
+    }
+
+    /// Loads the signing key, or creates one named `name` on first start. Also (re)writes
+    /// `verifier.vkey` so the public half is always next to the log it verifies.
+    pub fn signing_key_or_create(&self, name: impl FnOnce() -> String) -> Result<NoteSigner, DataDirError> {
+        let path = self.signing_key();
+        let io = |source| DataDirError::Io { path: path.clone(), source };
+        let signer = match fs::metadata(&path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    return Err(DataDirError::OpenKey { path, mode });
+                }
+                let text = fs::read_to_string(&path).map_err(io)?;
+                NoteSigner::from_private_key_string(text.trim())
+                    .map_err(|source| DataDirError::BadKey { path: path.clone(), source })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let signer = NoteSigner::generate(&name())
+                    .map_err(|source| DataDirError::BadKey { path: path.clone(), source })?;
+                let mut file =
+                    OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+                file.write_all(format!("{}\n", signer.to_private_key_string()).as_bytes()).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                signer
+            }
+            Err(source) => return Err(io(source)),
+        };
+        let vkey_path = self.verifier_key();
+        let vkey = format!("{}\n", signer.verifier().to_vkey_string());
+        if fs::read_to_string(&vkey_path).ok().as_deref() != Some(vkey.as_str()) {
+            let tmp = self.root.join("verifier.vkey.tmp");
+            let vio = |source| DataDirError::Io { path: vkey_path.clone(), source };
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(vio)?;
+            file.write_all(vkey.as_bytes()).map_err(vio)?;
+            // Public by design; set explicitly since the daemon's umask is 077.
+            file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(vio)?;
+            file.sync_all().map_err(vio)?;
+            fs::rename(&tmp, &vkey_path).map_err(vio)?;
+        }
+        Ok(signer)
+    }
+}

@@ -1,0 +1,137 @@
+//! Turns what a writer sent into an entry for the log: checks it, then stamps what the
+//! writer cannot forge (its uid/gid/pid from the socket, and this host).
+//!
+//! Seq and time are stamped later, by the writer thread, in commit order.
+
+use ledger_proto::pb::{self, Decision, Kind};
+use prost::Message;
+
+/// Largest encoded entry accepted from a writer. Keeps the stored record under
+/// [`crate::store::MAX_RECORD_BYTES`] (the rkyv form adds a few bytes per field).
+pub const MAX_ENTRY_BYTES: usize = 60 * 1024;
+
+/// Who is on the other end of the socket, from SO_PEERCRED at accept time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// Why an entry was refused; the text goes back to the caller as is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Checks `new` and builds the entry to append.
+pub fn accept(new: pb::NewEntry, peer: Peer, host: &str) -> Result<pb::Entry, Invalid> {
+    let kind = Kind::try_from(new.kind).unwrap_or(Kind::Unspecified);
+    match kind {
+        Kind::Decision | Kind::Outcome => {}
+        Kind::Unspecified => {
+            return Err(Invalid("entry has no kind; set kind to decision or outcome".into()));
+        }
+        other => {
+            return Err(Invalid(format!(
+                "entries of kind {} are written by ledgerd itself or through admin commands, not appended by writers",
+                other.name()
+            )));
+        }
+    }
+    if new.agent.trim().is_empty() {
+        return Err(Invalid("entry has no agent; name the agent that made the call".into()));
+    }
+    if new.tool.trim().is_empty() {
+        return Err(Invalid("entry has no tool; name the tool that was called".into()));
+    }
+    let decision = Decision::try_from(new.decision).unwrap_or(Decision::Unspecified);
+    if kind == Kind::Decision && decision == Decision::Unspecified {
+        return Err(Invalid("a decision entry needs decision = allow or deny".into()));
+    }
+    check_json("params", &new.params)?;
+    check_json("details", &new.details)?;
+
+    let entry = pb::Entry {
+        seq: 0,
+        time_unix_nanos: 0,
+        kind: kind as i32,
+        agent: new.agent,
+        agent_id: String::new(),
+        session: new.session,
+        action: new.action,
+        tool: new.tool,
+        params: new.params,
+        decision: decision as i32,
+        rule: new.rule,
+        policy_version: new.policy_version,
+        reason: new.reason,
+        writer_uid: peer.uid,
+        writer_gid: peer.gid,
+        writer_pid: peer.pid,
+        host: host.to_string(),
+        severity: 0,
+        flags: Vec::new(),
+        policy_check: String::new(),
+        shim_id: new.shim_id,
+        shim_seq: new.shim_seq,
+        ref_seq: new.ref_seq,
+        details: new.details,
+    };
+    let size = entry.encoded_len();
+    if size > MAX_ENTRY_BYTES {
+        return Err(Invalid(format!(
+            "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; shorten its params or reason"
+        )));
+    }
+    Ok(entry)
+}
+
+fn check_json(field: &str, text: &str) -> Result<(), Invalid> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ()).map_err(|e| {
+        Invalid(format!(
+            "{field} is not valid JSON ({e}); send a JSON object such as {{\"path\":\"/tmp/x\"}}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision() -> pb::NewEntry {
+        pb::NewEntry {
+            kind: Kind::Decision as i32,
+            agent: "a".into(),
+            tool: "t".into(),
+            decision: Decision::Allow as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stamps_the_peer_and_host() {
+        let peer = Peer { uid: 1, gid: 2, pid: 3 };
+        let e = accept(decision(), peer, "h").expect("valid");
+        assert_eq!((e.writer_uid, e.writer_gid, e.writer_pid, e.host.as_str()), (1, 2, 3, "h"));
+    }
+
+    #[test]
+    fn refuses_what_a_writer_may_not_send() {
+        let peer = Peer::default();
+        let mut e = decision();
+        e.kind = Kind::DaemonStarted as i32;
+        assert!(accept(e, peer, "h").is_err());
+        let mut e = decision();
+        e.decision = 0;
+        assert!(accept(e, peer, "h").is_err());
+        let mut e = decision();
+        e.params = "{not json".into();
+        assert!(accept(e, peer, "h").expect_err("bad json").0.contains("params is not valid JSON"));
+        let mut e = decision();
+        e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_ENTRY_BYTES));
+        assert!(accept(e, peer, "h").is_err());
+    }
+}

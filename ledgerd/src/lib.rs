@@ -1,0 +1,20 @@
+//! ledgerd: a tamper-evident audit ledger for AI agents' tool calls.
+//!
+//! The path of an event, from socket to disk: [`server`] takes an RPC, [`intake`] checks
+//! the entry and stamps who sent it, [`writer`] gathers waiting entries into one group
+//! commit, and [`log`] writes that batch to the [`store`] (entries and [`tiles`] of Merkle
+//! hashes), syncs it to disk, and only then acknowledges it. [`daemon`] ties it together.
+
+pub mod config;
+pub mod daemon;
+pub mod datadir;
+pub mod intake;
+pub mod log;
+pub mod record;
+pub mod server;
+pub mod store;
+pub mod tiles;
+pub mod writer;
+
+pub use config::Config;
+pub use daemon::{Ready, run};

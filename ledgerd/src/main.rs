@@ -1,0 +1,88 @@
+//! The `ledgerd` binary: flags, logging and signals; the work is in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ledgerd::Config;
+
+/// ledgerd: a tamper-evident audit ledger for AI agents' tool calls.
+///
+/// Serves gRPC on a Unix socket, appends every decision to a BLAKE3 Merkle log on disk
+/// before acknowledging it, and signs Ed25519 checkpoints over the log.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Examples:\n  ledgerd                                  # ./ledger-data, socket ./ledger-data/ledgerd.sock\n  ledgerd --data-dir /var/lib/ledgerd --socket /run/ledgerd/ledgerd.sock\n  ledgerd --config /etc/ledgerd/ledgerd.toml\n  ledgerd --check-config /etc/ledgerd/ledgerd.toml"
+)]
+struct Args {
+    /// Data directory (created with mode 0700) [default: $LEDGERD_DATA_DIR or ./ledger-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Socket path [default: <data-dir>/ledgerd.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// TOML config file (see docs/CONFIG.md); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate a config file, print the effective config, and exit
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEDGERD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ledgerd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.check_config {
+        let config = Config::load(path)?;
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(socket) = args.socket {
+        config.socket = Some(socket);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ledgerd::run(config, shutdown_signal(), |ready| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{ready}");
+        let _ = out.flush();
+    }))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop ledgerd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

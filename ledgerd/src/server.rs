@@ -1,0 +1,346 @@
+//! The gRPC service on the Unix socket: maps each RPC to the writer or to a read of the
+//! store, and maps every library error to a `tonic::Status` in one place ([`status`]).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use ledger_proto::merkle;
+use ledger_proto::note::NoteVerifier;
+use ledger_proto::pb::{self, ledger_server::Ledger};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::intake::{self, Invalid, Peer};
+use crate::log::Ack;
+use crate::store::{Store, StoreError};
+use crate::writer::{WriterError, WriterHandle};
+
+/// Entries read per blocking chunk when streaming a range.
+const READ_CHUNK: u64 = 512;
+/// Entries one AppendStream gathers into a single writer command.
+const STREAM_CHUNK: usize = 1024;
+/// Writer commands one AppendStream keeps in flight before waiting for the oldest.
+const STREAM_IN_FLIGHT: usize = 8;
+
+/// The service state shared by every connection.
+#[derive(Clone)]
+pub struct LedgerService {
+    pub(crate) writer: WriterHandle,
+    pub(crate) store: Store,
+    pub(crate) verifier: Arc<NoteVerifier>,
+    pub(crate) host: Arc<str>,
+}
+
+fn peer<T>(req: &Request<T>) -> Peer {
+    req.extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|c| Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        })
+        .unwrap_or_default()
+}
+
+/// The one place library errors become gRPC statuses.
+pub(crate) mod status {
+    use super::*;
+
+    pub fn invalid(e: Invalid) -> Status {
+        Status::invalid_argument(e.0)
+    }
+
+    pub fn writer(e: WriterError) -> Status {
+        match e {
+            WriterError::Rejected(m) => Status::invalid_argument(m),
+            WriterError::Failed(_) => Status::internal(e.to_string()),
+            WriterError::Stopped => Status::unavailable(e.to_string()),
+        }
+    }
+
+    pub fn store(e: StoreError) -> Status {
+        match e {
+            StoreError::NoSuchEntry { .. } => Status::out_of_range(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        }
+    }
+
+    pub fn join(e: tokio::task::JoinError) -> Status {
+        Status::internal(format!("a read task failed: {e}"))
+    }
+}
+
+/// An append the writer has queued but not yet made durable.
+type Pending = oneshot::Receiver<Result<Vec<Ack>, WriterError>>;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Ledger for LedgerService {
+    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+        let peer = peer(&req);
+        let new =
+            req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
+        let entry = intake::accept(new, peer, &self.host).map_err(status::invalid)?;
+        let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
+        let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
+        Ok(Response::new(pb::AppendResponse { seq: ack.seq, leaf_hash: ack.leaf_hash.to_vec() }))
+    }
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<pb::AppendStreamResponse>, Status> {
+        let peer = peer(&req);
+        // Whatever messages have already arrived go to the writer as one command; the
+        // writer merges commands further while it syncs the previous batch.
+        let mut chunks = req.into_inner().ready_chunks(STREAM_CHUNK);
+        let mut in_flight = VecDeque::new();
+        let mut result = pb::AppendStreamResponse::default();
+        let mut received = 0u64;
+        while let Some(items) = chunks.next().await {
+            let mut batch = Vec::with_capacity(items.len());
+            let mut stop = None;
+            for item in items {
+                received += 1;
+                let accepted = item
+                    .map_err(|e| format!("the stream broke: {}", e.message()))
+                    .and_then(|msg| msg.entry.ok_or_else(|| "the message has no entry".to_string()))
+                    .and_then(|new| intake::accept(new, peer, &self.host).map_err(|e| e.0));
+                match accepted {
+                    Ok(entry) => batch.push(entry),
+                    Err(why) => {
+                        stop = Some(why);
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                in_flight.push_back(self.writer.submit(batch).await.map_err(status::writer)?);
+                while in_flight.len() > STREAM_IN_FLIGHT {
+                    take_oldest(&mut in_flight, &mut result).await?;
+                }
+            }
+            if let Some(why) = stop {
+                finish(&mut in_flight, &mut result).await?;
+                return Err(Status::invalid_argument(format!(
+                    "message {received}: {why}; the {} entries before it were appended and nothing after it",
+                    result.count
+                )));
+            }
+        }
+        finish(&mut in_flight, &mut result).await?;
+        Ok(Response::new(result))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        let req = req.into_inner();
+        let note = if req.sign_new {
+            self.writer.checkpoint(true).await.map_err(status::writer)?.note
+        } else {
+            let store = self.store.clone();
+            let size = req.size;
+            tokio::task::spawn_blocking(move || checkpoint_note(&store, size))
+                .await
+                .map_err(status::join)??
+        };
+        let cp = self
+            .verifier
+            .verify_checkpoint(&note)
+            .map_err(|e| Status::internal(format!("stored checkpoint does not verify: {e}")))?;
+        Ok(Response::new(pb::Checkpoint { note, size: cp.size, root: cp.root.to_vec() }))
+    }
+
+    async fn get_head(&self, _req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
+        let head = *self.writer.head().borrow();
+        Ok(Response::new(pb::Head { size: head.size, root: head.root.to_vec() }))
+    }
+
+    type GetEntriesStream = BoxStream<pb::StoredEntry>;
+
+    async fn get_entries(
+        &self,
+        req: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<Self::GetEntriesStream>, Status> {
+        let req = req.into_inner();
+        let (tx, rx) = mpsc::channel(READ_CHUNK as usize);
+        let store = self.store.clone();
+        let mut head = self.writer.head();
+        tokio::spawn(async move {
+            let mut next = req.start;
+            loop {
+                let size = head.borrow_and_update().size;
+                let end = if req.end == 0 { size } else { req.end.min(size) };
+                while next < end {
+                    let to = (next + READ_CHUNK).min(end);
+                    let s = store.clone();
+                    let chunk = tokio::task::spawn_blocking(move || read_range(&s, next, to)).await;
+                    let chunk = match chunk {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(status::store(e))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(status::join(e))).await;
+                            return;
+                        }
+                    };
+                    for item in chunk {
+                        if tx.send(Ok(item)).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    next = to;
+                }
+                let finished = req.end != 0 && next >= req.end;
+                if !req.follow || finished {
+                    return;
+                }
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        let req = req.into_inner();
+        let store = self.store.clone();
+        let head = self.writer.head().borrow().size;
+        let proof = tokio::task::spawn_blocking(move || -> Result<pb::InclusionProof, Status> {
+            let size = if req.tree_size == 0 { latest_checkpoint_size(&store)? } else { req.tree_size };
+            if size > head {
+                return Err(Status::out_of_range(format!("tree size {size} is beyond the log's {head} entries")));
+            }
+            if req.seq >= size {
+                return Err(Status::out_of_range(format!(
+                    "entry {} is not in a tree of {size} entries; ask for a later checkpoint (`ledgerctl checkpoint --new`)",
+                    req.seq
+                )));
+            }
+            let path = merkle::inclusion_proof(&store.node_source(), req.seq, size)
+                .map_err(|e| Status::internal(format!("cannot build inclusion proof: {e:?}")))?;
+            let entry = store.entry(req.seq).map_err(status::store)?;
+            Ok(pb::InclusionProof {
+                seq: req.seq,
+                tree_size: size,
+                leaf_hash: store.leaf_hash(req.seq).map_err(status::store)?.to_vec(),
+                path: path.iter().map(|h| h.to_vec()).collect(),
+                entry,
+            })
+        })
+        .await
+        .map_err(status::join)??;
+        Ok(Response::new(proof))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let req = req.into_inner();
+        let store = self.store.clone();
+        let head = self.writer.head().borrow().size;
+        let proof = tokio::task::spawn_blocking(move || -> Result<pb::ConsistencyProof, Status> {
+            if req.old_size > req.new_size || req.new_size > head {
+                return Err(Status::out_of_range(format!(
+                    "need old size <= new size <= {head} (the log's size); got {} and {}",
+                    req.old_size, req.new_size
+                )));
+            }
+            let path = if req.old_size == 0 {
+                Vec::new()
+            } else {
+                merkle::consistency_proof(&store.node_source(), req.old_size, req.new_size)
+                    .map_err(|e| Status::internal(format!("cannot build consistency proof: {e:?}")))?
+            };
+            Ok(pb::ConsistencyProof {
+                old_size: req.old_size,
+                new_size: req.new_size,
+                path: path.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await
+        .map_err(status::join)??;
+        Ok(Response::new(proof))
+    }
+}
+
+async fn take_oldest(
+    in_flight: &mut VecDeque<Pending>,
+    result: &mut pb::AppendStreamResponse,
+) -> Result<(), Status> {
+    let Some(rx) = in_flight.pop_front() else { return Ok(()) };
+    let acks = rx.await.map_err(|_| status::writer(WriterError::Stopped))?.map_err(status::writer)?;
+    if let (Some(first), Some(last)) = (acks.first(), acks.last()) {
+        if result.count == 0 {
+            result.first_seq = first.seq;
+        }
+        result.last_seq = last.seq;
+        result.count += acks.len() as u64;
+    }
+    Ok(())
+}
+
+async fn finish(
+    in_flight: &mut VecDeque<Pending>,
+    result: &mut pb::AppendStreamResponse,
+) -> Result<(), Status> {
+    while !in_flight.is_empty() {
+        take_oldest(in_flight, result).await?;
+    }
+    Ok(())
+}
+
+fn read_range(store: &Store, start: u64, end: u64) -> Result<Vec<pb::StoredEntry>, StoreError> {
+    let hashes = store.leaf_hashes(start, end)?;
+    let mut out = Vec::with_capacity((end - start) as usize);
+    for (seq, hash) in (start..end).zip(hashes) {
+        let entry = store.entry(seq)?.ok_or(StoreError::NoSuchEntry { seq, size: end })?;
+        out.push(pb::StoredEntry { entry: Some(entry), leaf_hash: hash.to_vec() });
+    }
+    Ok(out)
+}
+
+fn checkpoint_note(store: &Store, size: u64) -> Result<String, Status> {
+    let found = if size == 0 {
+        store.checkpoints.last()
+    } else {
+        store.checkpoints.scan_prefix(size.to_be_bytes()).next_back().transpose()
+    }
+    .map_err(|e| status::store(e.into()))?;
+    let (_, note) = found.ok_or_else(|| {
+        if size == 0 {
+            Status::not_found("no checkpoint has been signed yet")
+        } else {
+            Status::not_found(format!("no checkpoint was signed at tree size {size}"))
+        }
+    })?;
+    String::from_utf8(note.to_vec()).map_err(|_| Status::internal("stored checkpoint is not UTF-8"))
+}
+
+fn latest_checkpoint_size(store: &Store) -> Result<u64, Status> {
+    let (key, _) = store
+        .checkpoints
+        .last()
+        .map_err(|e| status::store(e.into()))?
+        .ok_or_else(|| Status::not_found("no checkpoint has been signed yet"))?;
+    key.get(..8)
+        .and_then(crate::store::seq_from_key)
+        .ok_or_else(|| Status::internal("damaged checkpoint key"))
+}

@@ -1,0 +1,177 @@
+//! The group-commit writer: one OS thread that owns the [`Log`] and turns whatever
+//! appends are waiting into a single durable batch.
+//!
+//! Callers send [`Command`]s over a bounded channel (so under overload they wait: that
+//! is the backpressure) and get their answer on a oneshot channel once the batch holding
+//! their entries is on disk. While one batch is being synced, the next one gathers in the
+//! channel, so batches grow with load and the sync cost is shared.
+//!
+//! If a write or sync fails, what is on disk is unknown: the writer answers that batch
+//! with the error, stops, and every later call fails with [`WriterError::Stopped`].
+
+use std::thread;
+
+use ledger_proto::merkle::Hash;
+use ledger_proto::pb;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::log::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
+use crate::store::StoreError;
+
+/// Most entries in one group commit.
+pub const MAX_BATCH_ENTRIES: usize = 8192;
+/// Commands that may wait in the queue before callers block.
+pub const QUEUE_DEPTH: usize = 1024;
+
+/// The tree as of the last durable commit, published to readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// Why a write was not done.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriterError {
+    #[error("{0}")]
+    Rejected(String),
+    #[error(
+        "the ledger's storage failed and ledgerd stopped accepting writes: {0}. Check the disk and the daemon log, then restart ledgerd"
+    )]
+    Failed(String),
+    #[error("ledgerd is shutting down or its writer has stopped; retry against a running daemon")]
+    Stopped,
+}
+
+/// Where the writer answers an append.
+type AckSender = oneshot::Sender<Result<Vec<Ack>, WriterError>>;
+
+/// A request to the writer.
+pub enum Command {
+    /// Append these entries (seq and time are assigned by the writer).
+    Append { entries: Vec<pb::Entry>, reply: AckSender },
+    /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
+    Checkpoint { force: bool, reply: oneshot::Sender<Result<SignedCheckpoint, WriterError>> },
+}
+
+/// The sending side, shared by every connection.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+    head: watch::Receiver<Head>,
+}
+
+impl WriterHandle {
+    /// Appends entries and waits until they are durable.
+    pub async fn append(&self, entries: Vec<pb::Entry>) -> Result<Vec<Ack>, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Append { entries, reply }).await.map_err(|_| WriterError::Stopped)?;
+        rx.await.map_err(|_| WriterError::Stopped)?
+    }
+
+    /// Queues entries without waiting for them to be durable; the returned receiver
+    /// answers when they are. Used by streams to keep many batches in flight.
+    pub async fn submit(
+        &self,
+        entries: Vec<pb::Entry>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Ack>, WriterError>>, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Append { entries, reply }).await.map_err(|_| WriterError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Signs a checkpoint (see [`Command::Checkpoint`]).
+    pub async fn checkpoint(&self, force: bool) -> Result<SignedCheckpoint, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Checkpoint { force, reply }).await.map_err(|_| WriterError::Stopped)?;
+        rx.await.map_err(|_| WriterError::Stopped)?
+    }
+
+    /// The durable head, updated after every commit.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.head.clone()
+    }
+}
+
+/// Starts the writer thread. It runs until every [`WriterHandle`] is dropped, and
+/// returns the log when it ends (or the error that stopped it).
+pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
+    let join = thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || run(log, rx, head_tx))
+        .map_err(|e| e.to_string());
+    let join = match join {
+        Ok(j) => j,
+        // Without a writer thread nothing can be written; fail every call clearly.
+        Err(e) => thread::spawn(move || {
+            Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
+        }),
+    };
+    (WriterHandle { tx, head }, join)
+}
+
+fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>) -> Result<Log, LogError> {
+    while let Some(first) = rx.blocking_recv() {
+        let mut entries = Vec::new();
+        let mut waiting: Vec<(usize, AckSender)> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Append { entries: mut more, reply } => {
+                    waiting.push((more.len(), reply));
+                    entries.append(&mut more);
+                }
+                Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
+            }
+            if entries.len() < MAX_BATCH_ENTRIES {
+                next = rx.try_recv().ok();
+            }
+        }
+
+        if !entries.is_empty() {
+            match log.append(entries, now_nanos()) {
+                Ok(acks) => {
+                    let _ = head.send(Head { size: log.size(), root: log.root() });
+                    let mut acks = acks.into_iter();
+                    for (n, reply) in waiting {
+                        let _ = reply.send(Ok(acks.by_ref().take(n).collect()));
+                    }
+                }
+                Err(LogError::Store(StoreError::TooLarge { size })) => {
+                    // Nothing was written: refuse the batch and go on.
+                    let msg = StoreError::TooLarge { size }.to_string();
+                    for (_, reply) in waiting {
+                        let _ = reply.send(Err(WriterError::Rejected(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "append failed; the writer stops");
+                    let failed = WriterError::Failed(e.to_string());
+                    for (_, reply) in waiting {
+                        let _ = reply.send(Err(failed.clone()));
+                    }
+                    for (_, reply) in checkpoints {
+                        let _ = reply.send(Err(failed.clone()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (force, reply) in checkpoints {
+            match log.sign_checkpoint(force, now_nanos()) {
+                Ok(cp) => {
+                    let _ = reply.send(Ok(cp));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint failed; the writer stops");
+                    let _ = reply.send(Err(WriterError::Failed(e.to_string())));
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(log)
+}

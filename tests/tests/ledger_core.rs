@@ -1,0 +1,396 @@
+//! The ledger core against real daemons: appends over both RPCs, concurrency and gap-free
+//! seq, crash safety under SIGKILL, tamper detection, served proofs, key permissions.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use ledger_client::Client;
+use ledger_proto::merkle::{self, Hash};
+use ledger_proto::note::NoteVerifier;
+use ledger_proto::{leaf, pb};
+use ledger_tests::{Daemon, stderr, stdout};
+use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
+
+fn decision(agent: &str, tool: &str, n: u64) -> pb::NewEntry {
+    pb::NewEntry {
+        kind: pb::Kind::Decision as i32,
+        agent: agent.into(),
+        tool: tool.into(),
+        decision: if n.is_multiple_of(3) { pb::Decision::Deny } else { pb::Decision::Allow } as i32,
+        params: format!(r#"{{"n":{n},"path":"/srv/data/{n}.csv"}}"#),
+        rule: format!("rule-{}", n % 5),
+        policy_version: 1 + n % 2,
+        reason: format!("call {n}"),
+        session: "s-1".into(),
+        ..Default::default()
+    }
+}
+
+/// The fields a writer chose must come back exactly.
+fn assert_same_as_sent(sent: &pb::NewEntry, got: &pb::Entry) {
+    assert_eq!(got.kind, sent.kind);
+    assert_eq!(got.agent, sent.agent);
+    assert_eq!(got.tool, sent.tool);
+    assert_eq!(got.decision, sent.decision);
+    assert_eq!(got.params, sent.params);
+    assert_eq!(got.rule, sent.rule);
+    assert_eq!(got.policy_version, sent.policy_version);
+    assert_eq!(got.reason, sent.reason);
+    assert_eq!(got.session, sent.session);
+}
+
+async fn all_entries(client: &mut Client) -> Vec<pb::StoredEntry> {
+    let mut stream = client.entries(0, 0, false).await.expect("entries");
+    let mut out = Vec::new();
+    while let Some(item) = stream.next().await {
+        out.push(item.expect("entry"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_over_both_rpcs_from_concurrent_writers_are_gap_free_and_read_back_equal() {
+    let daemon = Daemon::start();
+    let sent: Arc<Mutex<BTreeMap<u64, pb::NewEntry>>> = Arc::default();
+    let mut tasks = Vec::new();
+    // Eight unary writers, each on its own connection.
+    for w in 0..8u64 {
+        let mut client = daemon.client().await;
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let e = decision(&format!("unary-{w}"), "db.query", w * 1000 + i);
+                let ack = client.append(e.clone()).await.expect("append");
+                assert_eq!(ack.leaf_hash.len(), 32);
+                sent.lock().await.insert(ack.seq, e);
+            }
+        }));
+    }
+    // Two streaming writers at the same time.
+    for w in 0..2u64 {
+        let mut client = daemon.client().await;
+        tasks.push(tokio::spawn(async move {
+            let entries: Vec<_> = (0..500).map(|i| decision(&format!("stream-{w}"), "fs.read", i)).collect();
+            let r = client.append_stream(tokio_stream::iter(entries)).await.expect("append_stream");
+            assert_eq!(r.count, 500);
+            assert!(r.last_seq >= r.first_seq + 499);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+
+    let mut client = daemon.client().await;
+    let entries = all_entries(&mut client).await;
+    let start = daemon.ready_size();
+    assert_eq!(entries.len() as u64, start + 8 * 40 + 2 * 500);
+    for (i, stored) in entries.iter().enumerate() {
+        let e = stored.entry.as_ref().expect("entry");
+        assert_eq!(e.seq, i as u64, "seq must be gap-free and in order");
+        assert_eq!(leaf::entry_leaf_hash(e).to_vec(), stored.leaf_hash, "leaf hash of entry {i}");
+        assert!(
+            i == 0 || e.time_unix_nanos >= entries[i - 1].entry.as_ref().map_or(0, |p| p.time_unix_nanos)
+        );
+    }
+    for (seq, e) in sent.lock().await.iter() {
+        let got = entries[*seq as usize].entry.as_ref().expect("entry");
+        assert_same_as_sent(e, got);
+        assert_eq!(got.writer_pid, std::process::id(), "the daemon stamps the writer's pid");
+    }
+    // Each stream's entries are in the order they were sent.
+    for w in 0..2 {
+        let reasons: Vec<_> = entries
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .filter(|e| e.agent == format!("stream-{w}"))
+            .map(|e| e.reason.clone())
+            .collect();
+        let expected: Vec<_> = (0..500).map(|i| format!("call {i}")).collect();
+        assert_eq!(reasons, expected);
+    }
+    let out = daemon.ctl(&["verify"]);
+    assert!(out.status.success(), "verify: {}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn ledgerctl_append_prints_the_seq_and_jsonl_stops_at_a_bad_line() {
+    let daemon = Daemon::start();
+    let out = daemon.ctl(&[
+        "append",
+        "--agent",
+        "billing-bot",
+        "--tool",
+        "db.query",
+        "--decision",
+        "allow",
+        "--params",
+        r#"{"sql": "select 1"}"#,
+        "--rule",
+        "read-invoices",
+        "--policy-version",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), daemon.ready_size().to_string());
+
+    let input = concat!(
+        r#"{"agent":"a","tool":"t","decision":"deny","params":{"x":1}}"#,
+        "\n",
+        r#"{"agent":"a","tool":"t","decision":"allow","params":"{\"y\":2}"}"#,
+        "\n",
+        r#"{"agent":"a","tool":"t","decision":"maybe"}"#,
+        "\n",
+        r#"{"agent":"a","tool":"t","decision":"allow"}"#,
+        "\n"
+    );
+    let out = daemon.ctl_stdin(&["append", "--jsonl", "-"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("maybe") && err.contains("appended 2 entries"), "{err}");
+
+    let out = daemon.ctl_stdin(&["append", "--jsonl", "-"], Some(b"{\"agent\":\"a\",\"tool\":\"t\"}\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing field `decision`"), "{}", stderr(&out));
+
+    let out = daemon.ctl_stdin(&["append", "--jsonl", "-"], Some(b"not json\n"));
+    assert!(stderr(&out).contains("line 1"), "{}", stderr(&out));
+
+    // 1 + 2 appended; the bad line and everything after it were not.
+    let out = daemon.ctl(&["tail", "-n", "3"]);
+    let table = stdout(&out);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.lines().last().is_some_and(|l| l.contains("allow")), "{table}");
+    let head = table.lines().next().unwrap_or_default();
+    assert!(head.starts_with("SEQ") && head.contains("DECISION"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_loses_nothing_acknowledged_and_the_sequence_continues() {
+    let mut daemon = Daemon::start();
+    let tmp = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    let acked: Arc<Mutex<BTreeMap<u64, Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..6u64 {
+        let mut client = daemon.client().await;
+        let acked = acked.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.append(decision(&format!("w{w}"), "shell.exec", i)).await {
+                    Ok(ack) => {
+                        acked.lock().await.insert(ack.seq, ack.leaf_hash);
+                    }
+                    Err(_) => return, // the daemon died mid-call: not acknowledged
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    daemon.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() > 50, "too few appends before the kill: {}", acked.len());
+
+    let daemon = Daemon::start_in(&data_dir).expect("restart after SIGKILL");
+    let mut client = daemon.client().await;
+    let entries = all_entries(&mut client).await;
+    for (seq, hash) in &acked {
+        let stored = entries.get(*seq as usize).unwrap_or_else(|| panic!("acknowledged entry {seq} is gone"));
+        let e = stored.entry.as_ref().expect("entry");
+        assert_eq!(&leaf::entry_leaf_hash(e).to_vec(), hash, "entry {seq} changed across the crash");
+    }
+    // Whatever else is there is whole (decodes, hashes right), and the restart is recorded
+    // right after it.
+    let last = entries.last().and_then(|s| s.entry.as_ref()).expect("entries");
+    assert_eq!(last.kind, pb::Kind::DaemonStarted as i32);
+    assert_eq!(last.seq + 1, entries.len() as u64);
+    let ack = client.append(decision("after", "t", 1)).await.expect("append after restart");
+    assert_eq!(ack.seq, entries.len() as u64, "new appends continue the sequence");
+    let out = daemon.ctl(&["verify"]);
+    assert!(out.status.success(), "verify after crash: {}{}", stdout(&out), stderr(&out));
+    drop(tmp);
+}
+
+/// Opens the stopped daemon's store and rewrites entry `seq` with another agent name,
+/// as someone with access to the files could.
+fn tamper_entry(data_dir: &std::path::Path, seq: u64) {
+    let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+    let mut entry = store.entry(seq).expect("read").expect("entry exists");
+    entry.agent = "someone-else".into();
+    let bytes = ledgerd::record::encode(&ledgerd::record::Record::from(entry)).expect("encode");
+    store.entries.insert(seq.to_be_bytes(), bytes.as_slice()).expect("insert");
+    store.entries.flush().expect("flush");
+}
+
+#[test]
+fn a_changed_entry_is_reported_with_its_seq() {
+    let mut daemon = Daemon::start();
+    let tmp = daemon.keep_dir();
+    for i in 0..20 {
+        let n = i.to_string();
+        let out =
+            daemon.ctl(&["append", "--agent", "a", "--tool", "t", "--decision", "allow", "--reason", &n]);
+        assert!(out.status.success());
+    }
+    let data_dir = daemon.data_dir.clone();
+    assert!(daemon.stop(), "clean stop");
+    tamper_entry(&data_dir, 7);
+
+    let daemon = Daemon::start_in(&data_dir).expect("the tampered entry is covered by a checkpoint: start");
+    let out = daemon.ctl(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("entry 7") && err.contains("changed"), "{err}");
+    drop(tmp);
+}
+
+#[test]
+fn deleting_the_newest_entries_breaks_a_pinned_checkpoint() {
+    let mut daemon = Daemon::start();
+    let tmp = daemon.keep_dir();
+    for _ in 0..10 {
+        assert!(
+            daemon.ctl(&["append", "--agent", "a", "--tool", "t", "--decision", "deny"]).status.success()
+        );
+    }
+    let pinned = tmp.as_ref().expect("tmp").path().join("pinned.note");
+    let out = daemon.ctl(&["checkpoint", "--new"]);
+    std::fs::write(&pinned, &out.stdout).expect("save checkpoint");
+    let pinned_size: u64 = stdout(&out).lines().nth(1).and_then(|l| l.parse().ok()).expect("size line");
+    let data_dir = daemon.data_dir.clone();
+    assert!(daemon.stop());
+
+    // Remove the newest five entries (and with them the checkpoints that cover them).
+    {
+        let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+        let end = store.entries_end().expect("end");
+        for seq in end - 5..end {
+            store.entries.remove(seq.to_be_bytes()).expect("remove");
+        }
+        // With the checkpoints still there the daemon refuses to start at all.
+        store.entries.flush().expect("flush");
+    }
+    let refused = Daemon::start_in(&data_dir).err().expect("must refuse a truncated log");
+    assert!(refused.contains("acknowledged entries are missing"), "{refused}");
+
+    {
+        let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+        let end = store.entries_end().expect("end");
+        let doomed: Vec<_> = store
+            .checkpoints
+            .iter()
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| ledgerd::store::seq_from_key(&k[..8]).is_some_and(|size| size > end))
+            .collect();
+        for k in doomed {
+            store.checkpoints.remove(k).expect("remove checkpoint");
+        }
+        store.checkpoints.flush().expect("flush");
+    }
+    let daemon = Daemon::start_in(&data_dir).expect("starts on the shortened log");
+    let out = daemon.ctl(&["verify", "--checkpoint", pinned.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("pinned.note") && err.contains(&pinned_size.to_string()), "{err}");
+    drop(tmp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_proofs_verify_for_every_size_up_to_300_and_match_an_independent_tree() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let start = daemon.ready_size();
+    let entries: Vec<_> = (start..300).map(|i| decision("p", "t", i)).collect();
+    client.append_stream(tokio_stream::iter(entries)).await.expect("append");
+    let all = all_entries(&mut client).await;
+    assert!(all.len() >= 300);
+    let leaves: Vec<Hash> =
+        all.iter().take(300).map(|s| leaf::entry_leaf_hash(s.entry.as_ref().expect("entry"))).collect();
+    for size in 1..=300u64 {
+        let root = merkle::root_from_leaf_hashes(&leaves[..size as usize]);
+        for seq in 0..size {
+            let proof = client.prove(seq, size).await.expect("inclusion proof");
+            let path = merkle::hashes_from_bytes(&proof.path).expect("path");
+            // The same path an in-memory tree over the recomputed leaves gives.
+            let expected = merkle::inclusion_proof(&leaves[..], seq, size).expect("reference proof");
+            assert_eq!(path, expected, "inclusion proof seq {seq} size {size}");
+            merkle::verify_inclusion(&leaves[seq as usize], seq, size, &path, &root).expect("verifies");
+            let mut wrong = root;
+            wrong[0] ^= 1;
+            assert!(merkle::verify_inclusion(&leaves[seq as usize], seq, size, &path, &wrong).is_err());
+        }
+        for old in 0..=size {
+            let proof = client.consistency(old, size).await.expect("consistency proof");
+            let path = merkle::hashes_from_bytes(&proof.path).expect("path");
+            let old_root = merkle::root_from_leaf_hashes(&leaves[..old as usize]);
+            merkle::verify_consistency(old, size, &old_root, &root, &path)
+                .unwrap_or_else(|e| panic!("consistency {old} -> {size}: {e}"));
+            if old > 0 && old < size {
+                let mut wrong = old_root;
+                wrong[31] ^= 1;
+                assert!(merkle::verify_consistency(old, size, &wrong, &root, &path).is_err());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_signing_key_readable_by_others_is_refused() {
+    let mut daemon = Daemon::start();
+    let tmp = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    assert!(daemon.stop());
+    let key = data_dir.join("signing.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = Daemon::start_in(&data_dir).err().expect("must refuse");
+    assert!(err.contains("chmod 600") && err.contains("signing.key"), "{err}");
+    drop(tmp);
+}
+
+#[test]
+fn a_data_dir_readable_by_others_is_refused_and_a_missing_one_is_created_private() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let err = Daemon::start_in(&open).err().expect("must refuse");
+    assert!(err.contains("chmod 700"), "{err}");
+
+    let fresh = tmp.path().join("fresh");
+    let daemon = Daemon::start_in(&fresh).expect("start");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("signing.key")), 0o600);
+    assert_eq!(mode(&daemon.socket), 0o660);
+    let vkey = std::fs::read_to_string(fresh.join("verifier.vkey")).expect("vkey");
+    NoteVerifier::parse(&vkey).expect("verifier.vkey is a C2SP verifier key");
+}
+
+#[test]
+fn restarts_are_recorded_and_each_start_signs_a_checkpoint_consistent_with_the_last() {
+    let mut daemon = Daemon::start();
+    let tmp = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    let first = daemon.ctl(&["checkpoint"]);
+    assert!(daemon.stop());
+    let daemon = Daemon::start_in(&data_dir).expect("restart");
+    let pinned = data_dir.join("first.note");
+    std::fs::write(&pinned, &first.stdout).expect("save");
+    let out = daemon.ctl(&["verify", "--checkpoint", pinned.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = daemon.ctl(&["tail"]);
+    let kinds: Vec<_> =
+        stdout(&out).lines().skip(1).filter_map(|l| l.split_whitespace().nth(2).map(String::from)).collect();
+    assert_eq!(kinds, ["daemon_started", "daemon_stopped", "daemon_started"]);
+    drop(tmp);
+}
