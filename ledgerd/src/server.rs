@@ -23,9 +23,9 @@ use crate::writer::{WriterError, WriterHandle};
 /// Entries read per blocking chunk when streaming a range.
 const READ_CHUNK: u64 = 512;
 /// Entries one AppendStream gathers into a single writer command.
-const STREAM_CHUNK: usize = 1024;
+const STREAM_CHUNK: usize = 256;
 /// Writer commands one AppendStream keeps in flight before waiting for the oldest.
-const STREAM_IN_FLIGHT: usize = 8;
+const STREAM_IN_FLIGHT: usize = 32;
 
 /// The service state shared by every connection.
 #[derive(Clone)]

@@ -25,12 +25,14 @@ use crate::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 /// host should take; reads beyond the cache go to the OS page cache anyway.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// sled writes a log item bigger than `segment_size / 4` to a separate blob file. Leaf
-/// nodes hold up to 16 values, so with 8 MiB segments values up to [`MAX_RECORD_BYTES`]
-/// keep every node inline in the (synced) log file.
-const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+/// sled's log segment size. sled writes a log item bigger than `segment_size / 4` to a
+/// separate blob file, which it never syncs; leaf nodes hold up to 16 values, so with
+/// 1 MiB segments every node of typical entries (a few hundred bytes) stays inline in the
+/// synced log file. Entries near [`MAX_RECORD_BYTES`] can still produce a blob file:
+/// [`Syncer`] syncs any it finds before a commit is acknowledged.
+const SEGMENT_SIZE: usize = 1024 * 1024;
 
-/// The largest stored record accepted (see [`SEGMENT_SIZE`]).
+/// The largest stored record accepted.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// Errors of the storage layer.

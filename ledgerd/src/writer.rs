@@ -114,43 +114,44 @@ pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError
 
 fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>) -> Result<Log, LogError> {
     while let Some(first) = rx.blocking_recv() {
-        let mut entries = Vec::new();
-        let mut waiting: Vec<(usize, AckSender)> = Vec::new();
+        let mut groups = Vec::new();
+        let mut waiting: Vec<AckSender> = Vec::new();
         let mut checkpoints = Vec::new();
+        let mut queued = 0;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Append { entries: mut more, reply } => {
-                    waiting.push((more.len(), reply));
-                    entries.append(&mut more);
+                Command::Append { entries, reply } => {
+                    queued += entries.len();
+                    groups.push(entries);
+                    waiting.push(reply);
                 }
                 Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
             }
-            if entries.len() < MAX_BATCH_ENTRIES {
+            if queued < MAX_BATCH_ENTRIES {
                 next = rx.try_recv().ok();
             }
         }
 
-        if !entries.is_empty() {
-            match log.append(entries, now_nanos()) {
+        if !groups.is_empty() {
+            match log.append(groups, now_nanos()) {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
-                    let mut acks = acks.into_iter();
-                    for (n, reply) in waiting {
-                        let _ = reply.send(Ok(acks.by_ref().take(n).collect()));
+                    for (group, reply) in acks.into_iter().zip(waiting) {
+                        let _ = reply.send(Ok(group));
                     }
                 }
                 Err(LogError::Store(StoreError::TooLarge { size })) => {
                     // Nothing was written: refuse the batch and go on.
                     let msg = StoreError::TooLarge { size }.to_string();
-                    for (_, reply) in waiting {
+                    for reply in waiting {
                         let _ = reply.send(Err(WriterError::Rejected(msg.clone())));
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "append failed; the writer stops");
                     let failed = WriterError::Failed(e.to_string());
-                    for (_, reply) in waiting {
+                    for reply in waiting {
                         let _ = reply.send(Err(failed.clone()));
                     }
                     for (_, reply) in checkpoints {
