@@ -17,7 +17,7 @@ use std::convert::Infallible;
 /// A BLAKE3 hash: of a leaf, an interior node or a whole tree.
 pub type Hash = [u8; 32];
 
-/// The length of a [`Hash`] in bytes.
+/// The length of a [`Hash`](type@Hash) in bytes.
 pub const HASH_LEN: usize = 32;
 
 /// The domain-separation prefix of a leaf hash, so that no leaf can pose as a node.
@@ -72,7 +72,7 @@ pub fn root_from_leaf_hashes(leaves: &[Hash]) -> Hash {
 }
 
 /// A store of the hashes of complete, aligned subtrees: node (level, index) covers leaves
-/// [index << level, (index + 1) << level). Level 0 = leaf hashes.
+/// `[index << level, (index + 1) << level)`. Level 0 = leaf hashes.
 ///
 /// The functions of this module only ask for nodes whose leaves all lie below the tree size
 /// they were given, so a store needs to answer only for complete subtrees of the tree it
@@ -126,7 +126,7 @@ impl NodeSource for Vec<Hash> {
     }
 }
 
-/// MTH(D[start:end]) using only complete aligned subtrees from `src` (O(log n) node reads).
+/// `MTH(D[start:end])` using only complete aligned subtrees from `src` (O(log n) node reads).
 ///
 /// The O(log n) bound holds for every range that is a subtree of an RFC 9162 tree (which are
 /// the only ranges the proofs here ask for): such a range starts at a multiple of the
@@ -175,7 +175,7 @@ pub enum ProofError<E> {
     OldLargerThanNew { old_size: u64, new_size: u64 },
 }
 
-/// RFC 9162 §2.1.3.1 PATH(m, D[n]); error if index >= size.
+/// RFC 9162 §2.1.3.1 `PATH(m, D[n])`; error if index >= size.
 ///
 /// The path is ordered from the leaf up: first the sibling of the leaf, last the sibling
 /// of the root's child on the leaf's side.
@@ -205,7 +205,7 @@ pub fn inclusion_proof<S: NodeSource + ?Sized>(
     Ok(path)
 }
 
-/// RFC 9162 §2.1.4.1 PROOF(m, D[n]); 0 < old <= new; old == new gives an empty proof.
+/// RFC 9162 §2.1.4.1 `PROOF(m, D[n])`; 0 < old <= new; old == new gives an empty proof.
 ///
 /// Old size 0 is refused with [`ProofError::EmptyOld`]: every tree extends the empty tree,
 /// so callers treat it as trivially consistent (an empty proof, which
@@ -276,7 +276,7 @@ pub enum VerifyError {
     SameSizeRootsDiffer { size: u64 },
 }
 
-/// The number of hashes in PATH(index, D[size]); `index < size`.
+/// The number of hashes in `PATH(index, D[size])`; `index < size`.
 fn inclusion_path_len(index: u64, size: u64) -> usize {
     let (mut lo, mut hi, mut len) = (0, size, 0);
     while hi - lo > 1 {
@@ -291,7 +291,7 @@ fn inclusion_path_len(index: u64, size: u64) -> usize {
     len
 }
 
-/// The number of hashes in PROOF(old_size, D[new_size]); `0 < old_size <= new_size`.
+/// The number of hashes in `PROOF(old_size, D[new_size])`; `0 < old_size <= new_size`.
 fn consistency_path_len(old_size: u64, new_size: u64) -> usize {
     let (mut lo, mut hi, mut m, mut whole, mut len) = (0, new_size, old_size, true, 0);
     while m != hi - lo {

@@ -109,6 +109,7 @@ fn matches_ct_merkle_for_every_size_up_to_300() {
             assert!(end <= n, "node ({level}, {index}) reported complete in a tree of {n}");
             let expected = root_from_leaf_hashes(&leaves[start as usize..end as usize]);
             assert_eq!(*hash, expected, "node ({level}, {index}) at size {n}");
+            assert_eq!(subtree_hash(&leaves, start, end), Ok(expected));
             store.record(level, index, hash);
         });
 
