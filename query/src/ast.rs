@@ -84,10 +84,6 @@ impl CmpOp {
             CmpOp::NotMatch => "!~",
         }
     }
-
-    pub(crate) fn is_ordering(self) -> bool {
-        matches!(self, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge)
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -172,16 +172,7 @@ impl QueryError {
         let start = floor_char_boundary(text, start.min(text.len()));
         let end = floor_char_boundary(text, end.clamp(start, text.len()));
         let (line, col) = line_col(text, start);
-        QueryError {
-            code,
-            message: message.into(),
-            label: label.into(),
-            help,
-            line,
-            col,
-            start,
-            end,
-        }
+        QueryError { code, message: message.into(), label: label.into(), help, line, col, start, end }
     }
 
     /// Renders the error as rustc does, quoting the offending line of `query`:
@@ -353,4 +344,37 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_on_later_lines_with_tabs_and_wide_gutters() {
+        let text = "a\nb\n\tagnet = 1";
+        let e = QueryError::new(Code::Q101, text, 5, 10, "unknown field `agnet`", "not a known field", None);
+        assert_eq!((e.line, e.col), (3, 2));
+        assert_eq!(
+            e.render(text),
+            "error[Q101]: unknown field `agnet`\n --> query:3:2\n  |\n3 | \tagnet = 1\n  | \t^^^^^ not a known field"
+        );
+        let long = format!("{}x", "\n".repeat(11));
+        let e = QueryError::new(Code::Q100, &long, 11, 12, "m", "", Some("h".to_string()));
+        assert_eq!(
+            e.render(&long),
+            "error[Q100]: m\n  --> query:12:1\n   |\n12 | x\n   | ^\n   |\n   = help: h"
+        );
+    }
+
+    #[test]
+    fn json_round_trip_and_rejects() {
+        let e = QueryError::new(Code::Q303, "time > x", 7, 8, "bad", "not a time", Some("help".to_string()));
+        assert_eq!(QueryError::from_json(&e.to_json()), Ok(e));
+        assert!(matches!(QueryErrors::from_json_str("[]"), Err(JsonError::Member(_))));
+        assert!(matches!(QueryErrors::from_json_str("{"), Err(JsonError::Syntax(_))));
+        let unknown =
+            r#"{"code":"Q999","message":"","label":"","help":null,"line":1,"col":1,"start":0,"end":0}"#;
+        assert!(matches!(QueryErrors::from_json_str(unknown), Err(JsonError::Code(_))));
+    }
 }

@@ -229,11 +229,6 @@ impl Field {
         }
     }
 
-    /// Whether this field holds JSON text that a path can reach into.
-    pub(crate) fn takes_path(&self) -> bool {
-        matches!(self, Field::Params(_) | Field::Details(_))
-    }
-
     /// The static type of the field.
     pub(crate) fn ty(&self) -> Type {
         match self {

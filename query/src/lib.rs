@@ -1,1 +1,160 @@
-//! placeholder
+//! The ledger query language: parse, check, plan and evaluate queries over ledger entries,
+//! and write the results as a table, CSV or JSON lines.
+//!
+//! ```
+//! use ledger_query::{parse, Context};
+//!
+//! let query = parse(r#"during 2026-Q1 agent = "build-bot" and decision = deny | sort time desc"#).unwrap();
+//! let ctx = Context::utc("2026-06-01T00:00:00Z".parse().unwrap());
+//! assert_eq!(query.agents(), Some(vec!["build-bot".to_string()]));
+//! assert!(query.time_range(&ctx).is_some());
+//! let mut pipeline = query.pipeline(&ctx);
+//! // for entry in scan { pipeline.push(&entry); if pipeline.is_done() { break } }
+//! let rows = pipeline.finish();
+//! assert!(rows.rows.is_empty());
+//! ```
+//!
+//! The crate does no I/O of its own: writers take any `std::io::Write`. `docs/QUERY.md`
+//! in the workspace is the language reference.
+
+mod aggregate;
+mod ast;
+mod check;
+mod error;
+mod eval;
+mod field;
+mod output;
+mod parse;
+mod pattern;
+mod pipeline;
+mod plan;
+mod record;
+mod suggest;
+mod time;
+mod value;
+
+pub use aggregate::Row;
+pub use error::{Code, JsonError, QueryError, QueryErrors};
+pub use field::{DECISIONS, DEFAULT_COLUMNS, Field, KINDS, POLICY_CHECKS, WEEKDAYS};
+pub use output::{format_value, neutralise, unneutralise, write_csv, write_json_lines, write_table};
+pub use pipeline::{Pipeline, ResultSet};
+pub use record::Record;
+pub use time::Context;
+pub use value::{OwnedValue, Value};
+
+use plan::{Cond, Lowered, Step};
+
+/// A parsed and checked query, ready to run any number of times.
+///
+/// Patterns are compiled once, here; times (`now`, `7d ago`, dates in the context's zone)
+/// are fixed when a [`Pipeline`] is made.
+#[derive(Debug, Clone)]
+pub struct Query {
+    lowered: Lowered,
+    columns: Vec<String>,
+    /// The conditions every record must meet before any limit, sort or aggregation.
+    prefilter: Vec<Cond>,
+    aggregation: bool,
+}
+
+/// Parses and type-checks a query.
+///
+/// On failure: one syntax error (where parsing got furthest), or every type error found.
+pub fn parse(text: &str) -> Result<Query, QueryErrors> {
+    let ast = parse::parse_query(text).map_err(|e| QueryErrors::new(vec![e]))?;
+    let checked = check::check_query(text, &ast).map_err(QueryErrors::new)?;
+    let aggregation = checked.steps.iter().any(|s| matches!(s, Step::Aggregate { .. } | Step::Top { .. }));
+    let lowered = plan::lower(checked.steps);
+    let prefilter = lowered
+        .live
+        .iter()
+        .take_while(|s| !matches!(s, Step::Limit(_)))
+        .filter_map(|s| match s {
+            Step::Filter(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Query { lowered, columns: checked.columns, prefilter, aggregation })
+}
+
+/// Parses and type-checks a bare condition, as used in a policy rule:
+/// `tool = "db.query" and params.sql ~ /(?i)^select /`.
+pub fn parse_condition(text: &str) -> Result<Filter, QueryErrors> {
+    let ast = parse::parse_expr(text).map_err(|e| QueryErrors::new(vec![e]))?;
+    let cond = check::check_condition(text, &ast).map_err(QueryErrors::new)?;
+    Ok(Filter { cond })
+}
+
+impl Query {
+    /// The output column names.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Whether the query aggregates (`count`, `stats`, `top`): its rows are groups, not
+    /// entries.
+    pub fn is_aggregation(&self) -> bool {
+        self.aggregation
+    }
+
+    /// The half-open range `[start, end)` of `time` (nanoseconds) outside which no entry
+    /// can matter, from the period and from `and`-ed comparisons on `time`; `None` when
+    /// the query does not bound time. Conservative: the pipeline still checks every entry.
+    pub fn time_range(&self, ctx: &Context) -> Option<(i64, i64)> {
+        self.prefilter
+            .iter()
+            .filter_map(|c| plan::time_range(c, ctx))
+            .reduce(|a, b| (a.0.max(b.0), a.1.min(b.1)))
+    }
+
+    /// The agents outside which no entry can matter (from `agent = "x"`, `agent in [...]`,
+    /// and `or`s of them), sorted; `None` when the query does not restrict agents.
+    pub fn agents(&self) -> Option<Vec<String>> {
+        self.prefilter
+            .iter()
+            .filter_map(plan::agents)
+            .reduce(|a, b| a.intersection(&b).cloned().collect())
+            .map(|set| set.into_iter().collect())
+    }
+
+    /// The condition every entry must meet to matter (period, filter, and `where` stages
+    /// before any `limit`, `sort` or aggregation).
+    pub fn filter(&self) -> Filter {
+        Filter { cond: Cond::All(self.prefilter.clone()) }
+    }
+
+    /// A pipeline that runs the query in `ctx`.
+    pub fn pipeline(&self, ctx: &Context) -> Pipeline {
+        Pipeline::new(&self.lowered, self.columns.clone(), ctx)
+    }
+
+    /// Runs the query over records in memory (tests, small exports).
+    pub fn run<'r, R: Record + 'r>(
+        &self,
+        records: impl IntoIterator<Item = &'r R>,
+        ctx: &Context,
+    ) -> ResultSet {
+        let mut pipeline = self.pipeline(ctx);
+        for r in records {
+            if pipeline.is_done() {
+                break;
+            }
+            pipeline.push(r);
+        }
+        pipeline.finish()
+    }
+}
+
+/// A checked condition: a policy rule's, or a query's [`Query::filter`].
+#[derive(Debug, Clone)]
+pub struct Filter {
+    cond: Cond,
+}
+
+impl Filter {
+    /// Whether `record` meets the condition. `ctx` supplies `now` and the time zone;
+    /// time literals are resolved on each call, so one `Filter` serves any context.
+    pub fn matches<R: Record + ?Sized>(&self, record: &R, ctx: &Context) -> bool {
+        eval::eval(&self.cond, &eval::View::new(record), ctx)
+    }
+}

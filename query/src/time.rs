@@ -3,9 +3,9 @@
 //! Instants are nanoseconds since the Unix epoch (UTC) in an `i64`; arithmetic saturates
 //! rather than overflows, so a literal far in the past or future simply means "always".
 
+use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 
 const NS_PER_SEC: i64 = 1_000_000_000;
 const NS_PER_DAY: i64 = 86_400 * NS_PER_SEC;
@@ -15,6 +15,10 @@ const NS_PER_DAY: i64 = 86_400 * NS_PER_SEC;
 ///
 /// Tests pass a fixed `now`; the daemon captures it when a query starts, so `last 24h` and
 /// `7d ago` mean the same instant for the whole scan.
+///
+/// A named zone comes from the caller, who looks it up in the system database
+/// (`/usr/share/zoneinfo`) with `jiff::tz::TimeZone::get("Europe/Berlin")`: this crate
+/// does no I/O of its own.
 #[derive(Debug, Clone)]
 pub struct Context {
     now: i64,
@@ -30,12 +34,6 @@ impl Context {
     /// A context in UTC.
     pub fn utc(now: Timestamp) -> Context {
         Context::new(now, TimeZone::UTC)
-    }
-
-    /// A context whose time zone is looked up by IANA name (`"Europe/Berlin"`) in the
-    /// system database (`/usr/share/zoneinfo`), or `"UTC"`.
-    pub fn with_zone_name(now: Timestamp, zone: &str) -> Result<Context, jiff::Error> {
-        Ok(Context::new(now, TimeZone::get(zone)?))
     }
 
     /// `now` in nanoseconds since the Unix epoch.
@@ -119,7 +117,10 @@ impl TimeLit {
             return None;
         }
         if token.len() == 10 {
-            return token.parse::<Date>().ok().map(|d| TimeLit::Civil(d.to_datetime(jiff::civil::Time::midnight())));
+            return token
+                .parse::<Date>()
+                .ok()
+                .map(|d| TimeLit::Civil(d.to_datetime(jiff::civil::Time::midnight())));
         }
         let has_offset = {
             let time_part = token.get(10..).unwrap_or("");
@@ -324,11 +325,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// seconds only when there are any.
 pub(crate) fn format_time(ns: i64, tz: &TimeZone) -> String {
     let ts = ns_timestamp(ns);
-    if tz == &TimeZone::UTC {
-        ts.to_string()
-    } else {
-        ts.display_with_offset(tz.to_offset(ts)).to_string()
-    }
+    if tz == &TimeZone::UTC { ts.to_string() } else { ts.display_with_offset(tz.to_offset(ts)).to_string() }
 }
 
 #[cfg(test)]

@@ -74,11 +74,7 @@ impl<'a> Value<'a> {
     /// The same value with "empty" turned into `Missing`, so that all absent values group
     /// and compare alike.
     pub(crate) fn normalized(self) -> Value<'a> {
-        if self.is_missing() {
-            Value::Missing
-        } else {
-            self
-        }
+        if self.is_missing() { Value::Missing } else { self }
     }
 
     /// The text a pattern (`~`) is matched against, for scalar values.

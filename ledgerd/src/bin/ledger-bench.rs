@@ -27,6 +27,9 @@ struct Args {
     /// Entries the streaming writer sends
     #[arg(long, default_value_t = 300_000)]
     stream_entries: u64,
+    /// sled page cache of the daemon under test [default: the daemon's default]
+    #[arg(long)]
+    cache_bytes: Option<u64>,
     /// Repeat every measurement this many times and report medians
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -135,7 +138,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let tmp = tempfile::tempdir()?;
     let data_dir = tmp.path().join("data");
-    let config = ledgerd::Config { data_dir: data_dir.clone(), ..Default::default() };
+    let mut config = ledgerd::Config { data_dir: data_dir.clone(), ..Default::default() };
+    if let Some(bytes) = args.cache_bytes {
+        config.storage.cache_bytes = bytes;
+    }
     let socket = config.socket_path();
 
     // The daemon runs on its own runtime and threads, as it would in its own process.
@@ -198,7 +204,9 @@ fn main() -> anyhow::Result<()> {
     }
     let mut rates = Vec::new();
     for _ in 0..args.runs {
-        rates.push(rt.block_on(stream(&socket, args.stream_entries))?.rate);
+        let s = rt.block_on(stream(&socket, args.stream_entries))?;
+        eprintln!("  stream run: {:.0} appends/s", s.rate);
+        rates.push(s.rate);
     }
     let rate = median(rates);
     println!(

@@ -1,0 +1,64 @@
+//! RFC 4180 CSV, safe to open in a spreadsheet, and reversible for verifiers.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+use jiff::tz::TimeZone;
+
+use super::format_value;
+use crate::pipeline::ResultSet;
+
+/// Characters that make a spreadsheet read a cell as a formula when they come first.
+const TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Makes a cell safe for a spreadsheet.
+///
+/// The rule: a cell that, after any run of leading `'`, begins with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets one `'` put in front. So `=SUM(A1)` becomes
+/// `'=SUM(A1)`, `'=x` becomes `''=x`, and `'hello` or `x=1` stay as they are. Every
+/// cell is treated alike, numbers included (`-5` becomes `'-5`).
+///
+/// The rule is reversible by [`unneutralise`], which is how a verifier gets back the exact
+/// field: a cell that ever starts with `'` followed by a trigger must have been
+/// neutralised, because the original would have had one `'` fewer and still matched.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    if needs_quote(cell) { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
+}
+
+/// The inverse of [`neutralise`]: removes the one `'` that it added.
+pub fn unneutralise(cell: &str) -> Cow<'_, str> {
+    match cell.strip_prefix('\'') {
+        Some(rest) if needs_quote(rest) => Cow::Borrowed(rest),
+        _ => Cow::Borrowed(cell),
+    }
+}
+
+fn needs_quote(cell: &str) -> bool {
+    cell.trim_start_matches('\'').starts_with(TRIGGERS)
+}
+
+/// Writes a header row of column names and one record per row, quoted as RFC 4180 needs
+/// (CRLF line ends). Values are formatted as by [`super::format_value`]: times in RFC 3339
+/// in `tz`, `params` and `details` as their JSON text, `flags` as a JSON array.
+///
+/// Returns how many cells were neutralised (see [`neutralise`]), for the caller to report
+/// on stderr; nothing about it is written into the CSV itself.
+pub fn write_csv<W: Write>(out: W, rows: &ResultSet, tz: &TimeZone) -> io::Result<usize> {
+    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+    writer.write_record(&rows.columns)?;
+    let mut neutralised = 0;
+    for row in &rows.rows {
+        let mut record = Vec::with_capacity(row.len());
+        for value in row {
+            let text = format_value(value, tz);
+            let safe = neutralise(&text);
+            if let Cow::Owned(_) = safe {
+                neutralised += 1;
+            }
+            record.push(safe.into_owned());
+        }
+        writer.write_record(&record)?;
+    }
+    writer.flush()?;
+    Ok(neutralised)
+}

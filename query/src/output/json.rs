@@ -1,0 +1,27 @@
+//! JSON lines: one object per row, keys in column order.
+
+use std::io::{self, Write};
+
+use jiff::tz::TimeZone;
+
+use super::json_value;
+use crate::pipeline::ResultSet;
+
+/// Writes one JSON object per row (`{"seq":3,"time":"2026-03-15T09:30:00Z",…}`), keys in
+/// column order; missing values are `null`.
+pub fn write_json_lines<W: Write>(mut out: W, rows: &ResultSet, tz: &TimeZone) -> io::Result<()> {
+    for row in &rows.rows {
+        let mut line = String::from("{");
+        for (i, (name, value)) in rows.columns.iter().zip(row).enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::Value::String(name.clone()).to_string());
+            line.push(':');
+            line.push_str(&json_value(value, tz).to_string());
+        }
+        line.push_str("}\n");
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()
+}

@@ -1,0 +1,49 @@
+//! Writers: rows to an aligned table, RFC 4180 CSV, or JSON lines, on any `io::Write`.
+
+mod csv;
+mod json;
+mod table;
+
+pub use self::csv::{neutralise, unneutralise, write_csv};
+pub use self::json::write_json_lines;
+pub use self::table::write_table;
+
+use jiff::tz::TimeZone;
+
+use crate::field::WEEKDAYS;
+use crate::time::format_time;
+use crate::value::Value;
+
+/// A value as text, the way CSV cells and table cells show it: times in RFC 3339 in `tz`,
+/// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty.
+pub fn format_value(v: &Value<'_>, tz: &TimeZone) -> String {
+    match v {
+        Value::Missing => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Str(s) | Value::Json(s) => s.to_string(),
+        Value::Time(ns) => format_time(*ns, tz),
+        Value::Weekday(d) => WEEKDAYS.get(usize::from(*d)).copied().unwrap_or("").to_string(),
+        Value::List(_) => json_value(v, tz).to_string(),
+    }
+}
+
+/// A value as JSON: times as RFC 3339 strings in `tz`, missing as `null`, lists as arrays,
+/// JSON objects as themselves.
+pub(crate) fn json_value(v: &Value<'_>, tz: &TimeZone) -> serde_json::Value {
+    match v {
+        Value::Missing => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(n) => serde_json::Value::from(*n),
+        Value::Float(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, serde_json::Value::Number)
+        }
+        Value::Str(s) => serde_json::Value::String(s.to_string()),
+        Value::Json(s) => {
+            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string()))
+        }
+        Value::Time(_) | Value::Weekday(_) => serde_json::Value::String(format_value(v, tz)),
+        Value::List(items) => serde_json::Value::Array(items.iter().map(|i| json_value(i, tz)).collect()),
+    }
+}

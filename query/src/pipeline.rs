@@ -1,0 +1,344 @@
+//! The streaming pipeline: records go in one at a time, rows come out, and memory stays
+//! bounded by the result (rows kept, groups counted, or the `N` of `sort | limit N`).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use crate::aggregate::{Aggregate, Row, Top};
+use crate::eval::{RowSource, View, eval, read};
+use crate::plan::{Access, Cond, Lowered, Step};
+use crate::record::Record;
+use crate::time::Context;
+use crate::value::{OwnedValue, Value};
+
+/// The rows a query produced, with their column names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultSet {
+    pub columns: Vec<String>,
+    /// Each row has one value per column, in column order.
+    pub rows: Vec<Row>,
+}
+
+impl ResultSet {
+    /// The rows as `(column, value)` pairs.
+    pub fn named_rows(&self) -> impl Iterator<Item = Vec<(&str, &OwnedValue)>> + '_ {
+        self.rows.iter().map(|row| self.columns.iter().map(String::as_str).zip(row.iter()).collect())
+    }
+}
+
+/// A query running over a scan.
+///
+/// ```
+/// use ledger_query::{parse, Context, Field, Record, Value};
+///
+/// struct E(u64, &'static str);
+/// impl Record for E {
+///     fn get(&self, f: &Field) -> Value<'_> {
+///         match f {
+///             Field::Seq => Value::from(self.0),
+///             Field::Decision => Value::text(self.1),
+///             _ => Value::Missing,
+///         }
+///     }
+/// }
+///
+/// let query = parse("decision = deny | fields seq | limit 1").unwrap();
+/// let ctx = Context::utc(jiff::Timestamp::UNIX_EPOCH);
+/// let mut pipeline = query.pipeline(&ctx);
+/// for e in [E(0, "allow"), E(1, "deny"), E(2, "deny")] {
+///     if pipeline.is_done() {
+///         break; // `limit` without `sort`: the scan can stop early
+///     }
+///     pipeline.push(&e);
+/// }
+/// assert_eq!(pipeline.finish().rows, vec![vec![Value::Int(1)]]);
+/// ```
+#[derive(Debug)]
+pub struct Pipeline {
+    ctx: Context,
+    live: Vec<LiveOp>,
+    entry: Entry,
+    ops: Vec<Op>,
+    out: Vec<Row>,
+    columns: Vec<String>,
+    done: bool,
+}
+
+/// Steps that see the record itself.
+#[derive(Debug)]
+enum LiveOp {
+    Filter(Cond),
+    Limit { n: u64, seen: u64 },
+}
+
+/// Where a record turns into a row, or into an aggregation's state.
+#[derive(Debug)]
+enum Entry {
+    Map(Vec<Access>),
+    Aggregate(Aggregate),
+    Top(Top),
+}
+
+/// Steps over rows.
+#[derive(Debug)]
+enum Op {
+    Filter(Cond),
+    /// `ends_scan`: nothing before this limit buffers, so once it is reached no later
+    /// record can change the result.
+    Limit {
+        n: u64,
+        seen: u64,
+        ends_scan: bool,
+    },
+    Map(Vec<Access>),
+    Sort(Sorter),
+    Aggregate(Aggregate),
+    Top(Top),
+}
+
+impl Op {
+    fn buffers(&self) -> bool {
+        matches!(self, Op::Sort(_) | Op::Aggregate(_) | Op::Top(_))
+    }
+}
+
+impl Pipeline {
+    pub(crate) fn new(lowered: &Lowered, columns: Vec<String>, ctx: &Context) -> Pipeline {
+        let live = lowered
+            .live
+            .iter()
+            .filter_map(|s| match s.resolved(ctx) {
+                Step::Filter(c) => Some(LiveOp::Filter(c)),
+                Step::Limit(n) => Some(LiveOp::Limit { n, seen: 0 }),
+                _ => None,
+            })
+            .collect();
+        let entry = match lowered.entry.clone() {
+            Step::Aggregate { keys, aggs } => Entry::Aggregate(Aggregate::new(keys, aggs)),
+            Step::Top { n, keys, value } => Entry::Top(Top::new(n, keys, value)),
+            Step::Map(accesses) => Entry::Map(accesses),
+            _ => Entry::Map(Vec::new()),
+        };
+        let mut buffered = !matches!(entry, Entry::Map(_));
+        let mut ops: Vec<Op> = Vec::new();
+        for step in &lowered.rows {
+            let op = match step.resolved(ctx) {
+                Step::Filter(c) => Op::Filter(c),
+                Step::Limit(n) => {
+                    // `sort | limit N` keeps only N rows while scanning.
+                    if let Some(Op::Sort(sorter)) = ops.last_mut() {
+                        if sorter.limit.is_none() {
+                            sorter.limit = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                            continue;
+                        }
+                    }
+                    Op::Limit { n, seen: 0, ends_scan: !buffered }
+                }
+                Step::Map(accesses) => Op::Map(accesses),
+                Step::Sort(keys) => Op::Sort(Sorter::new(keys)),
+                Step::Aggregate { keys, aggs } => Op::Aggregate(Aggregate::new(keys, aggs)),
+                Step::Top { n, keys, value } => Op::Top(Top::new(n, keys, value)),
+            };
+            buffered |= op.buffers();
+            ops.push(op);
+        }
+        let done = lowered.live.iter().any(|s| matches!(s, Step::Limit(0)))
+            || ops.iter().any(|op| matches!(op, Op::Limit { n: 0, ends_scan: true, .. }));
+        Pipeline { ctx: ctx.clone(), live, entry, ops, out: Vec::new(), columns, done }
+    }
+
+    /// The output column names.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Whether no further record can change the result (a `limit` without `sort` was
+    /// reached): the scan may stop.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feeds one record.
+    pub fn push<R: Record + ?Sized>(&mut self, rec: &R) {
+        if self.done {
+            return;
+        }
+        let view = View::new(rec);
+        for op in &mut self.live {
+            match op {
+                LiveOp::Filter(c) => {
+                    if !eval(c, &view, &self.ctx) {
+                        return;
+                    }
+                }
+                LiveOp::Limit { n, seen } => {
+                    if *seen >= *n {
+                        self.done = true;
+                        return;
+                    }
+                    *seen += 1;
+                    if *seen >= *n {
+                        self.done = true;
+                    }
+                }
+            }
+        }
+        let row = match &mut self.entry {
+            Entry::Map(accesses) => accesses.iter().map(|a| owned(read(&view, a, &self.ctx))).collect(),
+            Entry::Aggregate(agg) => return agg.add(&view, &self.ctx),
+            Entry::Top(top) => return top.add(&view, &self.ctx),
+        };
+        self.push_row(0, row);
+    }
+
+    /// Rows that are final already (for a pipeline that does not sort or aggregate), so
+    /// they can be sent while the scan goes on. [`Pipeline::finish`] returns the rest.
+    pub fn take_rows(&mut self) -> Vec<Row> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Ends the scan: flushes sorts and aggregations and returns the remaining rows.
+    pub fn finish(mut self) -> ResultSet {
+        let entry = std::mem::replace(&mut self.entry, Entry::Map(Vec::new()));
+        let flushed = match entry {
+            Entry::Aggregate(agg) => agg.finish(),
+            Entry::Top(top) => top.finish(),
+            Entry::Map(_) => Vec::new(),
+        };
+        for row in flushed {
+            self.push_row(0, row);
+        }
+        for i in 0..self.ops.len() {
+            if !self.ops[i].buffers() {
+                continue;
+            }
+            let flushed = match std::mem::replace(&mut self.ops[i], Op::Map(Vec::new())) {
+                Op::Sort(sorter) => sorter.finish(),
+                Op::Aggregate(agg) => agg.finish(),
+                Op::Top(top) => top.finish(),
+                _ => Vec::new(),
+            };
+            for row in flushed {
+                self.push_row(i + 1, row);
+            }
+        }
+        ResultSet { columns: self.columns, rows: self.out }
+    }
+
+    /// Runs a row through the row steps from `from` on.
+    fn push_row(&mut self, from: usize, mut row: Row) {
+        let ctx = &self.ctx;
+        for op in self.ops.iter_mut().skip(from) {
+            match op {
+                Op::Filter(c) => {
+                    if !eval(c, &RowSource(&row), ctx) {
+                        return;
+                    }
+                }
+                Op::Limit { n, seen, ends_scan } => {
+                    if *seen >= *n {
+                        return;
+                    }
+                    *seen += 1;
+                    if *seen >= *n && *ends_scan {
+                        self.done = true;
+                    }
+                }
+                Op::Map(accesses) => {
+                    row = accesses.iter().map(|a| owned(read(&RowSource(&row), a, ctx))).collect();
+                }
+                Op::Sort(sorter) => return sorter.add(row, ctx),
+                Op::Aggregate(agg) => return agg.add(&RowSource(&row), ctx),
+                Op::Top(top) => return top.add(&RowSource(&row), ctx),
+            }
+        }
+        self.out.push(row);
+    }
+}
+
+fn owned(v: std::borrow::Cow<'_, Value<'_>>) -> OwnedValue {
+    v.into_owned().into_owned()
+}
+
+/// `sort`, keeping everything, or only the first `limit` rows in a bounded heap.
+#[derive(Debug)]
+struct Sorter {
+    keys: Vec<Access>,
+    desc: Arc<[bool]>,
+    limit: Option<usize>,
+    arrived: u64,
+    heap: BinaryHeap<Item>,
+    all: Vec<Item>,
+}
+
+/// A row with its sort key; ties keep arrival order, so sorting is stable.
+#[derive(Debug)]
+struct Item {
+    key: Vec<OwnedValue>,
+    desc: Arc<[bool]>,
+    arrived: u64,
+    row: Row,
+}
+
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for ((a, b), desc) in self.key.iter().zip(&other.key).zip(self.desc.iter()) {
+            let o = if *desc { b.cmp(a) } else { a.cmp(b) };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        self.arrived.cmp(&other.arrived)
+    }
+}
+
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Item {}
+
+impl Sorter {
+    fn new(keys: Vec<(Access, bool)>) -> Sorter {
+        let desc: Arc<[bool]> = keys.iter().map(|(_, d)| *d).collect();
+        let keys = keys.into_iter().map(|(a, _)| a).collect();
+        Sorter { keys, desc, limit: None, arrived: 0, heap: BinaryHeap::new(), all: Vec::new() }
+    }
+
+    fn add(&mut self, row: Row, ctx: &Context) {
+        let key = self.keys.iter().map(|k| owned(read(&RowSource(&row), k, ctx)).normalized()).collect();
+        let item = Item { key, desc: Arc::clone(&self.desc), arrived: self.arrived, row };
+        self.arrived += 1;
+        match self.limit {
+            None => self.all.push(item),
+            Some(0) => {}
+            Some(n) => {
+                // The heap's top is the worst row kept; a new row only enters if it beats it.
+                if self.heap.len() < n {
+                    self.heap.push(item);
+                } else if self.heap.peek().is_some_and(|worst| item < *worst) {
+                    self.heap.pop();
+                    self.heap.push(item);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<Row> {
+        let mut items = match self.limit {
+            None => self.all,
+            Some(_) => self.heap.into_vec(),
+        };
+        items.sort();
+        items.into_iter().map(|i| i.row).collect()
+    }
+}
