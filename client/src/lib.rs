@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod verify;
+pub mod wire;
 
 /// The socket `ledgerctl` and the shims use when none is given: `$LEDGER_SOCKET`, else
 /// `${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock` (where `ledgerd` puts it by default).
@@ -41,6 +42,43 @@ pub enum ClientError {
     Rpc(#[from] tonic::Status),
     #[error("internal client error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The query does not parse or type-check; the text is rendered with carets.
+    #[error("{rendered}")]
+    Query { rendered: String },
+}
+
+/// The result of a query as it streams in: the columns first, then rows in chunks.
+pub struct QueryStream {
+    pub columns: Vec<String>,
+    inner: tonic::Streaming<pb::QueryResponse>,
+    /// Entries the daemon looked at (known once the stream has ended).
+    pub scanned: u64,
+}
+
+impl QueryStream {
+    /// The next chunk of rows, or `None` at the end.
+    pub async fn next_rows(&mut self) -> Result<Option<Vec<ledger_query::Row>>, ClientError> {
+        loop {
+            let Some(msg) = self.inner.message().await? else { return Ok(None) };
+            self.scanned = self.scanned.max(msg.scanned);
+            if !msg.rows.is_empty() {
+                return Ok(Some(msg.rows.into_iter().map(wire::row_from_wire).collect()));
+            }
+        }
+    }
+}
+
+/// A refused query comes back with its structured errors in the status details; render
+/// them against the text the caller sent, exactly as a local parse would.
+fn query_error(status: tonic::Status, text: &str) -> ClientError {
+    if status.code() == tonic::Code::InvalidArgument
+        && let Ok(errors) = std::str::from_utf8(status.details())
+            .map_err(|_| ())
+            .and_then(|d| ledger_query::QueryErrors::from_json_str(d).map_err(|_| ()))
+    {
+        return ClientError::Query { rendered: errors.render(text) };
+    }
+    ClientError::Rpc(status)
 }
 
 /// A connection to one daemon. Cloning shares the connection (calls are multiplexed).
@@ -116,6 +154,15 @@ impl Client {
             .get_consistency_proof(pb::ConsistencyProofRequest { old_size, new_size })
             .await?
             .into_inner())
+    }
+
+    /// Runs a query (docs/QUERY.md) in the daemon; `tz` is an IANA zone name or "" for UTC.
+    pub async fn query(&mut self, text: &str, tz: &str) -> Result<QueryStream, ClientError> {
+        let request = pb::QueryRequest { query: text.to_string(), tz: tz.to_string() };
+        let mut inner = self.inner.query(request).await.map_err(|s| query_error(s, text))?.into_inner();
+        let header = inner.message().await.map_err(|s| query_error(s, text))?;
+        let columns = header.map(|h| h.columns).unwrap_or_default();
+        Ok(QueryStream { columns, inner, scanned: 0 })
     }
 
     /// Entries `start..end` (`end` 0 = to the current end), streamed; with `follow`, the

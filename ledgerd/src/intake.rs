@@ -41,6 +41,9 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str) -> Result<pb::Entry, In
     if new.agent.trim().is_empty() {
         return Err(Invalid("entry has no agent; name the agent that made the call".into()));
     }
+    if new.agent.chars().any(char::is_control) {
+        return Err(Invalid("agent name contains a control character; use printable text".into()));
+    }
     if new.tool.trim().is_empty() {
         return Err(Invalid("entry has no tool; name the tool that was called".into()));
     }

@@ -5,9 +5,11 @@
 //! commit, and [`log`] writes that batch to the [`store`] (entries and [`tiles`] of Merkle
 //! hashes), syncs it to disk, and only then acknowledges it. [`daemon`] ties it together.
 
+pub mod agent_index;
 pub mod config;
 pub mod daemon;
 pub mod datadir;
+pub mod engine;
 pub mod intake;
 pub mod log;
 pub mod record;

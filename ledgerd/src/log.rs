@@ -18,6 +18,7 @@ use ledger_proto::{leaf, pb};
 
 use rkyv::util::AlignedVec;
 
+use crate::agent_index::AgentIndex;
 use crate::record::{self, Record};
 use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
 use crate::tiles::{TILE_WIDTH, TileWriter, tile_key};
@@ -81,7 +82,8 @@ pub struct Log {
     last_checkpoint: Option<SignedCheckpoint>,
     last_time: i64,
     /// Encoded entries of the commit in progress (kept for its capacity).
-    scratch: Vec<(u64, Hash, AlignedVec)>,
+    scratch: Vec<(u64, Hash, AlignedVec, String)>,
+    index: AgentIndex,
 }
 
 /// What [`Log::open`] found and did.
@@ -90,6 +92,8 @@ pub struct Recovery {
     /// Entries that were on disk without their tree hashes (written, never acknowledged)
     /// and were added to the tree.
     pub adopted: u64,
+    /// Entries added to the agent index because it lagged the log.
+    pub reindexed: u64,
 }
 
 impl Log {
@@ -118,6 +122,7 @@ impl Log {
             last_checkpoint: None,
             last_time,
             scratch: Vec::new(),
+            index: AgentIndex::default(),
         };
 
         let mut recovery = Recovery::default();
@@ -134,6 +139,19 @@ impl Log {
             log.write_tiles()?;
             log.store.sync(&mut log.syncer)?;
             recovery.adopted = entries_end - size;
+        }
+
+        // The agent index is a projection: bring it up to the log (all of it if it was
+        // deleted, or the tail a crash cut off).
+        let indexed = AgentIndex::indexed_end(&log.store.by_agent).map_err(StoreError::from)?.min(log.size());
+        if indexed < log.size() {
+            for seq in indexed..log.size() {
+                let entry = log.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
+                log.index.add(&log.store.by_agent, &entry.agent, seq).map_err(StoreError::from)?;
+            }
+            log.store.by_agent.apply_batch(log.index.take_batch(log.size())).map_err(StoreError::from)?;
+            log.store.sync(&mut log.syncer)?;
+            recovery.reindexed = log.size() - indexed;
         }
 
         log.last_checkpoint = log.load_last_checkpoint()?;
@@ -202,13 +220,14 @@ impl Log {
             entry.seq = seq;
             entry.time_unix_nanos = time;
             let hash = leaf::entry_leaf_hash(&entry);
+            let agent = entry.agent.clone();
             let bytes =
                 record::encode(&Record::from(entry)).map_err(|e| StoreError::Encode(e.to_string()))?;
             if bytes.len() > MAX_RECORD_BYTES {
                 self.scratch = encoded;
                 return Err(StoreError::TooLarge { size: bytes.len() }.into());
             }
-            encoded.push((seq, hash, bytes));
+            encoded.push((seq, hash, bytes, agent));
         }
         // Only now, with every entry accepted, does the tree move.
         let mut batch = sled::Batch::default();
@@ -216,8 +235,9 @@ impl Log {
         let mut items = encoded.drain(..);
         for n in sizes {
             let mut group = Vec::with_capacity(n);
-            for (seq, hash, bytes) in items.by_ref().take(n) {
+            for (seq, hash, bytes, agent) in items.by_ref().take(n) {
                 batch.insert(&seq.to_be_bytes(), bytes.as_slice());
+                self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
                 let tiles = &mut self.tiles;
                 self.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
                 group.push(Ack { seq, leaf_hash: hash });
@@ -230,6 +250,7 @@ impl Log {
         // there or all absent, and hashes missing for present entries are recomputed.
         self.store.entries.apply_batch(batch).map_err(StoreError::from)?;
         self.write_tiles()?;
+        self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;
         self.store.sync(&mut self.syncer)?;
         self.last_time = time;
         Ok(acks)

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::engine;
 use crate::intake::{self, Invalid, Peer};
 use crate::log::Ack;
 use crate::store::{Store, StoreError};
@@ -69,6 +70,16 @@ pub(crate) mod status {
             StoreError::NoSuchEntry { .. } => Status::out_of_range(e.to_string()),
             _ => Status::internal(e.to_string()),
         }
+    }
+
+    /// A query that does not parse: the rendered text as the message, the structured
+    /// errors (positions included) as JSON in the details, for the client to render.
+    pub fn query(e: &ledger_query::QueryErrors, text: &str) -> Status {
+        Status::with_details(
+            tonic::Code::InvalidArgument,
+            e.render(text),
+            e.to_json_string().into_bytes().into(),
+        )
     }
 
     pub fn join(e: tokio::task::JoinError) -> Status {
@@ -211,6 +222,42 @@ impl Ledger for LedgerService {
                     _ = tx.closed() => return,
                 }
             }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type QueryStream = BoxStream<pb::QueryResponse>;
+
+    async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        let req = req.into_inner();
+        let query = ledger_query::parse(&req.query).map_err(|e| status::query(&e, &req.query))?;
+        let tz = if req.tz.is_empty() {
+            jiff::tz::TimeZone::UTC
+        } else {
+            jiff::tz::TimeZone::get(&req.tz).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "unknown time zone {:?} ({e}); use an IANA name such as Europe/Berlin or UTC",
+                    req.tz
+                ))
+            })?
+        };
+        let ctx = ledger_query::Context::new(jiff::Timestamp::now(), tz);
+        let size = self.writer.head().borrow().size;
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let header = pb::QueryResponse { columns: query.columns().to_vec(), ..Default::default() };
+        tx.send(Ok(header)).await.map_err(|_| Status::cancelled("the client went away"))?;
+        tokio::task::spawn_blocking(move || {
+            let mut emit = |rows: Vec<ledger_query::Row>| {
+                let rows = rows.iter().map(ledger_client::wire::row_to_wire).collect();
+                tx.blocking_send(Ok(pb::QueryResponse { rows, ..Default::default() })).is_ok()
+            };
+            let done = engine::run(&store, size, &query, &ctx, &mut emit);
+            let last = match done {
+                Ok(stats) => Ok(pb::QueryResponse { scanned: stats.scanned, ..Default::default() }),
+                Err(e) => Err(status::store(e)),
+            };
+            let _ = tx.blocking_send(last);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -4,7 +4,8 @@
 //! - `entries`: seq (u64 big-endian) → [`crate::record::Record`] as rkyv bytes;
 //! - `tiles`: Merkle subtree hashes (see [`crate::tiles`]);
 //! - `checkpoints`: tree size ‖ signing time (both u64 big-endian) → signed note text;
-//! - `meta`: format version and the log's origin.
+//! - `meta`: format version;
+//! - `by_agent`: the agent index (see [`crate::agent_index`]), a projection of `entries`.
 //!
 //! Durability: sled 0.34's `flush()` writes with `pwrite` and `sync_file_range` but never
 //! `fsync`s, so a flushed batch can still be lost on power failure. [`Store::sync`]
@@ -72,6 +73,7 @@ pub struct Store {
     pub tiles: sled::Tree,
     pub checkpoints: sled::Tree,
     pub meta: sled::Tree,
+    pub by_agent: sled::Tree,
     dir: PathBuf,
 }
 
@@ -90,6 +92,7 @@ impl Store {
             tiles: db.open_tree("tiles")?,
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("meta")?,
+            by_agent: db.open_tree("by_agent")?,
             db,
             dir: dir.to_path_buf(),
         };

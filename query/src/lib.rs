@@ -36,7 +36,10 @@ mod value;
 pub use aggregate::Row;
 pub use error::{Code, JsonError, QueryError, QueryErrors};
 pub use field::{DECISIONS, DEFAULT_COLUMNS, Field, KINDS, POLICY_CHECKS, WEEKDAYS};
-pub use output::{format_value, neutralise, unneutralise, write_csv, write_json_lines, write_table};
+pub use output::{
+    CsvWriter, format_value, neutralise, unneutralise, write_csv, write_json_lines, write_json_rows,
+    write_table,
+};
 pub use pipeline::{Pipeline, ResultSet};
 pub use record::Record;
 pub use time::Context;

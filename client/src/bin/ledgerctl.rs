@@ -69,6 +69,19 @@ enum Command {
         #[command(flatten)]
         key: KeyArg,
     },
+    /// Run a query over the log (docs/QUERY.md); exit 0 rows found, 1 none, 2 error
+    #[command(after_help = QUERY_HELP)]
+    Query {
+        /// The query, e.g. 'last 7d decision = deny | count by agent'
+        query: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Export entries as CSV for an auditor (all fields, spreadsheet-safe)
+    #[command(
+        after_help = "Examples:\n  ledgerctl export --from 2026-01-01 --to 2026-04-01 --out q1.csv\n  ledgerctl export --agent billing-bot --agent ops-bot --decision deny --out denies.csv\n  ledgerctl export --from '7d ago' --query 'tool ~ \"shell.*\"' > shell.csv\n\nCells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading ' (see docs/QUERY.md); how many is reported on stderr."
+    )]
+    Export(ExportArgs),
     /// Show the newest entries as a table
     #[command(after_help = "Examples:\n  ledgerctl tail\n  ledgerctl tail -n 100 --follow")]
     Tail {
@@ -79,6 +92,59 @@ enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+}
+
+const QUERY_HELP: &str = "Examples:
+  ledgerctl query 'during 2026-Q1 agent = \"build-bot\" and decision = deny | sort time desc'
+  ledgerctl query 'last 7d decision = deny | count by bin(time, 1h) | sort count desc | limit 24'
+  ledgerctl query 'kind = policy_changed | fields time, agent, author, approver, reason' --format csv
+  ledgerctl query 'last 30d (hour(time) < 6 or weekday(time) in [sat, sun]) | count by agent' --tz Europe/Berlin
+
+The language is described in docs/QUERY.md. Exit codes: 0 rows found, 1 no rows, 2 error.";
+
+#[derive(Args, Debug)]
+struct OutputArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Time zone for times shown and for hour(), weekday(), date(), bin() and dates [default: UTC]
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Entries at or after this time (RFC 3339, a date, or e.g. '7d ago')
+    #[arg(long, value_name = "T")]
+    from: Option<String>,
+    /// Entries before this time
+    #[arg(long, value_name = "T")]
+    to: Option<String>,
+    /// Only this agent (repeatable)
+    #[arg(long = "agent", value_name = "A")]
+    agents: Vec<String>,
+    /// Only this action (repeatable)
+    #[arg(long = "action", value_name = "X")]
+    actions: Vec<String>,
+    /// Only this decision
+    #[arg(long, value_enum)]
+    decision: Option<DecisionArg>,
+    /// A further filter expression in the query language (no stages)
+    #[arg(long, value_name = "EXPR")]
+    query: Option<String>,
+    /// Write to FILE instead of stdout (written whole or not at all)
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Time zone for the times written [default: UTC]
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +204,28 @@ impl From<DecisionArg> for pb::Decision {
     }
 }
 
+/// A query that ran but found nothing: exit code 1, no message.
+#[derive(Debug)]
+struct NoRows;
+
+impl std::fmt::Display for NoRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no rows")
+    }
+}
+impl std::error::Error for NoRows {}
+
+/// An error message that is already laid out (a query error with its caret).
+#[derive(Debug)]
+struct Rendered(String);
+
+impl std::fmt::Display for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Rendered {}
+
 /// An error that maps to exit code 1 (a check failed) rather than 2.
 #[derive(Debug)]
 struct CheckFailed(String);
@@ -160,11 +248,26 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<NoRows>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
             eprintln!("ledgerctl: FAILED: {e}");
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // Query errors are already rendered, caret and all.
+        Err(e) if e.downcast_ref::<Rendered>().is_some() => {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e)
+            if matches!(
+                e.downcast_ref::<ledger_client::ClientError>(),
+                Some(ledger_client::ClientError::Query { .. })
+            ) =>
+        {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("ledgerctl: error: {e:#}");
             ExitCode::from(2)
@@ -189,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prove { seq, checkpoint, key } => prove(&socket, seq, checkpoint.as_deref(), &key).await,
         Command::Verify { checkpoints, key } => verify_log(&socket, &checkpoints, &key).await,
         Command::Tail { n, follow } => tail(&socket, n, follow).await,
+        Command::Query { query, out } => run_query(&socket, &query, &out).await,
+        Command::Export(args) => export(&socket, &args).await,
     }
 }
 
@@ -529,4 +634,162 @@ fn time_text(nanos: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(nanos))
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|_| nanos.to_string())
+}
+
+/// Resolves `--tz` (checked here so a typo fails before the daemon is asked).
+fn time_zone(tz: Option<&str>) -> anyhow::Result<(String, jiff::tz::TimeZone)> {
+    match tz {
+        None | Some("") => Ok((String::new(), jiff::tz::TimeZone::UTC)),
+        Some(name) => {
+            let zone = jiff::tz::TimeZone::get(name).map_err(|e| {
+                anyhow!("unknown time zone {name:?} ({e}); use an IANA name such as Europe/Berlin or UTC")
+            })?;
+            Ok((name.to_string(), zone))
+        }
+    }
+}
+
+/// Parses locally first: errors show at once, rendered with carets, without a daemon.
+fn check_query(text: &str) -> anyhow::Result<()> {
+    ledger_query::parse(text).map(|_| ()).map_err(|e| Rendered(e.render(text)).into())
+}
+
+async fn run_query(socket: &Path, text: &str, out: &OutputArgs) -> anyhow::Result<()> {
+    check_query(text)?;
+    let (tz_name, tz) = time_zone(out.tz.as_deref())?;
+    let mut stream = Client::connect(socket).await?.query(text, &tz_name).await?;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let mut count = 0usize;
+    match out.format {
+        Format::Table => {
+            // A table's widths depend on every row, so it is laid out at the end.
+            let mut rows = Vec::new();
+            while let Some(chunk) = stream.next_rows().await? {
+                rows.extend(chunk);
+            }
+            count = rows.len();
+            if count > 0 {
+                let rs = ledger_query::ResultSet { columns: stream.columns.clone(), rows };
+                ledger_query::write_table(&mut w, &rs, &tz)?;
+            }
+        }
+        Format::Csv => {
+            let mut csv = ledger_query::CsvWriter::new(&mut w, &stream.columns, tz.clone())?;
+            while let Some(chunk) = stream.next_rows().await? {
+                count += chunk.len();
+                csv.write_rows(&chunk)?;
+            }
+            report_neutralised(csv.finish()?);
+        }
+        Format::Json => {
+            while let Some(chunk) = stream.next_rows().await? {
+                count += chunk.len();
+                ledger_query::write_json_rows(&mut w, &stream.columns, &chunk, &tz)?;
+            }
+        }
+    }
+    w.flush()?;
+    if count == 0 {
+        return Err(NoRows.into());
+    }
+    Ok(())
+}
+
+fn report_neutralised(n: usize) {
+    if n > 0 {
+        eprintln!(
+            "note: {n} cell(s) began with =, +, -, @, tab or CR and were prefixed with ' so a spreadsheet shows them as text instead of running them (docs/QUERY.md explains how to undo it)"
+        );
+    }
+}
+
+/// Quotes a value for the query language.
+fn quoted(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The query an export's flags stand for.
+fn export_query(args: &ExportArgs) -> String {
+    let mut parts = Vec::new();
+    if let Some(from) = &args.from {
+        parts.push(format!("time >= {}", time_literal(from)));
+    }
+    if let Some(to) = &args.to {
+        parts.push(format!("time < {}", time_literal(to)));
+    }
+    let list = |items: &[String]| items.iter().map(|i| quoted(i)).collect::<Vec<_>>().join(", ");
+    if !args.agents.is_empty() {
+        parts.push(format!("agent in [{}]", list(&args.agents)));
+    }
+    if !args.actions.is_empty() {
+        parts.push(format!("action in [{}]", list(&args.actions)));
+    }
+    if let Some(d) = args.decision {
+        parts.push(format!("decision = {}", pb::Decision::from(d).name()));
+    }
+    if let Some(q) = &args.query {
+        parts.push(format!("({q})"));
+    }
+    parts.join(" and ")
+}
+
+/// Time flags may be written as in queries (`2026-01-01`, `7d ago`, RFC 3339).
+fn time_literal(t: &str) -> String {
+    t.trim().to_string()
+}
+
+async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    let text = export_query(args);
+    check_query(&text)?;
+    let (tz_name, tz) = time_zone(args.tz.as_deref())?;
+    let mut stream = Client::connect(socket).await?.query(&text, &tz_name).await?;
+    let progress = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} exporting: {human_pos} rows, {per_sec} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let (out, tmp): (Box<dyn Write>, Option<(PathBuf, PathBuf)>) = match &args.out {
+        Some(path) => {
+            let tmp = path.with_extension("csv.partial");
+            let file =
+                std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            (Box::new(std::io::BufWriter::new(file)), Some((tmp, path.clone())))
+        }
+        None => (Box::new(std::io::BufWriter::new(std::io::stdout().lock())), None),
+    };
+    let result = async {
+        let mut csv = ledger_query::CsvWriter::new(out, &stream.columns, tz.clone())?;
+        let mut count = 0u64;
+        while let Some(chunk) = stream.next_rows().await? {
+            count += chunk.len() as u64;
+            csv.write_rows(&chunk)?;
+            progress.set_position(count);
+        }
+        let neutralised = csv.finish()?;
+        anyhow::Ok((count, neutralised))
+    }
+    .await;
+    progress.finish_and_clear();
+    match (result, tmp) {
+        (Ok((count, neutralised)), Some((tmp, path))) => {
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot move the export to {}", path.display()))?;
+            eprintln!("exported {count} rows to {}", path.display());
+            report_neutralised(neutralised);
+            Ok(())
+        }
+        (Ok((_, neutralised)), None) => {
+            report_neutralised(neutralised);
+            Ok(())
+        }
+        (Err(e), tmp) => {
+            if let Some((tmp, _)) = tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            Err(e)
+        }
+    }
 }

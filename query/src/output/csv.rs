@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use jiff::tz::TimeZone;
 
 use super::format_value;
+use crate::aggregate::Row;
 use crate::pipeline::ResultSet;
 
 /// Characters that make a spreadsheet read a cell as a formula when they come first.
@@ -44,21 +45,53 @@ fn needs_quote(cell: &str) -> bool {
 /// Returns how many cells were neutralised (see [`neutralise`]), for the caller to report
 /// on stderr; nothing about it is written into the CSV itself.
 pub fn write_csv<W: Write>(out: W, rows: &ResultSet, tz: &TimeZone) -> io::Result<usize> {
-    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    writer.write_record(&rows.columns)?;
-    let mut neutralised = 0;
-    for row in &rows.rows {
-        let mut record = Vec::with_capacity(row.len());
-        for value in row {
-            let text = format_value(value, tz);
-            let safe = neutralise(&text);
-            if let Cow::Owned(_) = safe {
-                neutralised += 1;
-            }
-            record.push(safe.into_owned());
-        }
-        writer.write_record(&record)?;
+    let mut writer = CsvWriter::new(out, &rows.columns, tz.clone())?;
+    writer.write_rows(&rows.rows)?;
+    writer.finish()
+}
+
+/// The streaming form of [`write_csv`]: the header when created, then rows as they come,
+/// so an export of any size holds only one chunk of rows at a time.
+pub struct CsvWriter<W: Write> {
+    writer: csv::Writer<W>,
+    tz: TimeZone,
+    neutralised: usize,
+    record: Vec<String>,
+}
+
+impl<W: Write> CsvWriter<W> {
+    /// Starts the CSV with its header row.
+    pub fn new(out: W, columns: &[String], tz: TimeZone) -> io::Result<Self> {
+        let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+        writer.write_record(columns)?;
+        Ok(CsvWriter { writer, tz, neutralised: 0, record: Vec::new() })
     }
-    writer.flush()?;
-    Ok(neutralised)
+
+    /// Writes rows (formatted and neutralised as [`write_csv`] does).
+    pub fn write_rows(&mut self, rows: &[Row]) -> io::Result<()> {
+        for row in rows {
+            self.record.clear();
+            for value in row {
+                let text = format_value(value, &self.tz);
+                let safe = neutralise(&text);
+                if let Cow::Owned(_) = safe {
+                    self.neutralised += 1;
+                }
+                self.record.push(safe.into_owned());
+            }
+            self.writer.write_record(&self.record)?;
+        }
+        Ok(())
+    }
+
+    /// Cells neutralised so far.
+    pub fn neutralised(&self) -> usize {
+        self.neutralised
+    }
+
+    /// Flushes, and returns how many cells were neutralised in all.
+    pub fn finish(mut self) -> io::Result<usize> {
+        self.writer.flush()?;
+        Ok(self.neutralised)
+    }
 }

@@ -4,8 +4,8 @@ mod csv;
 mod json;
 mod table;
 
-pub use self::csv::{neutralise, unneutralise, write_csv};
-pub use self::json::write_json_lines;
+pub use self::csv::{CsvWriter, neutralise, unneutralise, write_csv};
+pub use self::json::{write_json_lines, write_json_rows};
 pub use self::table::write_table;
 
 use jiff::tz::TimeZone;
