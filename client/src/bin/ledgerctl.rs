@@ -275,6 +275,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the error is a closed stdout (`ledgerctl query … | head`): not a failure.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -50,6 +50,15 @@ pub fn write_csv<W: Write>(out: W, rows: &ResultSet, tz: &TimeZone) -> io::Resul
     writer.finish()
 }
 
+/// The csv crate wraps I/O errors in its own; unwrap them so callers see the real kind
+/// (a closed pipe must stay recognisable as one).
+fn io_error(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
 /// The streaming form of [`write_csv`]: the header when created, then rows as they come,
 /// so an export of any size holds only one chunk of rows at a time.
 pub struct CsvWriter<W: Write> {
@@ -63,7 +72,7 @@ impl<W: Write> CsvWriter<W> {
     /// Starts the CSV with its header row.
     pub fn new(out: W, columns: &[String], tz: TimeZone) -> io::Result<Self> {
         let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-        writer.write_record(columns)?;
+        writer.write_record(columns).map_err(io_error)?;
         Ok(CsvWriter { writer, tz, neutralised: 0, record: Vec::new() })
     }
 
@@ -79,7 +88,7 @@ impl<W: Write> CsvWriter<W> {
                 }
                 self.record.push(safe.into_owned());
             }
-            self.writer.write_record(&self.record)?;
+            self.writer.write_record(&self.record).map_err(io_error)?;
         }
         Ok(())
     }
