@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
-use ledger_proto::pb::{self, ledger_client::LedgerClient};
+use ledger_proto::pb::{self, admin_client::AdminClient, ledger_client::LedgerClient};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -85,6 +85,7 @@ fn query_error(status: tonic::Status, text: &str) -> ClientError {
 #[derive(Clone)]
 pub struct Client {
     inner: LedgerClient<Channel>,
+    admin: AdminClient<Channel>,
     socket: PathBuf,
 }
 
@@ -104,8 +105,9 @@ impl Client {
                 async move { UnixStream::connect(path).await.map(TokioIo::new) }
             }))
             .await?;
-        let inner = LedgerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        Ok(Client { inner, socket })
+        let inner = LedgerClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
+        let admin = AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Client { inner, admin, socket })
     }
 
     /// The socket this client talks to.
@@ -154,6 +156,11 @@ impl Client {
             .get_consistency_proof(pb::ConsistencyProofRequest { old_size, new_size })
             .await?
             .into_inner())
+    }
+
+    /// The registry and policy service (same connection).
+    pub fn admin(&mut self) -> &mut AdminClient<Channel> {
+        &mut self.admin
     }
 
     /// Runs a query (docs/QUERY.md) in the daemon; `tz` is an IANA zone name or "" for UTC.

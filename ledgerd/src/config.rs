@@ -21,6 +21,9 @@ pub struct Config {
     /// The gRPC socket; default `<data_dir>/ledgerd.sock`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// Flag decisions that carry no agent token (`missing_token`). Off by default: on a
+    /// laptop, agents have no tokens.
+    pub require_agent_token: bool,
     pub checkpoint: CheckpointConfig,
     pub storage: StorageConfig,
 }
@@ -48,6 +51,7 @@ impl Default for Config {
                 .filter(|v| !v.is_empty())
                 .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
             socket: None,
+            require_agent_token: false,
             checkpoint: CheckpointConfig::default(),
             storage: StorageConfig::default(),
         }

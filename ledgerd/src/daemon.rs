@@ -6,10 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ledger_proto::pb::{self, ledger_server::LedgerServer};
+use ledger_proto::pb::{self, admin_server::AdminServer, ledger_server::LedgerServer};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::admin::AdminService;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::intake::Peer;
@@ -63,6 +64,7 @@ pub async fn run(
     let previous_checkpoint = log.last_checkpoint().map(|c| c.checkpoint.size);
     let verifier = Arc::new(log.verifier().clone());
     let store = log.store().clone();
+    let shared = log.shared();
     let (writer, writer_thread) = writer::spawn(log);
 
     // Monitoring gaps must be visible: every start is in the log, with what it found.
@@ -81,10 +83,19 @@ pub async fn run(
     let ready = Ready { socket: socket.clone(), size: cp.checkpoint.size, root: hex(&cp.checkpoint.root) };
     on_ready(&ready);
 
-    let service = LedgerService { writer: writer.clone(), store, verifier, host: host.clone() };
+    let service = LedgerService {
+        writer: writer.clone(),
+        store,
+        verifier,
+        host: host.clone(),
+        shared: shared.clone(),
+        require_token: config.require_agent_token,
+    };
+    let admin = AdminService { writer: writer.clone(), shared, host: host.clone() };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()
         .add_service(LedgerServer::new(service))
+        .add_service(AdminServer::new(admin))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     ticker.abort();

@@ -4,7 +4,10 @@
 //! Seq and time are stamped later, by the writer thread, in commit order.
 
 use ledger_proto::pb::{self, Decision, Kind};
+use ledger_query::policy::{Call, Effect};
 use prost::Message;
+
+use crate::projection::State;
 
 /// Largest encoded entry accepted from a writer. Keeps the stored record under
 /// [`crate::store::MAX_RECORD_BYTES`] (the rkyv form adds a few bytes per field).
@@ -23,8 +26,17 @@ pub struct Peer {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// Checks `new` and builds the entry to append.
-pub fn accept(new: pb::NewEntry, peer: Peer, host: &str) -> Result<pb::Entry, Invalid> {
+/// What the daemon knows when an entry arrives: the registry and policies as they stand,
+/// and whether a missing agent token is itself worth a flag.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub state: &'a State,
+    pub require_token: bool,
+}
+
+/// Checks `new` and builds the entry to append: stamps the writer, resolves the agent
+/// against the registry, and re-checks a decision against the policy it cites.
+pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Result<pb::Entry, Invalid> {
     let kind = Kind::try_from(new.kind).unwrap_or(Kind::Unspecified);
     match kind {
         Kind::Decision | Kind::Outcome => {}
@@ -54,7 +66,8 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str) -> Result<pb::Entry, In
     check_json("params", &new.params)?;
     check_json("details", &new.details)?;
 
-    let entry = pb::Entry {
+    let token = new.agent_token;
+    let mut entry = pb::Entry {
         seq: 0,
         time_unix_nanos: 0,
         kind: kind as i32,
@@ -86,7 +99,76 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str) -> Result<pb::Entry, In
             "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; shorten its params or reason"
         )));
     }
+    let mut flags = identify(&mut entry, &token, ctx);
+    if kind == Kind::Decision {
+        let (check, flag) = check_policy(&entry, ctx.state);
+        entry.policy_check = check.to_string();
+        flags.extend(flag);
+    }
+    flags.sort_unstable();
+    flags.dedup();
+    entry.flags = flags.into_iter().map(String::from).collect();
     Ok(entry)
+}
+
+/// Resolves the claimed agent name to its registered id. An unknown or retired agent, or
+/// a wrong token, is still recorded (it is evidence), with a flag saying so.
+fn identify(entry: &mut pb::Entry, token: &str, ctx: Context<'_>) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    match ctx.state.agent(&entry.agent) {
+        None => flags.push("unknown_agent"),
+        Some(agent) => {
+            entry.agent_id = agent.id.clone();
+            if agent.retired {
+                flags.push("retired_agent");
+            }
+            if token.is_empty() {
+                if ctx.require_token {
+                    flags.push("missing_token");
+                }
+            } else if crate::admin::token_hash(token) != agent.token_hash {
+                flags.push("bad_token");
+            }
+        }
+    }
+    flags
+}
+
+/// Re-evaluates a decision against the policy it cites (or, citing none, the one in force
+/// on arrival): `match`, `mismatch` (the policy says otherwise: flagged), `stale_version`
+/// (an older version than the one in force, which agrees: flagged), or `no_policy`.
+fn check_policy(entry: &pb::Entry, state: &State) -> (&'static str, Option<&'static str>) {
+    let Some(current) = state.applicable_policy(&entry.agent, None) else {
+        return ("no_policy", None);
+    };
+    let cited = entry.policy_version;
+    let (used, stale) = if cited == 0 || cited == current.state.version {
+        (current, false)
+    } else {
+        match state.policy_version(&current.state.agent, cited) {
+            Some(p) => (p, true),
+            // A version that never existed cannot have decided anything.
+            None => return ("mismatch", Some("policy_mismatch")),
+        }
+    };
+    let call = Call {
+        tool: &entry.tool,
+        params: &entry.params,
+        agent: &entry.agent,
+        session: &entry.session,
+        action: &entry.action,
+    };
+    let expected = match used.policy.evaluate(&call).effect {
+        Effect::Allow => Decision::Allow,
+        Effect::Deny => Decision::Deny,
+    };
+    if expected as i32 != entry.decision {
+        ("mismatch", Some("policy_mismatch"))
+    } else if stale {
+        ("stale_version", Some("stale_policy"))
+    } else {
+        ("match", None)
+    }
 }
 
 fn check_json(field: &str, text: &str) -> Result<(), Invalid> {
@@ -117,24 +199,30 @@ mod tests {
     #[test]
     fn stamps_the_peer_and_host() {
         let peer = Peer { uid: 1, gid: 2, pid: 3 };
-        let e = accept(decision(), peer, "h").expect("valid");
+        let state = State::default();
+        let ctx = Context { state: &state, require_token: false };
+        let e = accept(decision(), peer, "h", ctx).expect("valid");
+        assert_eq!(e.flags, ["unknown_agent"]);
+        assert_eq!(e.policy_check, "no_policy");
         assert_eq!((e.writer_uid, e.writer_gid, e.writer_pid, e.host.as_str()), (1, 2, 3, "h"));
     }
 
     #[test]
     fn refuses_what_a_writer_may_not_send() {
         let peer = Peer::default();
+        let state = State::default();
+        let ctx = Context { state: &state, require_token: false };
         let mut e = decision();
         e.kind = Kind::DaemonStarted as i32;
-        assert!(accept(e, peer, "h").is_err());
+        assert!(accept(e, peer, "h", ctx).is_err());
         let mut e = decision();
         e.decision = 0;
-        assert!(accept(e, peer, "h").is_err());
+        assert!(accept(e, peer, "h", ctx).is_err());
         let mut e = decision();
         e.params = "{not json".into();
-        assert!(accept(e, peer, "h").expect_err("bad json").0.contains("params is not valid JSON"));
+        assert!(accept(e, peer, "h", ctx).expect_err("bad json").0.contains("params is not valid JSON"));
         let mut e = decision();
         e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_ENTRY_BYTES));
-        assert!(accept(e, peer, "h").is_err());
+        assert!(accept(e, peer, "h", ctx).is_err());
     }
 }

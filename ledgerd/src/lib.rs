@@ -5,6 +5,7 @@
 //! commit, and [`log`] writes that batch to the [`store`] (entries and [`tiles`] of Merkle
 //! hashes), syncs it to disk, and only then acknowledges it. [`daemon`] ties it together.
 
+pub mod admin;
 pub mod agent_index;
 pub mod config;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod datadir;
 pub mod engine;
 pub mod intake;
 pub mod log;
+pub mod projection;
 pub mod record;
 pub mod server;
 pub mod store;

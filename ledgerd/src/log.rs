@@ -18,7 +18,10 @@ use ledger_proto::{leaf, pb};
 
 use rkyv::util::AlignedVec;
 
+use std::sync::Arc;
+
 use crate::agent_index::AgentIndex;
+use crate::projection::{Shared, State, is_admin_kind};
 use crate::record::{self, Record};
 use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
 use crate::tiles::{TILE_WIDTH, TileWriter, tile_key};
@@ -55,6 +58,8 @@ pub enum LogError {
     BadCheckpoint(String),
     #[error("cannot sign checkpoint: {0}")]
     Sign(note::NoteError),
+    #[error("cannot apply an admin entry to the registry/policies: {0}")]
+    Projection(String),
 }
 
 /// A signed checkpoint and its parsed body.
@@ -84,6 +89,10 @@ pub struct Log {
     /// Encoded entries of the commit in progress (kept for its capacity).
     scratch: Vec<(u64, Hash, AlignedVec, String)>,
     index: AgentIndex,
+    /// The registry and policies, as of the last commit.
+    state: State,
+    /// Where connections read the state from; replaced after each admin commit.
+    shared: Shared,
 }
 
 /// What [`Log::open`] found and did.
@@ -94,6 +103,8 @@ pub struct Recovery {
     pub adopted: u64,
     /// Entries added to the agent index because it lagged the log.
     pub reindexed: u64,
+    /// Admin entries replayed into the registry and policy projections.
+    pub reprojected: u64,
 }
 
 impl Log {
@@ -123,6 +134,8 @@ impl Log {
             last_time,
             scratch: Vec::new(),
             index: AgentIndex::default(),
+            state: State::default(),
+            shared: Shared::default(),
         };
 
         let mut recovery = Recovery::default();
@@ -141,18 +154,27 @@ impl Log {
             recovery.adopted = entries_end - size;
         }
 
-        // The agent index is a projection: bring it up to the log (all of it if it was
-        // deleted, or the tail a crash cut off).
+        // The agent index, registry and policies are projections of the log. One marker
+        // (written last in every commit) says how far all three are complete; replay what
+        // a crash cut off. With no projections at all (a data dir from before they
+        // existed, or deleted trees), rebuild them from the whole log.
         let indexed = AgentIndex::indexed_end(&log.store.by_agent).map_err(StoreError::from)?.min(log.size());
+        if !State::exists(&log.store)? {
+            recovery.reprojected = log.rebuild_projections()?;
+        } else {
+            log.state = State::load(&log.store)?;
+        }
         if indexed < log.size() {
             for seq in indexed..log.size() {
                 let entry = log.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
                 log.index.add(&log.store.by_agent, &entry.agent, seq).map_err(StoreError::from)?;
             }
+            recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
             log.store.by_agent.apply_batch(log.index.take_batch(log.size())).map_err(StoreError::from)?;
             log.store.sync(&mut log.syncer)?;
             recovery.reindexed = log.size() - indexed;
         }
+        log.publish();
 
         log.last_checkpoint = log.load_last_checkpoint()?;
         if let Some(cp) = &log.last_checkpoint {
@@ -197,6 +219,37 @@ impl Log {
         self.last_checkpoint.as_ref()
     }
 
+    /// The registry and policies as of the last commit.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The handle connections read the registry and policies from.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    fn publish(&self) {
+        let snapshot = Arc::new(self.state.clone());
+        match self.shared.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Rebuilds the registry and policy trees from the whole log.
+    pub fn rebuild_projections(&mut self) -> Result<u64, LogError> {
+        self.store.agents.clear().map_err(StoreError::from)?;
+        self.store.policies.clear().map_err(StoreError::from)?;
+        let mut state = State::default();
+        let n = state.catch_up(&self.store, 0, self.size())?;
+        State::mark_exists(&self.store)?;
+        self.store.sync(&mut self.syncer)?;
+        self.state = state;
+        self.publish();
+        Ok(n)
+    }
+
     /// The key checkpoints are signed with.
     pub fn verifier(&self) -> &NoteVerifier {
         &self.verifier
@@ -216,11 +269,15 @@ impl Log {
         let mut encoded = std::mem::take(&mut self.scratch);
         encoded.clear();
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let mut admin = Vec::new();
         for (seq, mut entry) in (self.size()..).zip(groups.into_iter().flatten()) {
             entry.seq = seq;
             entry.time_unix_nanos = time;
             let hash = leaf::entry_leaf_hash(&entry);
             let agent = entry.agent.clone();
+            if is_admin_kind(entry.kind) {
+                admin.push(entry.clone());
+            }
             let bytes =
                 record::encode(&Record::from(entry)).map_err(|e| StoreError::Encode(e.to_string()))?;
             if bytes.len() > MAX_RECORD_BYTES {
@@ -228,6 +285,21 @@ impl Log {
                 return Err(StoreError::TooLarge { size: bytes.len() }.into());
             }
             encoded.push((seq, hash, bytes, agent));
+        }
+        // Admin entries (checked by `State::prepare` before they were queued) change the
+        // registry and policies; a copy is changed so that a failure leaves nothing half-done.
+        let mut next_state = None;
+        let (mut agents_batch, mut policies_batch) = (sled::Batch::default(), sled::Batch::default());
+        if !admin.is_empty() {
+            let mut state = self.state.clone();
+            for e in &admin {
+                if let Err(e) = state.apply(e) {
+                    self.scratch = encoded;
+                    return Err(LogError::Projection(e.0));
+                }
+                state.batch_for(e, &mut agents_batch, &mut policies_batch);
+            }
+            next_state = Some(state);
         }
         // Only now, with every entry accepted, does the tree move.
         let mut batch = sled::Batch::default();
@@ -250,9 +322,19 @@ impl Log {
         // there or all absent, and hashes missing for present entries are recomputed.
         self.store.entries.apply_batch(batch).map_err(StoreError::from)?;
         self.write_tiles()?;
+        if let Some(state) = next_state {
+            self.store.agents.apply_batch(agents_batch).map_err(StoreError::from)?;
+            self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
+            self.state = state;
+        }
+        // Last: its end marker covers the agent index and the projections above, so after
+        // a crash it never claims more than the trees hold.
         self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;
         self.store.sync(&mut self.syncer)?;
         self.last_time = time;
+        if !admin.is_empty() {
+            self.publish();
+        }
         Ok(acks)
     }
 

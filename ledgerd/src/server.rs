@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine;
 use crate::intake::{self, Invalid, Peer};
 use crate::log::Ack;
+use crate::projection::{Shared, State};
 use crate::store::{Store, StoreError};
 use crate::writer::{WriterError, WriterHandle};
 
@@ -35,9 +36,23 @@ pub struct LedgerService {
     pub(crate) store: Store,
     pub(crate) verifier: Arc<NoteVerifier>,
     pub(crate) host: Arc<str>,
+    /// The registry and policies, as published by the writer after each admin change.
+    pub(crate) shared: Shared,
+    /// `require_agent_token` from the config: flag appends that carry no token.
+    pub(crate) require_token: bool,
 }
 
-fn peer<T>(req: &Request<T>) -> Peer {
+impl LedgerService {
+    /// The registry and policies as they stand now.
+    fn state(&self) -> Arc<State> {
+        match self.shared.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+pub(crate) fn peer<T>(req: &Request<T>) -> Peer {
     req.extensions()
         .get::<UdsConnectInfo>()
         .and_then(|info| info.peer_cred)
@@ -98,7 +113,9 @@ impl Ledger for LedgerService {
         let peer = peer(&req);
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
-        let entry = intake::accept(new, peer, &self.host).map_err(status::invalid)?;
+        let state = self.state();
+        let ctx = intake::Context { state: &state, require_token: self.require_token };
+        let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
         Ok(Response::new(pb::AppendResponse { seq: ack.seq, leaf_hash: ack.leaf_hash.to_vec() }))
@@ -116,6 +133,8 @@ impl Ledger for LedgerService {
         let mut result = pb::AppendStreamResponse::default();
         let mut received = 0u64;
         while let Some(items) = chunks.next().await {
+            let state = self.state();
+            let ctx = intake::Context { state: &state, require_token: self.require_token };
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
             for item in items {
@@ -123,7 +142,7 @@ impl Ledger for LedgerService {
                 let accepted = item
                     .map_err(|e| format!("the stream broke: {}", e.message()))
                     .and_then(|msg| msg.entry.ok_or_else(|| "the message has no entry".to_string()))
-                    .and_then(|new| intake::accept(new, peer, &self.host).map_err(|e| e.0));
+                    .and_then(|new| intake::accept(new, peer, &self.host, ctx).map_err(|e| e.0));
                 match accepted {
                     Ok(entry) => batch.push(entry),
                     Err(why) => {

@@ -5,7 +5,8 @@
 //! - `tiles`: Merkle subtree hashes (see [`crate::tiles`]);
 //! - `checkpoints`: tree size ‖ signing time (both u64 big-endian) → signed note text;
 //! - `meta`: format version;
-//! - `by_agent`: the agent index (see [`crate::agent_index`]), a projection of `entries`.
+//! - `by_agent`: the agent index (see [`crate::agent_index`]), a projection of `entries`;
+//! - `agents`, `policies`: the registry and policy store (see [`crate::projection`]).
 //!
 //! Durability: sled 0.34's `flush()` writes with `pwrite` and `sync_file_range` but never
 //! `fsync`s, so a flushed batch can still be lost on power failure. [`Store::sync`]
@@ -55,8 +56,10 @@ pub enum StoreError {
         "the data dir was written by a newer ledgerd (storage format {found}, this build reads {FORMAT_VERSION}); run the newer ledgerd"
     )]
     NewerFormat { found: u32 },
-    #[error("damaged metadata key `{key}` in the store")]
-    BadMeta { key: &'static str },
+    #[error(
+        "damaged `{key}` data in the store ({detail}); run `ledgerd --rebuild-projections` if it is a projection, else restore the data dir"
+    )]
+    BadMeta { key: &'static str, detail: String },
     #[error(
         "entry is {size} bytes once stored, over the limit of {MAX_RECORD_BYTES}; shorten its params, reason or details"
     )]
@@ -74,6 +77,8 @@ pub struct Store {
     pub checkpoints: sled::Tree,
     pub meta: sled::Tree,
     pub by_agent: sled::Tree,
+    pub agents: sled::Tree,
+    pub policies: sled::Tree,
     dir: PathBuf,
 }
 
@@ -93,6 +98,8 @@ impl Store {
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("meta")?,
             by_agent: db.open_tree("by_agent")?,
+            agents: db.open_tree("agents")?,
+            policies: db.open_tree("policies")?,
             db,
             dir: dir.to_path_buf(),
         };
@@ -102,7 +109,9 @@ impl Store {
             }
             Some(v) => {
                 let found = u32::from_be_bytes(
-                    v.as_ref().try_into().map_err(|_| StoreError::BadMeta { key: "format" })?,
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::BadMeta { key: "format", detail: "not 4 bytes".into() })?,
                 );
                 if found > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat { found });
@@ -172,7 +181,9 @@ impl Store {
     pub fn meta_str(&self, key: &'static str) -> Result<Option<String>, StoreError> {
         match self.meta.get(key)? {
             None => Ok(None),
-            Some(v) => String::from_utf8(v.to_vec()).map(Some).map_err(|_| StoreError::BadMeta { key }),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|_| StoreError::BadMeta { key, detail: "not UTF-8".into() }),
         }
     }
 

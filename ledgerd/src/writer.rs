@@ -50,6 +50,10 @@ type AckSender = oneshot::Sender<Result<Vec<Ack>, WriterError>>;
 pub enum Command {
     /// Append these entries (seq and time are assigned by the writer).
     Append { entries: Vec<pb::Entry>, reply: AckSender },
+    /// Append one admin entry (registry or policy change) as its own commit, after
+    /// checking it against the registry and policies as they stand (see
+    /// `projection::State::prepare`). Answers with the entry as committed.
+    Admin { entry: Box<pb::Entry>, reply: oneshot::Sender<Result<pb::Entry, WriterError>> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
     Checkpoint { force: bool, reply: oneshot::Sender<Result<SignedCheckpoint, WriterError>> },
 }
@@ -78,6 +82,16 @@ impl WriterHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Append { entries, reply }).await.map_err(|_| WriterError::Stopped)?;
         Ok(rx)
+    }
+
+    /// Appends an admin entry (see [`Command::Admin`]) and waits until it is durable.
+    pub async fn admin(&self, entry: pb::Entry) -> Result<pb::Entry, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Admin { entry: Box::new(entry), reply })
+            .await
+            .map_err(|_| WriterError::Stopped)?;
+        rx.await.map_err(|_| WriterError::Stopped)?
     }
 
     /// Signs a checkpoint (see [`Command::Checkpoint`]).
@@ -117,6 +131,7 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
         let mut groups = Vec::new();
         let mut waiting: Vec<AckSender> = Vec::new();
         let mut checkpoints = Vec::new();
+        let mut admins = Vec::new();
         let mut queued = 0;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
@@ -127,6 +142,7 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                     waiting.push(reply);
                 }
                 Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
+                Command::Admin { entry, reply } => admins.push((entry, reply)),
             }
             if queued < MAX_BATCH_ENTRIES {
                 next = rx.try_recv().ok();
@@ -157,6 +173,31 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                     for (_, reply) in checkpoints {
                         let _ = reply.send(Err(failed.clone()));
                     }
+                    return Err(e);
+                }
+            }
+        }
+        for (entry, reply) in admins {
+            let mut entry = *entry;
+            if let Err(refused) = log.state().prepare(&mut entry) {
+                let _ = reply.send(Err(WriterError::Rejected(refused.0)));
+                continue;
+            }
+            match log.append(vec![vec![entry.clone()]], now_nanos()) {
+                Ok(acks) => {
+                    let _ = head.send(Head { size: log.size(), root: log.root() });
+                    if let Some(ack) = acks.first().and_then(|g| g.first()) {
+                        entry.seq = ack.seq;
+                    }
+                    let committed = log.store().entry(entry.seq).ok().flatten().unwrap_or(entry);
+                    let _ = reply.send(Ok(committed));
+                }
+                Err(LogError::Store(StoreError::TooLarge { size })) => {
+                    let _ = reply.send(Err(WriterError::Rejected(StoreError::TooLarge { size }.to_string())));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin append failed; the writer stops");
+                    let _ = reply.send(Err(WriterError::Failed(e.to_string())));
                     return Err(e);
                 }
             }

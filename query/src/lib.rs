@@ -28,6 +28,7 @@ mod parse;
 mod pattern;
 mod pipeline;
 mod plan;
+pub mod policy;
 mod record;
 mod suggest;
 mod time;

@@ -82,6 +82,25 @@ enum Command {
         after_help = "Examples:\n  ledgerctl export --from 2026-01-01 --to 2026-04-01 --out q1.csv\n  ledgerctl export --agent billing-bot --agent ops-bot --decision deny --out denies.csv\n  ledgerctl export --from '7d ago' --query 'tool ~ \"shell.*\"' > shell.csv\n\nCells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading ' (see docs/QUERY.md); how many is reported on stderr."
     )]
     Export(ExportArgs),
+    /// The agent registry: register, list, show, update, retire, rotate tokens
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Agent policies: set, show, history, diff, check
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// For every agent registered at a moment: the policy in force and what it allows
+    #[command(
+        name = "access-review",
+        after_help = "Examples:\n  ledgerctl access-review\n  ledgerctl access-review --at 2026-03-31 --format csv > q1-access-review.csv"
+    )]
+    AccessReview {
+        /// The moment to review (RFC 3339 or a date) [default: now]
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Show the newest entries as a table
     #[command(after_help = "Examples:\n  ledgerctl tail\n  ledgerctl tail -n 100 --follow")]
     Tail {
@@ -147,6 +166,131 @@ struct ExportArgs {
     tz: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum AgentsCommand {
+    /// Register an agent; prints its id and its token (shown once)
+    #[command(
+        after_help = "Example:\n  ledgerctl agents register billing-bot --owner finance-platform@example.com --purpose 'reconcile invoices' --scope 'invoices db, read-only'"
+    )]
+    Register {
+        name: String,
+        /// Who answers for this agent
+        #[arg(long)]
+        owner: String,
+        /// What it is for
+        #[arg(long)]
+        purpose: String,
+        /// What it may touch, in words
+        #[arg(long, default_value = "")]
+        scope: String,
+    },
+    /// List registered agents
+    #[command(
+        after_help = "Examples:\n  ledgerctl agents list\n  ledgerctl agents list --retired --at 2026-03-31"
+    )]
+    List {
+        /// Include retired agents
+        #[arg(long)]
+        retired: bool,
+        /// The registry as it stood at this time (RFC 3339 or a date)
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Show one agent
+    #[command(after_help = "Example:\n  ledgerctl agents show billing-bot")]
+    Show { name: String },
+    /// Change an agent's owner, purpose or scope
+    #[command(
+        after_help = "Example:\n  ledgerctl agents update billing-bot --owner ap-team@example.com --reason 'team change'"
+    )]
+    Update {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        purpose: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        /// Why
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Retire an agent: its later calls are still recorded, and flagged
+    #[command(
+        after_help = "Example:\n  ledgerctl agents retire billing-bot --reason 'replaced by billing-bot-2'"
+    )]
+    Retire {
+        name: String,
+        /// Why (required)
+        #[arg(long)]
+        reason: String,
+    },
+    /// Issue a new token for an agent (the old one stops matching)
+    #[command(name = "rotate-token", after_help = "Example:\n  ledgerctl agents rotate-token billing-bot")]
+    RotateToken {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Set an agent's policy (a new version) from a file
+    #[command(
+        after_help = "Examples:\n  ledgerctl policy set billing-bot --file billing-bot.policy --author alice --approver bob --reason 'CHG-1234: read invoices'\n  ledgerctl policy set '*' --file default.policy --author alice --reason 'deny by default'\n\nThe document format is in docs/POLICY.md. It is checked first; errors show the line and column."
+    )]
+    Set {
+        /// The agent, or '*' for the default policy
+        agent: String,
+        /// The policy document ('-' for stdin)
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Who wrote the change
+        #[arg(long)]
+        author: String,
+        /// Who approved it
+        #[arg(long, default_value = "")]
+        approver: String,
+        /// Why (a ticket reference helps auditors)
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print a policy document
+    #[command(
+        after_help = "Examples:\n  ledgerctl policy show billing-bot\n  ledgerctl policy show billing-bot --version 1\n  ledgerctl policy show billing-bot --at 2026-02-01T09:00:00Z"
+    )]
+    Show {
+        agent: String,
+        #[arg(long, conflicts_with = "at")]
+        version: Option<u64>,
+        /// The version in force at this time (RFC 3339 or a date)
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Every version of a policy: when, who, who approved, why
+    #[command(after_help = "Example:\n  ledgerctl policy history billing-bot")]
+    History {
+        agent: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// A unified diff between two versions
+    #[command(after_help = "Example:\n  ledgerctl policy diff billing-bot 1 2")]
+    Diff { agent: String, from: u64, to: u64 },
+    /// Which rule decides a call, and why (nothing is appended)
+    #[command(
+        after_help = "Examples:\n  ledgerctl policy check billing-bot --tool db.query --params '{\"sql\":\"select 1\"}'\n  ledgerctl policy check ops-bot --tool shell.exec\n\nExit 0 when the call would be allowed, 1 when denied."
+    )]
+    Check {
+        agent: String,
+        #[arg(long)]
+        tool: String,
+        #[arg(long, value_name = "JSON", default_value = "")]
+        params: String,
+    },
+}
+
 #[derive(Args, Debug)]
 struct KeyArg {
     /// The ledger's verifier key (verifier.vkey) [default: next to the socket, then in the data dir]
@@ -186,6 +330,9 @@ struct AppendArgs {
     /// The agent's session id
     #[arg(long)]
     session: Option<String>,
+    /// The agent's token (from `agents register`)
+    #[arg(long, env = "LEDGER_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
@@ -295,6 +442,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail { n, follow } => tail(&socket, n, follow).await,
         Command::Query { query, out } => run_query(&socket, &query, &out).await,
         Command::Export(args) => export(&socket, &args).await,
+        Command::Agents(cmd) => agents(&socket, cmd).await,
+        Command::Policy(cmd) => policy(&socket, cmd).await,
+        Command::AccessReview { at, format } => access_review(&socket, at.as_deref(), format).await,
     }
 }
 
@@ -324,6 +474,7 @@ async fn append(socket: &Path, args: AppendArgs) -> anyhow::Result<()> {
         policy_version: args.policy_version.unwrap_or(0),
         reason: args.reason.unwrap_or_default(),
         session: args.session.unwrap_or_default(),
+        agent_token: args.token.unwrap_or_default(),
         ..Default::default()
     };
     let ack = Client::connect(socket).await?.append(entry).await?;
@@ -793,4 +944,365 @@ async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Parses `--at`: RFC 3339, or a date (midnight UTC). Returns nanoseconds.
+fn parse_at(text: &str) -> anyhow::Result<i64> {
+    let t = text.trim();
+    let ts = t
+        .parse::<jiff::Timestamp>()
+        .or_else(|_| {
+            t.parse::<jiff::civil::Date>()
+                .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+        })
+        .map_err(|_| {
+            anyhow!("{t:?} is not a time: write RFC 3339 (2026-03-31T17:00:00Z) or a date (2026-03-31)")
+        })?;
+    i64::try_from(ts.as_nanosecond()).map_err(|_| anyhow!("{t:?} is out of range"))
+}
+
+fn at_nanos(at: Option<&str>) -> anyhow::Result<i64> {
+    at.map(parse_at).transpose().map(|t| t.unwrap_or(0))
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".to_string() } else { s.to_string() }
+}
+
+fn agent_rows(agents: &[pb::Agent]) -> Vec<Vec<String>> {
+    agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.id.clone(),
+                or_dash(&a.owner),
+                or_dash(&a.purpose),
+                if a.retired { "retired".into() } else { "active".into() },
+                if a.policy_version == 0 { "-".into() } else { format!("v{}", a.policy_version) },
+                time_text(a.registered_unix_nanos),
+            ]
+        })
+        .collect()
+}
+
+const AGENT_COLUMNS: [&str; 7] = ["NAME", "ID", "OWNER", "PURPOSE", "STATUS", "POLICY", "REGISTERED"];
+
+fn show_agent(a: &pb::Agent) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
+    line("name", a.name.clone());
+    line("id", a.id.clone());
+    line("owner", or_dash(&a.owner));
+    line("purpose", or_dash(&a.purpose));
+    line("scope", or_dash(&a.scope));
+    line("status", if a.retired { format!("retired ({})", a.retired_reason) } else { "active".into() });
+    line(
+        "policy",
+        if a.policy_version == 0 { "none of its own".into() } else { format!("v{}", a.policy_version) },
+    );
+    line("registered", format!("{} (seq {})", time_text(a.registered_unix_nanos), a.registered_seq));
+    line("last change", format!("{} (seq {})", time_text(a.changed_unix_nanos), a.changed_seq));
+    out
+}
+
+async fn agents(socket: &Path, cmd: AgentsCommand) -> anyhow::Result<()> {
+    let mut client = Client::connect(socket).await?;
+    let admin = client.admin();
+    match cmd {
+        AgentsCommand::Register { name, owner, purpose, scope } => {
+            let r = admin
+                .register_agent(pb::RegisterAgentRequest { name, owner, purpose, scope })
+                .await?
+                .into_inner();
+            let a = r.agent.unwrap_or_default();
+            write_out(
+                format!(
+                    "registered {} (seq {})\nid     {}\ntoken  {}\n\nThe token is shown once; ledgerd keeps only its hash. Give it to the agent's shim\n(--token or $LEDGER_AGENT_TOKEN).\n",
+                    a.name, r.seq, a.id, r.token
+                )
+                .as_bytes(),
+            )
+        }
+        AgentsCommand::List { retired, at } => {
+            let at_unix_nanos = at_nanos(at.as_deref())?;
+            let list = admin
+                .list_agents(pb::ListAgentsRequest { at_unix_nanos, include_retired: retired })
+                .await?
+                .into_inner();
+            if list.agents.is_empty() {
+                eprintln!("no agents registered{}", if at_unix_nanos != 0 { " at that time" } else { "" });
+                return Err(NoRows.into());
+            }
+            print_table(&AGENT_COLUMNS, &agent_rows(&list.agents))
+        }
+        AgentsCommand::Show { name } => {
+            let a = admin.get_agent(pb::GetAgentRequest { name }).await?.into_inner();
+            write_out(show_agent(&a).as_bytes())
+        }
+        AgentsCommand::Update { name, owner, purpose, scope, reason } => {
+            let r = admin
+                .update_agent(pb::UpdateAgentRequest { name, owner, purpose, scope, reason })
+                .await?
+                .into_inner();
+            let a = r.agent.unwrap_or_default();
+            write_out(format!("updated {} (seq {})\n{}", a.name, r.seq, show_agent(&a)).as_bytes())
+        }
+        AgentsCommand::Retire { name, reason } => {
+            let r = admin.retire_agent(pb::RetireAgentRequest { name, reason }).await?.into_inner();
+            let a = r.agent.unwrap_or_default();
+            write_out(format!("retired {} (seq {})\n", a.name, r.seq).as_bytes())
+        }
+        AgentsCommand::RotateToken { name, reason } => {
+            let r = admin.rotate_token(pb::RotateTokenRequest { name, reason }).await?.into_inner();
+            let a = r.agent.unwrap_or_default();
+            write_out(
+                format!(
+                    "new token for {} (seq {})\ntoken  {}\n\nThe old token no longer matches.\n",
+                    a.name, r.seq, r.token
+                )
+                .as_bytes(),
+            )
+        }
+    }
+}
+
+/// A policy document that the daemon refused: its errors come back structured, and are
+/// rendered against the text sent, with line, column and caret.
+fn policy_error(status: tonic::Status, text: &str) -> anyhow::Error {
+    if status.code() == tonic::Code::InvalidArgument
+        && let Ok(errors) = std::str::from_utf8(status.details())
+            .map_err(|_| ())
+            .and_then(|d| ledger_query::policy::PolicyErrors::from_json_str(d).map_err(|_| ()))
+    {
+        return Rendered(errors.render(text)).into();
+    }
+    ledger_client::ClientError::Rpc(status).into()
+}
+
+async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Set { agent, file, author, approver, reason } => {
+            let text = if file == Path::new("-") {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                read_policy_file(&file)?
+            };
+            // Checked here first, so a mistake is shown without a daemon and before anything is sent.
+            if let Err(e) = ledger_query::policy::Policy::parse(&text) {
+                return Err(Rendered(e.render(&text)).into());
+            }
+            let mut client = Client::connect(socket).await?;
+            let request = pb::SetPolicyRequest { agent, text: text.clone(), author, approver, reason };
+            let p =
+                client.admin().set_policy(request).await.map_err(|s| policy_error(s, &text))?.into_inner();
+            write_out(
+                format!(
+                    "policy for {} is now version {} (seq {}, hash {})\n",
+                    p.agent,
+                    p.version,
+                    p.seq,
+                    short(&p.hash)
+                )
+                .as_bytes(),
+            )
+        }
+        PolicyCommand::Show { agent, version, at } => {
+            let mut client = Client::connect(socket).await?;
+            let request = pb::GetPolicyRequest {
+                agent,
+                version: version.unwrap_or(0),
+                at_unix_nanos: at_nanos(at.as_deref())?,
+            };
+            let p = client.admin().get_policy(request).await?.into_inner();
+            write_out(p.text.as_bytes())
+        }
+        PolicyCommand::History { agent, format } => {
+            let mut client = Client::connect(socket).await?;
+            let h = client
+                .admin()
+                .get_policy_history(pb::PolicyHistoryRequest { agent: agent.clone() })
+                .await?
+                .into_inner();
+            if h.versions.is_empty() {
+                eprintln!("{agent:?} has no policy versions");
+                return Err(NoRows.into());
+            }
+            let columns = ["VERSION", "TIME", "AUTHOR", "APPROVER", "REASON", "HASH", "PREVIOUS", "SEQ"];
+            let rows: Vec<Vec<String>> = h
+                .versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.version.to_string(),
+                        time_text(v.time_unix_nanos),
+                        v.author.clone(),
+                        or_dash(&v.approver),
+                        v.reason.clone(),
+                        short(&v.hash),
+                        if v.prev_hash.is_empty() { "-".into() } else { short(&v.prev_hash) },
+                        v.seq.to_string(),
+                    ]
+                })
+                .collect();
+            print_rows(format, &columns, &rows)
+        }
+        PolicyCommand::Diff { agent, from, to } => {
+            let client = Client::connect(socket).await?;
+            let get = |version| {
+                let mut c = client.clone();
+                let agent = agent.clone();
+                async move {
+                    c.admin().get_policy(pb::GetPolicyRequest { agent, version, at_unix_nanos: 0 }).await
+                }
+            };
+            let a = get(from).await?.into_inner();
+            let b = get(to).await?.into_inner();
+            let diff = similar::TextDiff::from_lines(&a.text, &b.text);
+            let text = diff
+                .unified_diff()
+                .context_radius(3)
+                .header(
+                    &format!("{agent} v{from} ({})", short(&a.hash)),
+                    &format!("{agent} v{to} ({})", short(&b.hash)),
+                )
+                .to_string();
+            write_out(text.as_bytes())
+        }
+        PolicyCommand::Check { agent, tool, params } => {
+            let params = if params.is_empty() {
+                String::new()
+            } else {
+                normalize_params(&params).context("--params")?
+            };
+            let mut client = Client::connect(socket).await?;
+            let c = client
+                .admin()
+                .check_policy(pb::CheckPolicyRequest { agent, tool, params })
+                .await?
+                .into_inner();
+            let mut out = format!(
+                "{} by {} (policy {} v{}, hash {})\n{}\n\n",
+                c.decision.to_uppercase(),
+                c.rule,
+                c.policy_agent,
+                c.version,
+                short(&c.hash),
+                c.reason
+            );
+            for r in &c.rules {
+                let mark = if r.matched { "matched" } else { "no match" };
+                out.push_str(&format!(
+                    "  line {:<4} {:<9} {} {}: {}\n",
+                    r.line, mark, r.effect, r.id, r.condition
+                ));
+            }
+            write_out(out.as_bytes())?;
+            if c.decision == "allow" { Ok(()) } else { Err(NoRows.into()) }
+        }
+    }
+}
+
+fn read_policy_file(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > ledger_query::policy::MAX_BYTES as u64 {
+        bail!(
+            "{} is {} bytes; a policy document may be at most {} bytes",
+            path.display(),
+            meta.len(),
+            ledger_query::policy::MAX_BYTES
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))
+}
+
+fn short(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// Prints rows as a table, CSV or JSON lines.
+fn print_rows(format: Format, columns: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    match format {
+        Format::Table => print_table(columns, rows),
+        Format::Csv => {
+            let mut w = csv_writer();
+            w.write_record(columns.iter().map(|c| c.to_lowercase()))?;
+            let mut neutralised = 0;
+            for r in rows {
+                let cells: Vec<String> = r
+                    .iter()
+                    .map(|c| {
+                        let n = ledger_query::neutralise(c);
+                        neutralised += usize::from(matches!(n, std::borrow::Cow::Owned(_)));
+                        n.into_owned()
+                    })
+                    .collect();
+                w.write_record(&cells)?;
+            }
+            w.flush()?;
+            report_neutralised(neutralised);
+            Ok(())
+        }
+        Format::Json => {
+            let mut out = String::new();
+            for r in rows {
+                let obj: serde_json::Map<String, serde_json::Value> = columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| (c.to_lowercase(), serde_json::Value::String(v.clone())))
+                    .collect();
+                out.push_str(&serde_json::Value::Object(obj).to_string());
+                out.push('\n');
+            }
+            write_out(out.as_bytes())
+        }
+    }
+}
+
+fn csv_writer() -> csv::Writer<std::io::Stdout> {
+    csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(std::io::stdout())
+}
+
+async fn access_review(socket: &Path, at: Option<&str>, format: Format) -> anyhow::Result<()> {
+    let at_unix_nanos = at_nanos(at)?;
+    let mut client = Client::connect(socket).await?;
+    let review =
+        client.admin().get_access_review(pb::AccessReviewRequest { at_unix_nanos }).await?.into_inner();
+    if review.rows.is_empty() {
+        eprintln!("no agents were registered at {}", time_text(review.at_unix_nanos));
+        return Err(NoRows.into());
+    }
+    let columns = ["AGENT", "OWNER", "POLICY", "VERSION", "HASH", "ALLOWS", "DENIES", "DEFAULT"];
+    let rows: Vec<Vec<String>> = review
+        .rows
+        .iter()
+        .map(|r| {
+            let a = r.agent.clone().unwrap_or_default();
+            let with = |prefix: &str| {
+                let items: Vec<&str> = r.rules.iter().filter_map(|x| x.strip_prefix(prefix)).collect();
+                if items.is_empty() { "-".to_string() } else { items.join("; ") }
+            };
+            vec![
+                a.name,
+                or_dash(&a.owner),
+                match r.policy_agent.as_str() {
+                    "" => "none".to_string(),
+                    "*" => "* (default)".to_string(),
+                    own => own.to_string(),
+                },
+                if r.policy_version == 0 { "-".into() } else { format!("v{}", r.policy_version) },
+                if r.policy_hash.is_empty() { "-".into() } else { short(&r.policy_hash) },
+                with("allow "),
+                with("deny "),
+                with("default "),
+            ]
+        })
+        .collect();
+    if format == Format::Table {
+        eprintln!("access review at {}", time_text(review.at_unix_nanos));
+    }
+    print_rows(format, &columns, &rows)
 }

@@ -1,0 +1,349 @@
+//! Policy errors: stable P-codes (and the Q-codes of condition errors), positions in the
+//! document, rustc-style rendering and a JSON form shaped like the query errors'.
+
+use std::fmt;
+
+use serde_json::json;
+
+use crate::error::{Code, JsonError, QueryError, line_col};
+
+/// A stable error code: a P-code for the document's structure and rules, or the query
+/// error code of a problem inside a rule's condition.
+///
+/// Codes never change meaning; new ones are only added. `docs/POLICY.md` has the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyCode {
+    /// A line that is not a rule, a `default`, a comment or a continuation.
+    P100,
+    /// A missing, malformed, reserved or too long rule id.
+    P101,
+    /// No `:` after the rule id.
+    P102,
+    /// A rule id used twice.
+    P103,
+    /// A missing or unknown effect (not `allow` or `deny`).
+    P104,
+    /// A rule without a condition.
+    P105,
+    /// No `default` line.
+    P106,
+    /// A `default` line with rules after it.
+    P107,
+    /// A second `default` line.
+    P108,
+    /// A document with no rules and no `default` (empty, or only comments).
+    P109,
+    /// A field that is not known when a decision is made (`time`, `seq`, `severity`, …).
+    P110,
+    /// A function (`hour(time)`, …): decisions do not depend on the clock.
+    P111,
+    /// A document over the size limit.
+    P112,
+    /// More rules than the limit.
+    P113,
+    /// An indented line that continues no rule, or an indented `rule` or `default` line.
+    P114,
+    /// Text after `default allow` or `default deny`.
+    P115,
+    /// More errors than are reported; the rest are left out.
+    P116,
+    /// A problem inside a condition, with the query language's code.
+    Query(Code),
+}
+
+impl PolicyCode {
+    /// Every P-code, in order (for documentation and tests); Q-codes are [`Code::ALL`].
+    pub const ALL: [PolicyCode; 17] = [
+        PolicyCode::P100,
+        PolicyCode::P101,
+        PolicyCode::P102,
+        PolicyCode::P103,
+        PolicyCode::P104,
+        PolicyCode::P105,
+        PolicyCode::P106,
+        PolicyCode::P107,
+        PolicyCode::P108,
+        PolicyCode::P109,
+        PolicyCode::P110,
+        PolicyCode::P111,
+        PolicyCode::P112,
+        PolicyCode::P113,
+        PolicyCode::P114,
+        PolicyCode::P115,
+        PolicyCode::P116,
+    ];
+
+    /// The code as written in messages: `"P103"`, or `"Q101"` for a condition error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyCode::P100 => "P100",
+            PolicyCode::P101 => "P101",
+            PolicyCode::P102 => "P102",
+            PolicyCode::P103 => "P103",
+            PolicyCode::P104 => "P104",
+            PolicyCode::P105 => "P105",
+            PolicyCode::P106 => "P106",
+            PolicyCode::P107 => "P107",
+            PolicyCode::P108 => "P108",
+            PolicyCode::P109 => "P109",
+            PolicyCode::P110 => "P110",
+            PolicyCode::P111 => "P111",
+            PolicyCode::P112 => "P112",
+            PolicyCode::P113 => "P113",
+            PolicyCode::P114 => "P114",
+            PolicyCode::P115 => "P115",
+            PolicyCode::P116 => "P116",
+            PolicyCode::Query(code) => code.as_str(),
+        }
+    }
+
+    /// The code named by `s` (a P-code or a Q-code), if any.
+    pub fn parse(s: &str) -> Option<PolicyCode> {
+        PolicyCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .or_else(|| Code::parse(s).map(PolicyCode::Query))
+    }
+}
+
+impl fmt::Display for PolicyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One positioned error in a policy document.
+///
+/// `start..end` is a byte range of the document; `line` and `col` (both from 1, `col`
+/// counted in characters) locate `start`. An error about the whole document (P112, too
+/// large) has `line` and `col` 0 and renders without quoting a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error[{code}]: {message} (at {line}:{col})")]
+pub struct PolicyError {
+    pub code: PolicyCode,
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// The short note printed after the carets.
+    pub label: String,
+    /// What to do about it, when there is something to say.
+    pub help: Option<String>,
+    pub line: usize,
+    pub col: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl PolicyError {
+    /// An error at byte range `start..end` of `text`, with line and column computed.
+    pub(crate) fn new(
+        code: PolicyCode,
+        text: &str,
+        start: usize,
+        end: usize,
+        message: impl Into<String>,
+        label: impl Into<String>,
+        help: Option<String>,
+    ) -> PolicyError {
+        let start = floor_char_boundary(text, start.min(text.len()));
+        let end = floor_char_boundary(text, end.clamp(start, text.len()));
+        let (line, col) = line_col(text, start);
+        PolicyError { code, message: message.into(), label: label.into(), help, line, col, start, end }
+    }
+
+    /// An error about the whole document, with no position.
+    pub(crate) fn whole(code: PolicyCode, message: impl Into<String>, help: Option<String>) -> PolicyError {
+        PolicyError {
+            code,
+            message: message.into(),
+            label: String::new(),
+            help,
+            line: 0,
+            col: 0,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// A condition's query error, moved from the condition text (which starts at byte
+    /// `base` of the document) to the document.
+    pub(crate) fn from_condition(e: QueryError, doc: &str, base: usize) -> PolicyError {
+        // The condition is not the end of a query.
+        let message =
+            if e.code == Code::Q102 { "unexpected end of condition".to_string() } else { e.message };
+        PolicyError::new(
+            PolicyCode::Query(e.code),
+            doc,
+            base + e.start,
+            base + e.end,
+            message,
+            e.label,
+            e.help,
+        )
+    }
+
+    /// Renders the error as rustc does, quoting the offending line of `text`:
+    ///
+    /// ```text
+    /// error[P103]: duplicate rule id `no-shell`
+    ///  --> policy:7:6
+    ///   |
+    /// 7 | rule no-shell: deny tool ~ "sh*"
+    ///   |      ^^^^^^^^ already used on line 4
+    /// ```
+    ///
+    /// `text` must be the document the error was found in; a client that received the
+    /// error as JSON renders it with the document it sent.
+    pub fn render(&self, text: &str) -> String {
+        if self.line == 0 {
+            let mut out = format!("error[{}]: {}\n --> policy", self.code, self.message);
+            if let Some(help) = &self.help {
+                out.push_str(&format!("\n  |\n  = help: {help}"));
+            }
+            return out;
+        }
+        let line_no = self.line.to_string();
+        let pad = " ".repeat(line_no.len());
+        let line_text = text.split('\n').nth(self.line - 1).unwrap_or("");
+        let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
+        // Indent the carets with the same whitespace as the text (tabs stay tabs).
+        let indent: String = line_text
+            .chars()
+            .take(self.col.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let span_chars = text
+            .get(self.start..self.end)
+            .map(|s| s.split('\n').next().unwrap_or("").trim_end_matches('\r').chars().count())
+            .unwrap_or(0);
+        let carets = "^".repeat(span_chars.max(1));
+        let mut out = format!(
+            "error[{}]: {}\n{pad}--> policy:{}:{}\n{pad} |\n{line_no} | {line_text}\n{pad} | {indent}{carets}",
+            self.code, self.message, self.line, self.col
+        );
+        if !self.label.is_empty() {
+            out.push(' ');
+            out.push_str(&self.label);
+        }
+        if let Some(help) = &self.help {
+            out.push_str(&format!("\n{pad} |\n{pad} = help: {help}"));
+        }
+        out
+    }
+
+    /// The error as a JSON object, with the members of a query error:
+    /// `{"code","message","label","help","line","col","start","end"}` (`help` may be null).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "code": self.code.as_str(),
+            "message": self.message,
+            "label": self.label,
+            "help": self.help,
+            "line": self.line,
+            "col": self.col,
+            "start": self.start,
+            "end": self.end,
+        })
+    }
+
+    /// Reads back what [`PolicyError::to_json`] wrote.
+    pub fn from_json(value: &serde_json::Value) -> Result<PolicyError, JsonError> {
+        let text = |k: &'static str| {
+            value.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or(JsonError::Member(k))
+        };
+        let num = |k: &'static str| {
+            value
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(JsonError::Member(k))
+        };
+        let code_text = text("code")?;
+        let code = PolicyCode::parse(&code_text).ok_or(JsonError::Code(code_text))?;
+        let help = match value.get("help") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(JsonError::Member("help")),
+        };
+        Ok(PolicyError {
+            code,
+            message: text("message")?,
+            label: text("label")?,
+            help,
+            line: num("line")?,
+            col: num("col")?,
+            start: num("start")?,
+            end: num("end")?,
+        })
+    }
+}
+
+/// Everything wrong with a policy document, in order of position.
+///
+/// Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .errors.first().map(ToString::to_string).unwrap_or_default())]
+pub struct PolicyErrors {
+    errors: Vec<PolicyError>,
+}
+
+impl PolicyErrors {
+    pub(crate) fn new(errors: Vec<PolicyError>) -> PolicyErrors {
+        PolicyErrors { errors }
+    }
+
+    /// The errors, in the order of their position in the document.
+    pub fn errors(&self) -> &[PolicyError] {
+        &self.errors
+    }
+
+    /// Every error rendered (see [`PolicyError::render`]), separated by blank lines.
+    pub fn render(&self, text: &str) -> String {
+        self.errors.iter().map(|e| e.render(text)).collect::<Vec<_>>().join("\n\n")
+    }
+
+    /// A JSON array of error objects.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.errors.iter().map(PolicyError::to_json).collect())
+    }
+
+    /// The JSON array as text, for a gRPC status message.
+    pub fn to_json_string(&self) -> String {
+        self.to_json().to_string()
+    }
+
+    /// Reads back what [`PolicyErrors::to_json`] wrote (an array, or a single object).
+    pub fn from_json(value: &serde_json::Value) -> Result<PolicyErrors, JsonError> {
+        let errors = match value {
+            serde_json::Value::Array(items) => {
+                items.iter().map(PolicyError::from_json).collect::<Result<Vec<_>, _>>()?
+            }
+            other => vec![PolicyError::from_json(other)?],
+        };
+        if errors.is_empty() {
+            return Err(JsonError::Member("errors"));
+        }
+        Ok(PolicyErrors { errors })
+    }
+
+    /// Parses JSON text and reads it back as with [`PolicyErrors::from_json`].
+    pub fn from_json_str(text: &str) -> Result<PolicyErrors, JsonError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        PolicyErrors::from_json(&value)
+    }
+}
+
+impl IntoIterator for PolicyErrors {
+    type Item = PolicyError;
+    type IntoIter = std::vec::IntoIter<PolicyError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.into_iter()
+    }
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while at > 0 && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
