@@ -54,6 +54,8 @@ pub enum Command {
     /// checking it against the registry and policies as they stand (see
     /// `projection::State::prepare`). Answers with the entry as committed.
     Admin { entry: Box<pb::Entry>, reply: oneshot::Sender<Result<pb::Entry, WriterError>> },
+    /// Finish what is queued before this, then end the thread (answered once it has).
+    Stop { reply: oneshot::Sender<()> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
     Checkpoint { force: bool, reply: oneshot::Sender<Result<SignedCheckpoint, WriterError>> },
 }
@@ -101,14 +103,23 @@ impl WriterHandle {
         rx.await.map_err(|_| WriterError::Stopped)?
     }
 
+    /// Stops the writer after everything queued before this call. Later calls through any
+    /// handle fail with [`WriterError::Stopped`]; a stray handle cannot keep it alive.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Stop { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// The durable head, updated after every commit.
     pub fn head(&self) -> watch::Receiver<Head> {
         self.head.clone()
     }
 }
 
-/// Starts the writer thread. It runs until every [`WriterHandle`] is dropped, and
-/// returns the log when it ends (or the error that stopped it).
+/// Starts the writer thread. It runs until [`WriterHandle::stop`] (or until every handle
+/// is dropped), and returns the log when it ends (or the error that stopped it).
 pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
@@ -127,6 +138,7 @@ pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError
 }
 
 fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>) -> Result<Log, LogError> {
+    let mut stopping: Option<oneshot::Sender<()>> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut groups = Vec::new();
         let mut waiting: Vec<AckSender> = Vec::new();
@@ -143,6 +155,10 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                 }
                 Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
                 Command::Admin { entry, reply } => admins.push((entry, reply)),
+                Command::Stop { reply } => {
+                    stopping = Some(reply);
+                    break;
+                }
             }
             if queued < MAX_BATCH_ENTRIES {
                 next = rx.try_recv().ok();
@@ -214,6 +230,33 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                 }
             }
         }
+        if let Some(reply) = stopping.take() {
+            // Whatever arrives after the stop is refused: the receiver goes with `rx`.
+            rx.close();
+            while let Ok(cmd) = rx.try_recv() {
+                refuse(cmd);
+            }
+            let _ = reply.send(());
+            return Ok(log);
+        }
     }
     Ok(log)
+}
+
+/// Answers a command that arrived after the writer stopped.
+fn refuse(cmd: Command) {
+    match cmd {
+        Command::Append { reply, .. } => {
+            let _ = reply.send(Err(WriterError::Stopped));
+        }
+        Command::Admin { reply, .. } => {
+            let _ = reply.send(Err(WriterError::Stopped));
+        }
+        Command::Checkpoint { reply, .. } => {
+            let _ = reply.send(Err(WriterError::Stopped));
+        }
+        Command::Stop { reply } => {
+            let _ = reply.send(());
+        }
+    }
 }
