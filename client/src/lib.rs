@@ -38,13 +38,21 @@ pub enum ClientError {
         socket.display()
     )]
     Connect { socket: PathBuf, source: std::io::Error },
+    /// The daemon answered with an error; its message is already meant for people (and
+    /// is not repeated as a "source").
     #[error("ledgerd refused: {}", .0.message())]
-    Rpc(#[from] tonic::Status),
+    Rpc(tonic::Status),
     #[error("internal client error: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The query does not parse or type-check; the text is rendered with carets.
     #[error("{rendered}")]
     Query { rendered: String },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Rpc(status)
+    }
 }
 
 /// The result of a query as it streams in: the columns first, then rows in chunks.

@@ -8,8 +8,10 @@ use ledger_proto::pb::{self, admin_server::Admin};
 use ledger_query::policy::{Call, Policy};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Need, Role};
+use crate::intake::Peer;
 use crate::projection::{AdminDetails, AgentState, PolicyEntry, Shared, State};
-use crate::server::{peer, status};
+use crate::server::{Access, status};
 use crate::writer::WriterHandle;
 
 /// Longest agent name accepted.
@@ -21,6 +23,8 @@ pub struct AdminService {
     pub(crate) writer: WriterHandle,
     pub(crate) shared: Shared,
     pub(crate) host: Arc<str>,
+    /// The role check shared with the ledger service (refusals are recorded).
+    pub(crate) access: Access,
 }
 
 impl AdminService {
@@ -32,15 +36,14 @@ impl AdminService {
     }
 
     /// Appends an admin entry written by the caller of `req`.
-    async fn change<T>(
+    async fn change(
         &self,
-        req: &Request<T>,
+        who: Peer,
         kind: pb::Kind,
         agent: &str,
         reason: &str,
         details: AdminDetails,
     ) -> Result<pb::Entry, Status> {
-        let who = peer(req);
         let entry = pb::Entry {
             kind: kind as i32,
             agent: agent.to_string(),
@@ -141,6 +144,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RegisterAgentRequest>,
     ) -> Result<Response<pb::AgentToken>, Status> {
+        let who = self.access.require(&req, Role::Admin, "RegisterAgent").await?;
         let r = req.get_ref();
         check_name(&r.name)?;
         if r.owner.trim().is_empty() || r.purpose.trim().is_empty() {
@@ -157,7 +161,7 @@ impl Admin for AdminService {
             token_hash: Some(token_hash(&token)),
             ..Default::default()
         };
-        let entry = self.change(&req, pb::Kind::AgentRegistered, &r.name, "", details).await?;
+        let entry = self.change(who, pb::Kind::AgentRegistered, &r.name, "", details).await?;
         let agent = self.agent_reply(&r.name)?;
         Ok(Response::new(pb::AgentToken { agent: Some(agent), token, seq: entry.seq }))
     }
@@ -166,6 +170,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::UpdateAgentRequest>,
     ) -> Result<Response<pb::AgentChange>, Status> {
+        let who = self.access.require(&req, Role::Admin, "UpdateAgent").await?;
         let r = req.get_ref();
         if r.owner.is_none() && r.purpose.is_none() && r.scope.is_none() {
             return Err(Status::invalid_argument("nothing to change: give --owner, --purpose or --scope"));
@@ -176,7 +181,7 @@ impl Admin for AdminService {
             scope: r.scope.clone(),
             ..Default::default()
         };
-        let entry = self.change(&req, pb::Kind::AgentUpdated, &r.name, &r.reason, details).await?;
+        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, &r.reason, details).await?;
         Ok(Response::new(pb::AgentChange { agent: Some(self.agent_reply(&r.name)?), seq: entry.seq }))
     }
 
@@ -184,12 +189,13 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RetireAgentRequest>,
     ) -> Result<Response<pb::AgentChange>, Status> {
+        let who = self.access.require(&req, Role::Admin, "RetireAgent").await?;
         let r = req.get_ref();
         if r.reason.trim().is_empty() {
             return Err(Status::invalid_argument("retiring an agent needs a reason (--reason)"));
         }
         let entry =
-            self.change(&req, pb::Kind::AgentRetired, &r.name, &r.reason, AdminDetails::default()).await?;
+            self.change(who, pb::Kind::AgentRetired, &r.name, &r.reason, AdminDetails::default()).await?;
         Ok(Response::new(pb::AgentChange { agent: Some(self.agent_reply(&r.name)?), seq: entry.seq }))
     }
 
@@ -197,15 +203,17 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RotateTokenRequest>,
     ) -> Result<Response<pb::AgentToken>, Status> {
+        let who = self.access.require(&req, Role::Admin, "RotateToken").await?;
         let r = req.get_ref();
         let (_, token) = new_id_and_token()?;
         let details = AdminDetails { token_hash: Some(token_hash(&token)), ..Default::default() };
         let reason = if r.reason.is_empty() { "token rotated" } else { r.reason.as_str() };
-        let entry = self.change(&req, pb::Kind::AgentUpdated, &r.name, reason, details).await?;
+        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, reason, details).await?;
         Ok(Response::new(pb::AgentToken { agent: Some(self.agent_reply(&r.name)?), token, seq: entry.seq }))
     }
 
     async fn get_agent(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::Agent>, Status> {
+        let _who = self.access.require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "GetAgent").await?;
         Ok(Response::new(self.agent_reply(&req.get_ref().name)?))
     }
 
@@ -213,6 +221,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::AgentList>, Status> {
+        let _who =
+            self.access.require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "ListAgents").await?;
         let r = req.get_ref();
         let state = self.state();
         let agents = state
@@ -228,6 +238,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
+        let who = self.access.require(&req, Role::Admin, "SetPolicy").await?;
         let r = req.get_ref();
         if r.agent != "*" {
             check_name(&r.agent)?;
@@ -251,7 +262,7 @@ impl Admin for AdminService {
             approver: r.approver.clone(),
             ..Default::default()
         };
-        let entry = self.change(&req, pb::Kind::PolicyChanged, &r.agent, &r.reason, details).await?;
+        let entry = self.change(who, pb::Kind::PolicyChanged, &r.agent, &r.reason, details).await?;
         let state = self.state();
         let version = state
             .policy_version(&r.agent, entry.policy_version)
@@ -263,6 +274,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
+        let _who = self.access.require(&req, Need::any(), "GetPolicy").await?;
         let r = req.get_ref();
         let state = self.state();
         let found = if r.version != 0 {
@@ -286,6 +298,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::PolicyHistoryRequest>,
     ) -> Result<Response<pb::PolicyHistory>, Status> {
+        let _who = self
+            .access
+            .require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "GetPolicyHistory")
+            .await?;
         let state = self.state();
         let versions = state.policy_history(&req.get_ref().agent).iter().map(policy_pb).collect();
         Ok(Response::new(pb::PolicyHistory { versions }))
@@ -295,6 +311,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::CheckPolicyRequest>,
     ) -> Result<Response<pb::PolicyCheck>, Status> {
+        let _who =
+            self.access.require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "CheckPolicy").await?;
         let r = req.get_ref();
         let state = self.state();
         let p = state.applicable_policy(&r.agent, None).ok_or_else(|| {
@@ -332,6 +350,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AccessReviewRequest>,
     ) -> Result<Response<pb::AccessReview>, Status> {
+        let _who =
+            self.access.require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "GetAccessReview").await?;
         let t = at(req.get_ref().at_unix_nanos);
         let state = self.state();
         let rows = state

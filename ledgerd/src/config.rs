@@ -1,8 +1,9 @@
 //! The daemon's configuration: embedded defaults, an optional TOML file, then flags.
 //!
 //! With no file at all ledgerd runs with [`Config::default`]: data in `./ledger-data`
-//! (or `$LEDGERD_DATA_DIR`), the socket inside it. Unknown keys in a file are errors
-//! (with their line), so a misspelt setting never silently does nothing.
+//! (or `$LEDGERD_DATA_DIR`), the socket inside it, and every role held by the user who
+//! runs the daemon. Unknown keys in a file are errors (with their line), so a misspelt
+//! setting never silently does nothing. Every key is documented in `docs/CONFIG.md`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// The data dir used when neither a flag, a config file nor `$LEDGERD_DATA_DIR` names one.
 pub const DEFAULT_DATA_DIR: &str = "./ledger-data";
+
+/// The socket's mode unless the config says otherwise: owner and group may connect.
+pub const DEFAULT_SOCKET_MODE: &str = "0660";
 
 /// Everything ledgerd can be told.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -21,11 +25,89 @@ pub struct Config {
     /// The gRPC socket; default `<data_dir>/ledgerd.sock`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// The group that owns the socket; default: the group it is created with (the
+    /// daemon's primary group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<GroupSpec>,
+    /// The socket's permission bits in octal, e.g. "0660". Connecting needs write
+    /// permission, so "0660" lets the owner and the socket's group connect.
+    pub socket_mode: String,
     /// Flag decisions that carry no agent token (`missing_token`). Off by default: on a
     /// laptop, agents have no tokens.
     pub require_agent_token: bool,
     pub checkpoint: CheckpointConfig,
     pub storage: StorageConfig,
+    /// Who holds which role. `None` (no `[roles]` section): only the daemon's own user,
+    /// which holds every role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<RolesConfig>,
+}
+
+/// A group named in the config: a name from `/etc/group`, or a gid (as a number or a
+/// string of digits).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum GroupSpec {
+    Gid(u32),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for GroupSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<GroupSpec, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = GroupSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a group name such as \"ledger-writers\" or a gid such as 1500")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GroupSpec, E> {
+                Ok(GroupSpec::Name(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<GroupSpec, E> {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|gid| *gid != u32::MAX)
+                    .map(GroupSpec::Gid)
+                    .ok_or_else(|| E::custom(format!("{v} is not a gid; a gid is from 0 to 4294967294")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<GroupSpec, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The `[roles]` section: for each role, who holds it (see [`crate::auth`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    /// May append decisions (and read policies).
+    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
+    pub writer: RoleMembers,
+    /// May read everything: entries, queries, exports, proofs.
+    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
+    pub auditor: RoleMembers,
+    /// May change the registry and policies.
+    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
+    pub admin: RoleMembers,
+}
+
+/// The users and groups that hold one role. A uid holds the role if it is listed, its
+/// user name is listed, or its primary group or a group it is a member of is listed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleMembers {
+    /// User names, looked up in `/etc/passwd`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Group names, looked up in `/etc/group`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uids: Vec<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gids: Vec<u32>,
 }
 
 /// When checkpoints are signed.
@@ -51,9 +133,12 @@ impl Default for Config {
                 .filter(|v| !v.is_empty())
                 .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
             socket: None,
+            socket_group: None,
+            socket_mode: DEFAULT_SOCKET_MODE.into(),
             require_agent_token: false,
             checkpoint: CheckpointConfig::default(),
             storage: StorageConfig::default(),
+            roles: None,
         }
     }
 }
@@ -79,6 +164,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
     Invalid { path: PathBuf, key: &'static str, value: String, why: String },
+    #[error("cannot read {path} to look up the users and groups named in the config: {source}")]
+    Accounts { path: PathBuf, source: std::io::Error },
 }
 
 impl Config {
@@ -104,12 +191,45 @@ impl Config {
             value: self.checkpoint.interval.clone(),
             why,
         })?;
+        self.socket_mode().map_err(|why| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "socket_mode",
+            value: self.socket_mode.clone(),
+            why,
+        })?;
+        if let Some(GroupSpec::Name(name)) = &self.socket_group
+            && !name.bytes().all(|b| b.is_ascii_digit())
+        {
+            check_name(name).map_err(|why| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "socket_group",
+                value: name.clone(),
+                why,
+            })?;
+        }
+        if let Some(roles) = &self.roles {
+            roles.validate(path)?;
+        }
         Ok(())
     }
 
     /// The socket path in effect.
     pub fn socket_path(&self) -> PathBuf {
         self.socket.clone().unwrap_or_else(|| self.data_dir.join("ledgerd.sock"))
+    }
+
+    /// `socket_mode` as permission bits: octal, at most 0777 (no setuid, setgid or sticky bit).
+    pub fn socket_mode(&self) -> Result<u32, String> {
+        let text = self.socket_mode.trim();
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        let mode = u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|_| !digits.is_empty() && digits.len() <= 4)
+            .ok_or_else(|| "write the mode as octal digits in quotes, such as \"0660\"".to_string())?;
+        if mode > 0o777 {
+            return Err("only permission bits (at most 0777) can be set on the socket".into());
+        }
+        Ok(mode)
     }
 
     /// `checkpoint.interval` as a duration (at least one second).
@@ -121,6 +241,71 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+impl RoleMembers {
+    /// Whether the role is given to nobody (but the daemon's own user).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty() && self.uids.is_empty() && self.gids.is_empty()
+    }
+}
+
+impl RolesConfig {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let roles = [("writer", &self.writer), ("auditor", &self.auditor), ("admin", &self.admin)];
+        for (role, members) in roles {
+            let invalid = |list: &str, value: String, why: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: role_key(role, list),
+                value,
+                why,
+            };
+            for (list, names) in [("users", &members.users), ("groups", &members.groups)] {
+                for name in names {
+                    check_name(name).map_err(|why| invalid(list, name.clone(), why))?;
+                }
+            }
+            for (list, ids) in [("uids", &members.uids), ("gids", &members.gids)] {
+                if let Some(id) = ids.iter().find(|id| **id == u32::MAX) {
+                    let why = "4294967295 means \"no id\" to the kernel; list a real id".to_string();
+                    return Err(invalid(list, id.to_string(), why));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The config key of one list of one role, for messages.
+fn role_key(role: &str, list: &str) -> &'static str {
+    match (role, list) {
+        ("writer", "users") => "roles.writer.users",
+        ("writer", "groups") => "roles.writer.groups",
+        ("writer", "uids") => "roles.writer.uids",
+        ("writer", _) => "roles.writer.gids",
+        ("auditor", "users") => "roles.auditor.users",
+        ("auditor", "groups") => "roles.auditor.groups",
+        ("auditor", "uids") => "roles.auditor.uids",
+        ("auditor", _) => "roles.auditor.gids",
+        (_, "users") => "roles.admin.users",
+        (_, "groups") => "roles.admin.groups",
+        (_, "uids") => "roles.admin.uids",
+        _ => "roles.admin.gids",
+    }
+}
+
+/// A user or group name as `/etc/passwd` and `/etc/group` can hold it.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a name cannot be empty".into());
+    }
+    if name.chars().any(|c| c == ':' || c == ',' || c.is_whitespace() || c.is_control()) {
+        return Err("user and group names cannot contain ':', ',', spaces or control characters".into());
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("this is a number, not a name; list numeric ids in uids or gids".into());
+    }
+    Ok(())
 }
 
 /// Parses durations like "10s", "5m", "1h 30m" (at least one second).
@@ -150,6 +335,60 @@ mod tests {
             .expect_err("unknown key must fail");
         let msg = err.to_string();
         assert!(msg.contains("intreval") && msg.contains("line 3"), "{msg}");
+    }
+
+    /// Every TOML example in docs/CONFIG.md, so the documentation cannot rot.
+    fn documented_examples() -> Vec<String> {
+        let doc = include_str!("../../docs/CONFIG.md");
+        doc.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).map(String::from).collect()
+    }
+
+    #[test]
+    fn the_documented_configs_parse_and_read_back_the_same() {
+        let examples = documented_examples();
+        assert!(!examples.is_empty(), "docs/CONFIG.md has TOML examples");
+        for text in &examples {
+            let c = Config::parse(text, Path::new("CONFIG.md")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            // `--check-config` prints what parses back to the same config.
+            assert_eq!(Config::parse(&c.to_toml(), Path::new("effective.toml")).expect("round trip"), c);
+        }
+        let production = Config::parse(&examples[0], Path::new("CONFIG.md")).expect("parse");
+        assert_eq!(production.socket_group, Some(GroupSpec::Name("ledger".into())));
+        assert_eq!(production.socket_mode(), Ok(0o660));
+        let roles = production.roles.as_ref().expect("roles");
+        assert_eq!(
+            (roles.writer.users.as_slice(), roles.admin.groups.as_slice()),
+            (&["agent-host".to_string()][..], &["ledger-admins".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn socket_and_roles_settings_are_checked() {
+        let c = Config::parse("", Path::new("x.toml")).expect("parse");
+        assert_eq!((c.socket_mode(), c.roles), (Ok(0o660), None));
+        let c = Config::parse("socket_group = 1234\nsocket_mode = \"666\"\n", Path::new("x.toml"))
+            .expect("parse");
+        assert_eq!((c.socket_mode(), c.socket_group), (Ok(0o666), Some(GroupSpec::Gid(1234))));
+        for (text, key) in [
+            ("socket_mode = \"rw\"\n", "socket_mode"),
+            ("socket_mode = \"4770\"\n", "socket_mode"),
+            ("socket_group = \"a b\"\n", "socket_group"),
+            ("socket_group = -3\n", "-3 is not a gid"),
+            ("[roles]\nauditor = { users = [\"\"] }\n", "roles.auditor.users"),
+            ("[roles]\nadmin = { groups = [\"1000\"] }\n", "roles.admin.groups"),
+            ("[roles]\nwriter = { gids = [4294967295] }\n", "roles.writer.gids"),
+        ] {
+            let err = Config::parse(text, Path::new("x.toml")).expect_err(text).to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = Config::parse("[roles]\nwriter = { user = [\"a\"] }\n", Path::new("x.toml"))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("user") && err.contains("line 2"), "{err}");
+        let err = Config::parse("[roles]\nwriters = {}\n", Path::new("x.toml"))
+            .expect_err("unknown role")
+            .to_string();
+        assert!(err.contains("writers") && err.contains("line 2"), "{err}");
     }
 
     #[test]

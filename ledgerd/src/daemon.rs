@@ -11,11 +11,12 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminService;
-use crate::config::Config;
+use crate::auth::{AccountFiles, Roles};
+use crate::config::{Config, GroupSpec};
 use crate::datadir::DataDir;
 use crate::intake::Peer;
 use crate::log::{Log, hex};
-use crate::server::LedgerService;
+use crate::server::{Access, LedgerService};
 use crate::store::Store;
 use crate::writer::{self, WriterHandle};
 
@@ -44,6 +45,14 @@ pub async fn run(
     // verifier key are opened up explicitly), so nothing is ever briefly world-readable.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let interval = config.checkpoint_interval().map_err(|e| anyhow::anyhow!("checkpoint.interval: {e}"))?;
+    // Who may connect is settled before anything is written, so a bad [roles] section or
+    // socket group stops the start instead of a half-started daemon.
+    let daemon_uid = rustix::process::geteuid().as_raw();
+    let roles = Arc::new(match &config.roles {
+        Some(section) => Roles::from_config(section, daemon_uid)?,
+        None => Roles::daemon_only(daemon_uid),
+    });
+    let (socket_group, socket_mode) = socket_permissions(&config)?;
     let dir = DataDir::prepare(&config.data_dir)?;
     let host: Arc<str> = gethostname::gethostname().to_string_lossy().into();
     let signer = dir.signing_key_or_create(|| key_name(&host))?;
@@ -79,10 +88,26 @@ pub async fn run(
     let cp = writer.checkpoint(false).await?;
 
     let socket = config.socket_path();
-    let listener = bind(&socket)?;
+    let listener = bind(&socket, socket_group, socket_mode)?;
+    if roles.maps_others() && socket_inside(&socket, &dir.root) {
+        tracing::warn!(
+            socket = %socket.display(),
+            "[roles] maps other users, but the socket is inside the data dir (mode 0700), where only ledgerd's user can reach it; set `socket` outside it, e.g. /run/ledgerd/ledgerd.sock in a directory of mode 0750 whose group (and `socket_group`) is that of the users who connect; see docs/CONFIG.md"
+        );
+    }
     let ready = Ready { socket: socket.clone(), size: cp.checkpoint.size, root: hex(&cp.checkpoint.root) };
     on_ready(&ready);
 
+    // One role check (and one refusal limiter) for every service on the socket. It holds
+    // a writer handle: it must be moved into the services (dropped with the server), or
+    // the writer thread never sees its queue close and the stop hangs.
+    let access = Access::new(roles, writer.clone(), host.clone());
+    let admin = AdminService {
+        writer: writer.clone(),
+        shared: shared.clone(),
+        host: host.clone(),
+        access: access.clone(),
+    };
     let service = LedgerService {
         writer: writer.clone(),
         store,
@@ -90,8 +115,8 @@ pub async fn run(
         host: host.clone(),
         shared: shared.clone(),
         require_token: config.require_agent_token,
+        access,
     };
-    let admin = AdminService { writer: writer.clone(), shared, host: host.clone() };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()
         .add_service(LedgerServer::new(service))
@@ -104,7 +129,7 @@ pub async fn run(
     let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
     let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
     let final_cp = writer.checkpoint(false).await;
-    drop(writer);
+    writer.stop().await;
     let joined = tokio::task::spawn_blocking(move || writer_thread.join()).await?;
     served?;
     stopped?;
@@ -116,7 +141,21 @@ pub async fn run(
     }
 }
 
-/// Appends an entry written by ledgerd itself.
+/// Rebuilds every projection of the log in `config`'s data dir (daemon stopped: sled
+/// locks the store, so a running daemon makes this fail with a clear error). Returns the
+/// number of admin entries replayed.
+pub fn rebuild_projections(config: &Config) -> anyhow::Result<u64> {
+    let dir = DataDir::prepare(&config.data_dir)?;
+    let signer = dir.signing_key_or_create(|| key_name("localhost"))?;
+    let store = Store::open(&dir.store(), config.storage.cache_bytes).map_err(|e| {
+        anyhow::anyhow!("cannot open the store in {} ({e}); stop ledgerd first", dir.root.display())
+    })?;
+    store.by_agent.clear()?;
+    let (mut log, _) = Log::open(store, signer)?;
+    Ok(log.rebuild_projections()?)
+}
+
+/// Appends an entry written by ledgerd itself, stamped with its own credentials.
 async fn append_own(
     writer: &WriterHandle,
     kind: pb::Kind,
@@ -128,17 +167,23 @@ async fn append_own(
         gid: rustix::process::getgid().as_raw(),
         pid: std::process::id(),
     };
-    let entry = pb::Entry {
+    writer.append(vec![own_entry(kind, host, me, details)]).await.map(|_| ())
+}
+
+/// An entry ledgerd writes itself (agent `ledgerd`, this host), stamped with `who`: the
+/// daemon's own credentials for its lifecycle entries, the caller's for a refusal it
+/// records. It goes through the writer like any other entry.
+pub(crate) fn own_entry(kind: pb::Kind, host: &str, who: Peer, details: serde_json::Value) -> pb::Entry {
+    pb::Entry {
         kind: kind as i32,
         agent: "ledgerd".into(),
         host: host.into(),
-        writer_uid: me.uid,
-        writer_gid: me.gid,
-        writer_pid: me.pid,
+        writer_uid: who.uid,
+        writer_gid: who.gid,
+        writer_pid: who.pid,
         details: details.to_string(),
         ..Default::default()
-    };
-    writer.append(vec![entry]).await.map(|_| ())
+    }
 }
 
 /// Signs a checkpoint every `interval` if the tree grew.
@@ -156,9 +201,9 @@ async fn checkpoint_ticker(writer: WriterHandle, interval: std::time::Duration) 
 }
 
 /// Binds the socket so that it is never reachable by more users than intended: a stale
-/// socket is removed first, and it is created under a umask-equivalent (the dir is 0700
-/// by default), then set to 0660.
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// socket is removed first, it is created under the umask 077 set in [`run`] (so only
+/// its owner can connect at first), then given `group` (if set) and `mode`.
+fn bind(path: &Path, group: Option<u32>, mode: u32) -> anyhow::Result<UnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         && !parent.is_dir()
     {
@@ -178,9 +223,56 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot bind socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| anyhow::anyhow!("cannot set mode 0660 on {}: {e}", path.display()))?;
+    if let Some(gid) = group {
+        // Never follow a link that replaced the socket since it was bound.
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            path,
+            None,
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot give socket {} to group {gid} (socket_group): {e}; ledgerd's user must be root or a member of that group",
+                path.display()
+            )
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        anyhow::anyhow!("cannot set mode {mode:04o} on {} (socket_mode): {e}", path.display())
+    })?;
     Ok(listener)
+}
+
+/// The socket's group (`None`: keep the one it is created with, the daemon's primary
+/// group) and mode, from the config.
+fn socket_permissions(config: &Config) -> anyhow::Result<(Option<u32>, u32)> {
+    let mode = config.socket_mode().map_err(|e| anyhow::anyhow!("socket_mode: {e}"))?;
+    let gid = match &config.socket_group {
+        None => return Ok((None, mode)),
+        Some(GroupSpec::Gid(gid)) => *gid,
+        Some(GroupSpec::Name(name)) => match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => AccountFiles::system().group_id(name)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "socket_group = {name:?}: no such group in /etc/group; create it (`groupadd {name}`) or name another"
+                )
+            })?,
+        },
+    };
+    if gid == u32::MAX {
+        anyhow::bail!("socket_group = {gid}: that means \"no group\" to the kernel; name a real group");
+    }
+    Ok((Some(gid), mode))
+}
+
+/// Whether the socket lies inside the data dir (where only ledgerd's user can reach it).
+fn socket_inside(socket: &Path, data_dir: &Path) -> bool {
+    match (std::fs::canonicalize(socket), std::fs::canonicalize(data_dir)) {
+        (Ok(socket), Ok(dir)) => socket.starts_with(dir),
+        _ => false,
+    }
 }
 
 /// The log's key name (and checkpoint origin): this host plus a random id, so two

@@ -1,12 +1,14 @@
 //! ledgerd: a tamper-evident audit ledger for AI agents' tool calls.
 //!
-//! The path of an event, from socket to disk: [`server`] takes an RPC, [`intake`] checks
-//! the entry and stamps who sent it, [`writer`] gathers waiting entries into one group
-//! commit, and [`log`] writes that batch to the [`store`] (entries and [`tiles`] of Merkle
-//! hashes), syncs it to disk, and only then acknowledges it. [`daemon`] ties it together.
+//! The path of an event, from socket to disk: [`server`] takes an RPC and checks the
+//! caller's role ([`auth`]), [`intake`] checks the entry and stamps who sent it, [`writer`]
+//! gathers waiting entries into one group commit, and [`log`] writes that batch to the
+//! [`store`] (entries and [`tiles`] of Merkle hashes), syncs it to disk, and only then
+//! acknowledges it. [`daemon`] ties it together.
 
 pub mod admin;
 pub mod agent_index;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod datadir;

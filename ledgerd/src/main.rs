@@ -29,6 +29,10 @@ struct Args {
     /// Validate a config file, print the effective config, and exit
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// Rebuild the registry, policy and agent-index projections from the log, then exit
+    /// (the daemon must be stopped)
+    #[arg(long)]
+    rebuild_projections: bool,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     if let Some(socket) = args.socket {
         config.socket = Some(socket);
+    }
+    if args.rebuild_projections {
+        let n = ledgerd::daemon::rebuild_projections(&config)?;
+        println!("rebuilt the registry and policies from {n} admin entries, and the agent index");
+        return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ledgerd::run(config, shutdown_signal(), |ready| {

@@ -1,9 +1,12 @@
-//! The gRPC service on the Unix socket: maps each RPC to the writer or to a read of the
-//! store, and maps every library error to a `tonic::Status` in one place ([`status`]).
+//! The gRPC service on the Unix socket: checks the caller's role ([`Access`]), maps each
+//! RPC to the writer or to a read of the store, and maps every library error to a
+//! `tonic::Status` in one place ([`status`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use ledger_proto::merkle;
@@ -15,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Need, Refusal, RefusalLimiter, Role, Roles};
 use crate::engine;
 use crate::intake::{self, Invalid, Peer};
 use crate::log::Ack;
@@ -40,6 +44,8 @@ pub struct LedgerService {
     pub(crate) shared: Shared,
     /// `require_agent_token` from the config: flag appends that carry no token.
     pub(crate) require_token: bool,
+    /// The role check every RPC starts with.
+    pub(crate) access: Access,
 }
 
 impl LedgerService {
@@ -52,16 +58,87 @@ impl LedgerService {
     }
 }
 
-pub(crate) fn peer<T>(req: &Request<T>) -> Peer {
-    req.extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|c| Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
-        })
-        .unwrap_or_default()
+impl LedgerService {
+    /// Checks that the caller holds a role `need` asks for and returns who it is; see
+    /// [`Access::require`].
+    pub(crate) fn require<T>(
+        &self,
+        req: &Request<T>,
+        need: impl Into<Need>,
+        rpc: &'static str,
+    ) -> impl Future<Output = Result<Peer, Status>> + Send + '_ {
+        self.access.require(req, need, rpc)
+    }
+}
+
+/// The caller's credentials as the kernel gave them at accept time (SO_PEERCRED).
+fn peer_cred<T>(req: &Request<T>) -> Option<Peer> {
+    req.extensions().get::<UdsConnectInfo>().and_then(|info| info.peer_cred).map(|c| Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+    })
+}
+
+/// The role check every RPC on the socket starts with, shared by every service on it.
+/// A refusal is answered with `PERMISSION_DENIED` and recorded in the log as an
+/// `access_refused` entry (at most one per uid and RPC per [`crate::auth::REFUSAL_WINDOW`];
+/// the next one counts those not recorded in `details.suppressed`).
+#[derive(Clone)]
+pub struct Access {
+    roles: Arc<Roles>,
+    refusals: Arc<RefusalLimiter>,
+    writer: WriterHandle,
+    host: Arc<str>,
+}
+
+impl Access {
+    pub fn new(roles: Arc<Roles>, writer: WriterHandle, host: Arc<str>) -> Access {
+        Access { roles, refusals: Arc::default(), writer, host }
+    }
+
+    /// `Ok(peer)` if the caller holds a role `need` asks for; otherwise records the refusal
+    /// and returns the status to answer with. `rpc` is the RPC's name as in the .proto
+    /// (`Query`, `SetPolicy`): it goes into the message and the entry's `tool`.
+    ///
+    /// Only the credentials are taken from `req`, before the returned future runs, so the
+    /// future does not hold the request (a `Streaming` body is not `Sync`).
+    pub fn require<T>(
+        &self,
+        req: &Request<T>,
+        need: impl Into<Need>,
+        rpc: &'static str,
+    ) -> impl Future<Output = Result<Peer, Status>> + Send + '_ {
+        let peer = peer_cred(req);
+        let need = need.into();
+        async move {
+            let peer = peer.ok_or_else(|| status::no_credentials(rpc))?;
+            let Err(refusal) = self.roles.require(&peer, need) else { return Ok(peer) };
+            if let Some(suppressed) = self.refusals.admit(peer.uid, rpc, Instant::now()) {
+                self.record(&refusal, rpc, suppressed).await;
+            }
+            Err(status::refused(rpc, &refusal))
+        }
+    }
+
+    /// Writes the `access_refused` entry before the caller hears about the refusal. If the
+    /// writer cannot take it, the refusal still stands; the daemon's log says why.
+    async fn record(&self, refusal: &Refusal, rpc: &'static str, suppressed: u64) {
+        let mut details = serde_json::json!({
+            "needed_role": refusal.need.name(),
+            "held_roles": refusal.held.names(),
+            "suppressed": suppressed,
+        });
+        if let Some(user) = &refusal.user {
+            details["user"] = user.as_str().into();
+        }
+        let mut entry = crate::daemon::own_entry(pb::Kind::AccessRefused, &self.host, refusal.peer, details);
+        entry.tool = rpc.into();
+        entry.reason = refusal.to_string();
+        if let Err(e) = self.writer.append(vec![entry]).await {
+            tracing::error!(error = %e, uid = refusal.peer.uid, rpc, "cannot record a refused call in the log");
+        }
+    }
 }
 
 /// The one place library errors become gRPC statuses.
@@ -100,6 +177,18 @@ pub(crate) mod status {
     pub fn join(e: tokio::task::JoinError) -> Status {
         Status::internal(format!("a read task failed: {e}"))
     }
+
+    /// A caller without the role the call needs.
+    pub fn refused(rpc: &str, refusal: &Refusal) -> Status {
+        Status::permission_denied(format!("{rpc}: {refusal}"))
+    }
+
+    /// A connection without peer credentials cannot be given any role.
+    pub fn no_credentials(rpc: &str) -> Status {
+        Status::permission_denied(format!(
+            "{rpc}: permission denied: the connection carries no peer credentials (SO_PEERCRED); connect over ledgerd's Unix socket"
+        ))
+    }
 }
 
 /// An append the writer has queued but not yet made durable.
@@ -110,7 +199,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[tonic::async_trait]
 impl Ledger for LedgerService {
     async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        let peer = peer(&req);
+        let peer = self.require(&req, Role::Writer, "Append").await?;
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
         let state = self.state();
@@ -125,7 +214,7 @@ impl Ledger for LedgerService {
         &self,
         req: Request<Streaming<pb::AppendRequest>>,
     ) -> Result<Response<pb::AppendStreamResponse>, Status> {
-        let peer = peer(&req);
+        let peer = self.require(&req, Role::Writer, "AppendStream").await?;
         // Whatever messages have already arrived go to the writer as one command; the
         // writer merges commands further while it syncs the previous batch.
         let mut chunks = req.into_inner().ready_chunks(STREAM_CHUNK);
@@ -173,6 +262,8 @@ impl Ledger for LedgerService {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
+        // Any role: verifiers of every kind need checkpoints.
+        self.require(&req, Need::any(), "GetCheckpoint").await?;
         let req = req.into_inner();
         let note = if req.sign_new {
             self.writer.checkpoint(true).await.map_err(status::writer)?.note
@@ -190,7 +281,8 @@ impl Ledger for LedgerService {
         Ok(Response::new(pb::Checkpoint { note, size: cp.size, root: cp.root.to_vec() }))
     }
 
-    async fn get_head(&self, _req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
+    async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
+        self.require(&req, Need::any(), "GetHead").await?;
         let head = *self.writer.head().borrow();
         Ok(Response::new(pb::Head { size: head.size, root: head.root.to_vec() }))
     }
@@ -201,6 +293,7 @@ impl Ledger for LedgerService {
         &self,
         req: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<Self::GetEntriesStream>, Status> {
+        self.require(&req, Role::Auditor, "GetEntries").await?;
         let req = req.into_inner();
         let (tx, rx) = mpsc::channel(READ_CHUNK as usize);
         let store = self.store.clone();
@@ -248,6 +341,7 @@ impl Ledger for LedgerService {
     type QueryStream = BoxStream<pb::QueryResponse>;
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        self.require(&req, Role::Auditor, "Query").await?;
         let req = req.into_inner();
         let query = ledger_query::parse(&req.query).map_err(|e| status::query(&e, &req.query))?;
         let tz = if req.tz.is_empty() {
@@ -285,6 +379,7 @@ impl Ledger for LedgerService {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
+        self.require(&req, Role::Auditor, "GetInclusionProof").await?;
         let req = req.into_inner();
         let store = self.store.clone();
         let head = self.writer.head().borrow().size;
@@ -319,6 +414,7 @@ impl Ledger for LedgerService {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        self.require(&req, Role::Auditor, "GetConsistencyProof").await?;
         let req = req.into_inner();
         let store = self.store.clone();
         let head = self.writer.head().borrow().size;

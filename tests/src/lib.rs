@@ -136,20 +136,32 @@ impl Daemon {
         }
     }
 
+    /// Waits for the daemon to exit; on a failure or a hang, prints its stderr (the test
+    /// harness shows it with the failing test).
     fn wait(&mut self) -> bool {
+        use std::io::Read;
         let Some(mut child) = self.child.take() else { return false };
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let outcome = loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                break Some(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let ok = outcome.is_some_and(|s| s.success());
+        if !ok {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            eprintln!("ledgerd did not stop cleanly ({:?}); its stderr:\n{err}", outcome.map(|s| s.code()));
         }
+        ok
     }
 
     /// Keeps the data dir after the daemon is gone (for restarts).

@@ -7,7 +7,13 @@ use std::path::Path;
 use ledger_tests::{Daemon, stderr, stdout};
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", out.status.code(), stdout(out), stderr(out));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
     stdout(out)
 }
 
@@ -38,45 +44,94 @@ default deny\n";
 fn registry_commands_and_their_change_log() {
     let daemon = Daemon::start();
     let out = ok(&daemon.ctl(&[
-        "agents", "register", "billing-bot", "--owner", "finance@example.com", "--purpose", "reconcile invoices",
-        "--scope", "invoices db",
+        "agents",
+        "register",
+        "billing-bot",
+        "--owner",
+        "finance@example.com",
+        "--purpose",
+        "reconcile invoices",
+        "--scope",
+        "invoices db",
     ]));
     let id = out.lines().find_map(|l| l.strip_prefix("id")).map(str::trim).expect("id line").to_string();
-    let token = out.lines().find_map(|l| l.strip_prefix("token")).map(str::trim).expect("token line").to_string();
+    let token =
+        out.lines().find_map(|l| l.strip_prefix("token")).map(str::trim).expect("token line").to_string();
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert!(token.starts_with("lgt_") && token.len() > 60, "{token}");
 
-    ok(&daemon.ctl(&["agents", "register", "ops-bot", "--owner", "sre@example.com", "--purpose", "restarts"]));
+    ok(&daemon.ctl(&[
+        "agents",
+        "register",
+        "ops-bot",
+        "--owner",
+        "sre@example.com",
+        "--purpose",
+        "restarts",
+    ]));
     let dup = daemon.ctl(&["agents", "register", "ops-bot", "--owner", "x", "--purpose", "y"]);
     assert_eq!(dup.status.code(), Some(2));
     assert!(stderr(&dup).contains("already registered"), "{}", stderr(&dup));
 
     let list = ok(&daemon.ctl(&["agents", "list"]));
-    assert!(list.lines().next().is_some_and(|h| h.starts_with("NAME")) && list.contains("billing-bot"), "{list}");
+    assert!(
+        list.lines().next().is_some_and(|h| h.starts_with("NAME")) && list.contains("billing-bot"),
+        "{list}"
+    );
     let show = ok(&daemon.ctl(&["agents", "show", "billing-bot"]));
-    assert!(show.contains(&id) && show.contains("finance@example.com") && show.contains("invoices db"), "{show}");
+    assert!(
+        show.contains(&id) && show.contains("finance@example.com") && show.contains("invoices db"),
+        "{show}"
+    );
 
-    ok(&daemon.ctl(&["agents", "update", "billing-bot", "--owner", "ap-team@example.com", "--reason", "team change"]));
+    ok(&daemon.ctl(&[
+        "agents",
+        "update",
+        "billing-bot",
+        "--owner",
+        "ap-team@example.com",
+        "--reason",
+        "team change",
+    ]));
     assert!(ok(&daemon.ctl(&["agents", "show", "billing-bot"])).contains("ap-team@example.com"));
 
     // The token identifies the agent; a wrong one, a retired agent, an unknown one are flagged.
     let append = |agent: &str, token: &str| {
-        ok(&daemon.ctl(&["append", "--agent", agent, "--tool", "db.query", "--decision", "allow", "--token", token]))
+        ok(&daemon.ctl(&[
+            "append",
+            "--agent",
+            agent,
+            "--tool",
+            "db.query",
+            "--decision",
+            "allow",
+            "--token",
+            token,
+        ]))
     };
     append("billing-bot", &token);
     append("billing-bot", "lgt_wrong");
     let rotated = ok(&daemon.ctl(&["agents", "rotate-token", "billing-bot"]));
-    let new_token = rotated.lines().find_map(|l| l.strip_prefix("token")).map(str::trim).expect("token").to_string();
+    let new_token =
+        rotated.lines().find_map(|l| l.strip_prefix("token")).map(str::trim).expect("token").to_string();
     append("billing-bot", &token); // the old token no longer matches
     append("billing-bot", &new_token);
     ok(&daemon.ctl(&["agents", "retire", "ops-bot", "--reason", "replaced"]));
     append("ops-bot", "");
     append("nobody", "");
-    let flags = ok(&daemon.ctl(&["query", "kind = decision | fields agent, agent_id, flags", "--format", "csv"]));
+    let flags =
+        ok(&daemon.ctl(&["query", "kind = decision | fields agent, agent_id, flags", "--format", "csv"]));
     let rows: Vec<&str> = flags.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "{flags}");
-    assert!(rows[0].starts_with(&format!("billing-bot,{id},")) && rows[0].ends_with(','), "no flags: {}", rows[0]);
-    assert!(rows[1].contains("bad_token") && rows[2].contains("bad_token") && !rows[3].contains("bad_token"), "{flags}");
+    assert!(
+        rows[0].starts_with(&format!("billing-bot,{id},")) && rows[0].ends_with(','),
+        "no flags: {}",
+        rows[0]
+    );
+    assert!(
+        rows[1].contains("bad_token") && rows[2].contains("bad_token") && !rows[3].contains("bad_token"),
+        "{flags}"
+    );
     assert!(rows[4].contains("retired_agent") && rows[5].contains("unknown_agent"), "{flags}");
 
     // Every change is an entry, with who made it.
@@ -87,7 +142,10 @@ fn registry_commands_and_their_change_log() {
         "csv",
     ]));
     let kinds: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').next().unwrap_or("")).collect();
-    assert_eq!(kinds, ["agent_registered", "agent_registered", "agent_updated", "agent_updated", "agent_retired"]);
+    assert_eq!(
+        kinds,
+        ["agent_registered", "agent_registered", "agent_updated", "agent_updated", "agent_retired"]
+    );
     let uid = rustix_uid();
     assert!(log.lines().skip(1).all(|l| l.ends_with(&format!(",{uid}"))), "{log}");
     let retired = ok(&daemon.ctl(&["agents", "list", "--retired"]));
@@ -108,13 +166,32 @@ fn policy_versions_history_show_at_diff_check_and_decisions_under_both() {
     let v1 = write(dir.path(), "v1.policy", V1);
     let v2 = write(dir.path(), "v2.policy", V2);
     let set1 = ok(&daemon.ctl(&[
-        "policy", "set", "billing-bot", "--file", &v1, "--author", "alice", "--approver", "bob", "--reason", "CHG-1",
+        "policy",
+        "set",
+        "billing-bot",
+        "--file",
+        &v1,
+        "--author",
+        "alice",
+        "--approver",
+        "bob",
+        "--reason",
+        "CHG-1",
     ]));
     assert!(set1.contains("version 1"), "{set1}");
     let decision = |tool: &str, params: &str, decision: &str, version: &str| {
         ok(&daemon.ctl(&[
-            "append", "--agent", "billing-bot", "--tool", tool, "--params", params, "--decision", decision,
-            "--policy-version", version,
+            "append",
+            "--agent",
+            "billing-bot",
+            "--tool",
+            tool,
+            "--params",
+            params,
+            "--decision",
+            decision,
+            "--policy-version",
+            version,
         ]))
     };
     decision("db.query", r#"{"sql":"SELECT * FROM invoices"}"#, "allow", "1");
@@ -124,19 +201,41 @@ fn policy_versions_history_show_at_diff_check_and_decisions_under_both() {
     let between = between["t"].as_str().expect("time").to_string();
     std::thread::sleep(std::time::Duration::from_millis(20));
 
-    ok(&daemon.ctl(&["policy", "set", "billing-bot", "--file", &v2, "--author", "carol", "--reason", "CHG-2: files"]));
+    ok(&daemon.ctl(&[
+        "policy",
+        "set",
+        "billing-bot",
+        "--file",
+        &v2,
+        "--author",
+        "carol",
+        "--reason",
+        "CHG-2: files",
+    ]));
     decision("fs.read_file", r#"{"path":"/srv/invoices/1.pdf"}"#, "allow", "2");
     decision("shell.exec", r#"{"cmd":"ls"}"#, "deny", "2");
 
     // Decisions under both versions matched their policy.
-    let checks = ok(&daemon.ctl(&["query", "kind = decision | fields policy_version, policy_check", "--format", "csv"]));
-    assert_eq!(checks.lines().skip(1).collect::<Vec<_>>(), ["1,match", "1,match", "2,match", "2,match"], "{checks}");
+    let checks = ok(&daemon.ctl(&[
+        "query",
+        "kind = decision | fields policy_version, policy_check",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        checks.lines().skip(1).collect::<Vec<_>>(),
+        ["1,match", "1,match", "2,match", "2,match"],
+        "{checks}"
+    );
 
     let history = ok(&daemon.ctl(&["policy", "history", "billing-bot"]));
     let lines: Vec<&str> = history.lines().collect();
     assert_eq!(lines.len(), 3, "{history}");
     assert!(lines[0].contains("AUTHOR") && lines[0].contains("APPROVER") && lines[0].contains("REASON"));
-    assert!(lines[1].contains("alice") && lines[1].contains("bob") && lines[1].contains("CHG-1"), "{history}");
+    assert!(
+        lines[1].contains("alice") && lines[1].contains("bob") && lines[1].contains("CHG-1"),
+        "{history}"
+    );
     assert!(lines[2].contains("carol") && lines[2].contains("CHG-2: files"), "{history}");
     // Version 2 names the hash of version 1.
     let hashes: Vec<&str> = lines[1..].iter().map(|l| l.split_whitespace().nth(5).unwrap_or("")).collect();
@@ -151,18 +250,39 @@ fn policy_versions_history_show_at_diff_check_and_decisions_under_both() {
 
     let diff = ok(&daemon.ctl(&["policy", "diff", "billing-bot", "1", "2"]));
     assert!(diff.contains("--- billing-bot v1") && diff.contains("+++ billing-bot v2"), "{diff}");
-    assert!(diff.contains("\n+rule invoice-files") && diff.contains("\n-# billing-bot, first version"), "{diff}");
+    assert!(
+        diff.contains("\n+rule invoice-files") && diff.contains("\n-# billing-bot, first version"),
+        "{diff}"
+    );
 
     let check = daemon.ctl(&["policy", "check", "billing-bot", "--tool", "shell.exec"]);
     assert_eq!(check.status.code(), Some(1), "denied is exit 1");
     let text = stdout(&check);
-    assert!(text.starts_with("DENY by no-shell") && text.contains("matched") && text.contains("v2"), "{text}");
-    let check = daemon.ctl(&["policy", "check", "billing-bot", "--tool", "db.query", "--params", r#"{"sql":"select 1"}"#]);
-    assert!(check.status.success() && stdout(&check).starts_with("ALLOW by read-invoices"), "{}", stdout(&check));
+    assert!(
+        text.starts_with("DENY by no-shell") && text.contains("matched") && text.contains("v2"),
+        "{text}"
+    );
+    let check = daemon.ctl(&[
+        "policy",
+        "check",
+        "billing-bot",
+        "--tool",
+        "db.query",
+        "--params",
+        r#"{"sql":"select 1"}"#,
+    ]);
+    assert!(
+        check.status.success() && stdout(&check).starts_with("ALLOW by read-invoices"),
+        "{}",
+        stdout(&check)
+    );
 
     // policy check appends nothing; the access review shows what is allowed.
     let review = ok(&daemon.ctl(&["access-review", "--format", "csv"]));
-    assert!(review.contains("billing-bot") && review.contains("invoice-files") && review.contains(",v2,"), "{review}");
+    assert!(
+        review.contains("billing-bot") && review.contains("invoice-files") && review.contains(",v2,"),
+        "{review}"
+    );
     let review_then = ok(&daemon.ctl(&["access-review", "--at", &between, "--format", "csv"]));
     assert!(review_then.contains(",v1,") && !review_then.contains("invoice-files"), "{review_then}");
 }
@@ -176,10 +296,27 @@ fn a_decision_that_contradicts_its_policy_is_stored_and_flagged() {
     ok(&daemon.ctl(&["policy", "set", "billing-bot", "--file", &v1, "--author", "a", "--reason", "r"]));
     // The shim says allow; version 1 denies shell.exec.
     let seq = ok(&daemon.ctl(&[
-        "append", "--agent", "billing-bot", "--tool", "shell.exec", "--decision", "allow", "--policy-version", "1",
+        "append",
+        "--agent",
+        "billing-bot",
+        "--tool",
+        "shell.exec",
+        "--decision",
+        "allow",
+        "--policy-version",
+        "1",
     ]));
-    let found = ok(&daemon.ctl(&["query", "kind = decision and policy_check = mismatch | fields seq, flags", "--format", "csv"]));
-    assert_eq!(found.lines().nth(1), Some(format!("{},\"[\"\"policy_mismatch\"\"]\"", seq.trim()).as_str()), "{found}");
+    let found = ok(&daemon.ctl(&[
+        "query",
+        "kind = decision and policy_check = mismatch | fields seq, flags",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        found.lines().nth(1),
+        Some(format!("{},\"[\"\"policy_mismatch\"\"]\"", seq.trim()).as_str()),
+        "{found}"
+    );
     let flagged = ok(&daemon.ctl(&["query", "flags has policy_mismatch | fields seq"]));
     assert!(flagged.contains(seq.trim()));
 }
@@ -193,7 +330,11 @@ fn invalid_policy_documents_are_refused_and_nothing_is_appended() {
     let cases = [
         ("unknown-field", "rule r: allow toool = \"x\"\ndefault deny\n", "unknown field `toool`"),
         ("bad-regex", "rule r: allow params.sql ~ /(unclosed/\ndefault deny\n", "regex"),
-        ("duplicate", "rule r: allow tool = \"a\"\nrule r: deny tool = \"b\"\ndefault deny\n", "duplicate rule id `r`"),
+        (
+            "duplicate",
+            "rule r: allow tool = \"a\"\nrule r: deny tool = \"b\"\ndefault deny\n",
+            "duplicate rule id `r`",
+        ),
         ("empty", "# nothing here\n\n", "empty"),
     ];
     for (name, text, expected) in cases {
@@ -209,7 +350,17 @@ fn invalid_policy_documents_are_refused_and_nothing_is_appended() {
         text.push_str("# padding padding padding padding padding padding padding padding\n");
     }
     std::fs::write(&big, format!("{text}default deny\n")).expect("write");
-    let out = daemon.ctl(&["policy", "set", "a1", "--file", big.to_str().expect("path"), "--author", "a", "--reason", "r"]);
+    let out = daemon.ctl(&[
+        "policy",
+        "set",
+        "a1",
+        "--file",
+        big.to_str().expect("path"),
+        "--author",
+        "a",
+        "--reason",
+        "r",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("at most"), "{}", stderr(&out));
     // The daemon refuses them too, with the same rendering, if a client skips the local check.
@@ -231,8 +382,10 @@ async fn the_daemon_checks_documents_itself() {
     };
     let status = client.admin().set_policy(request).await.err().expect("refused");
     assert_eq!(status.code(), tonic_code_invalid());
-    let errors = ledger_query::policy::PolicyErrors::from_json_str(std::str::from_utf8(status.details()).expect("utf-8"))
-        .expect("structured errors");
+    let errors = ledger_query::policy::PolicyErrors::from_json_str(
+        std::str::from_utf8(status.details()).expect("utf-8"),
+    )
+    .expect("structured errors");
     assert!(errors.render(text).contains("policy:1:"), "{}", errors.render(text));
 }
 

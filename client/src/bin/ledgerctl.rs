@@ -195,6 +195,9 @@ enum AgentsCommand {
         /// The registry as it stood at this time (RFC 3339 or a date)
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Show one agent
     #[command(after_help = "Example:\n  ledgerctl agents show billing-bot")]
@@ -396,6 +399,13 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<NoRows>().is_some() => ExitCode::from(1),
+        // The daemon's own words, without the gRPC wrapping.
+        Err(e) if e.downcast_ref::<tonic::Status>().is_some() => {
+            let message =
+                e.downcast_ref::<tonic::Status>().map(|s| s.message().to_string()).unwrap_or_default();
+            eprintln!("ledgerctl: error: {message}");
+            ExitCode::from(2)
+        }
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
             eprintln!("ledgerctl: FAILED: {e}");
             ExitCode::from(1)
@@ -1025,7 +1035,7 @@ async fn agents(socket: &Path, cmd: AgentsCommand) -> anyhow::Result<()> {
                 .as_bytes(),
             )
         }
-        AgentsCommand::List { retired, at } => {
+        AgentsCommand::List { retired, at, format } => {
             let at_unix_nanos = at_nanos(at.as_deref())?;
             let list = admin
                 .list_agents(pb::ListAgentsRequest { at_unix_nanos, include_retired: retired })
@@ -1035,7 +1045,7 @@ async fn agents(socket: &Path, cmd: AgentsCommand) -> anyhow::Result<()> {
                 eprintln!("no agents registered{}", if at_unix_nanos != 0 { " at that time" } else { "" });
                 return Err(NoRows.into());
             }
-            print_table(&AGENT_COLUMNS, &agent_rows(&list.agents))
+            print_rows(format, &AGENT_COLUMNS, &agent_rows(&list.agents))
         }
         AgentsCommand::Show { name } => {
             let a = admin.get_agent(pb::GetAgentRequest { name }).await?.into_inner();

@@ -35,6 +35,15 @@ struct Args {
     runs: usize,
 }
 
+/// The policy the benchmark's decisions are re-checked against: the matching rule is the
+/// fourth, after a regex and two globs that do not match.
+const BENCH_POLICY: &str = "rule no-shell: deny tool ~ \"shell.*\"
+rule sql-select: allow tool = \"db.query\" and params.sql ~ /(?i)^select /
+rule no-secrets: deny tool ~ \"fs.*\" and params.path ~ \"/etc/**\"
+rule read-reports: allow tool = \"fs.read_file\" and params.path ~ \"/srv/data/**\"
+default deny
+";
+
 /// A ~256-byte decision, the size of a typical shim record.
 fn entry(i: u64) -> pb::NewEntry {
     pb::NewEntry {
@@ -46,7 +55,7 @@ fn entry(i: u64) -> pb::NewEntry {
             r#"{{"path":"/srv/data/reports/2026/q3/customer-{i:08}.csv","offset":0,"limit":4096}}"#
         ),
         rule: "read-reports".into(),
-        policy_version: 3,
+        policy_version: 1,
         reason: "matched rule read-reports".into(),
         session: "bench-session-0001".into(),
         ..Default::default()
@@ -163,6 +172,30 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{ready}");
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // A registered agent with a realistic policy, so every append pays for identity
+    // resolution and the policy re-check the daemon does on each decision.
+    rt.block_on(async {
+        let mut client = Client::connect(&socket).await?;
+        let admin = client.admin();
+        admin
+            .register_agent(pb::RegisterAgentRequest {
+                name: "bench-agent".into(),
+                owner: "bench@example.com".into(),
+                purpose: "benchmark".into(),
+                scope: String::new(),
+            })
+            .await?;
+        admin
+            .set_policy(pb::SetPolicyRequest {
+                agent: "bench-agent".into(),
+                text: BENCH_POLICY.into(),
+                author: "ledger-bench".into(),
+                approver: String::new(),
+                reason: "benchmark policy".into(),
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
     println!("ledger-bench: {} run(s) per figure, medians shown; 2-core machines are noisy\n", args.runs);
 
     let mut disk = Vec::new();

@@ -1,0 +1,263 @@
+//! Roles against real connections from other OS users (issue 4): creates users and groups,
+//! maps them in `[roles]`, starts ledgerd with that config and a socket outside its data
+//! dir, and runs `ledgerctl` as each user. Needs root (CI runs as root); otherwise each
+//! test says it was skipped and why.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ledger_tests::{Daemon, bin, stderr, stdout};
+
+/// Why this machine cannot run the test, if it cannot.
+fn skip_reason() -> Option<String> {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        return Some(format!(
+            "it runs as euid {euid}, and creating OS users needs root (CI runs it as root)"
+        ));
+    }
+    for tool in ["useradd", "userdel", "groupadd", "groupdel", "setpriv"] {
+        if Command::new(tool).arg("--help").output().is_err() {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// OS users and groups created for one test, deleted when it ends, panicking or not.
+#[derive(Default)]
+struct OsAccounts {
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+/// One created user.
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl OsAccounts {
+    fn group(&mut self, name: &str) -> u32 {
+        let out = run("groupadd", &["--system", name]);
+        assert!(out.status.success(), "groupadd {name}: {}", stderr(&out));
+        self.groups.push(name.into());
+        id_of("group", name)
+    }
+
+    fn user(&mut self, name: &str, groups: &[&str]) -> User {
+        let mut args = vec!["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin"];
+        let list = groups.join(",");
+        if !groups.is_empty() {
+            args.extend(["--groups", &list]);
+        }
+        args.push(name);
+        let out = run("useradd", &args);
+        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
+        self.users.push(name.into());
+        User { name: name.into(), uid: id_of("passwd", name), gid: id_of("group", name) }
+    }
+}
+
+impl Drop for OsAccounts {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = run("userdel", &[user]);
+            // The user's own group, where userdel leaves it (USERGROUPS_ENAB no).
+            let _ = Command::new("groupdel").arg(user).stderr(std::process::Stdio::null()).status();
+        }
+        for group in &self.groups {
+            let _ = run("groupdel", &[group]);
+        }
+    }
+}
+
+/// The id of a user (`passwd`) or group (`group`) name, from the account files.
+fn id_of(file: &str, name: &str) -> u32 {
+    let text = std::fs::read_to_string(format!("/etc/{file}")).expect("read account file");
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(2)?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /etc/{file}"))
+}
+
+/// Whether every user may run the file at `path`: it and each directory above it are
+/// executable by others.
+fn runnable_by_all(path: &Path) -> bool {
+    path.ancestors().all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// `ledgerctl` where every user can run it: where cargo built it, or a copy in `dir`.
+fn ledgerctl_for_all(dir: &Path) -> PathBuf {
+    let built = bin("ledgerctl");
+    if runnable_by_all(&built) {
+        return built;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.join("ledgerctl");
+    std::fs::copy(&built, &copy).expect("copy ledgerctl");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(runnable_by_all(&copy), "{} is not reachable by other users", copy.display());
+    copy
+}
+
+/// Runs `ledgerctl --socket SOCKET ARGS` as `user`, with the user's groups from
+/// `/etc/group` (needed to open the socket, whose group is a supplementary one).
+fn ctl_as(ledgerctl: &Path, user: &User, socket: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--init-groups", "--"])
+        .arg(ledgerctl)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("run setpriv")
+}
+
+/// Asserts that a call was refused for lack of `role`, naming the RPC and the uid.
+fn assert_refused(out: &Output, rpc: &str, needs: &str, user: &User) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{} expected a refusal of {rpc}: {}{err}", user.name, stdout(out));
+    assert!(err.contains(&format!("{rpc}: permission denied")), "{err}");
+    assert!(err.contains(&format!("needs {needs}")), "{err}");
+    assert!(err.contains(&format!("uid {} ({})", user.uid, user.name)), "{err}");
+    assert!(err.contains("[roles]") && err.contains("docs/CONFIG.md"), "{err}");
+}
+
+#[test]
+fn writer_auditor_and_unmapped_users_get_exactly_their_roles_and_refusals_are_logged() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tag = std::process::id();
+    let mut accounts = OsAccounts::default();
+    // Everyone who may open the socket is in `lgs`; only the auditor is in `lgg`.
+    let socket_group = format!("lgs{tag}");
+    let auditors = format!("lgg{tag}");
+    let socket_gid = accounts.group(&socket_group);
+    accounts.group(&auditors);
+    let writer = accounts.user(&format!("lgw{tag}"), &[&socket_group]);
+    let auditor = accounts.user(&format!("lga{tag}"), &[&socket_group, &auditors]);
+    let nobody = accounts.user(&format!("lgn{tag}"), &[&socket_group]);
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir(&run_dir).expect("mkdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin_copy = tmp.path().join("bin");
+    std::fs::create_dir(&bin_copy).expect("mkdir");
+    let ledgerctl = ledgerctl_for_all(&bin_copy);
+    let socket = run_dir.join("ledgerd.sock");
+    // The daemon runs as root and holds every role anyway; root is listed to say so.
+    let config = format!(
+        r#"socket = "{socket}"
+socket_group = "{socket_group}"
+socket_mode = "0660"
+
+[roles]
+writer  = {{ users = ["root", "{w}"] }}
+auditor = {{ users = ["root"], groups = ["{auditors}"] }}
+admin   = {{ users = ["root"] }}
+"#,
+        socket = socket.display(),
+        w = writer.name,
+    );
+    let config_path = tmp.path().join("ledgerd.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let daemon =
+        Daemon::start_with(&tmp.path().join("data"), &["--config", config_path.to_str().expect("utf-8")])
+            .unwrap_or_else(|e| panic!("ledgerd did not start: {e}"));
+    assert_eq!(daemon.socket, socket);
+    let meta = std::fs::metadata(&socket).expect("stat socket");
+    assert_eq!(
+        (meta.permissions().mode() & 0o7777, meta.gid()),
+        (0o660, socket_gid),
+        "socket mode and group"
+    );
+
+    let as_user = |user: &User, args: &[&str]| ctl_as(&ledgerctl, user, &socket, args);
+    let append = ["append", "--agent", "roles-test", "--tool", "db.query", "--decision", "allow"];
+    let query = ["query", "agent = \"roles-test\" | fields seq, agent, uid"];
+
+    // The writer appends, and cannot read the log.
+    let out = as_user(&writer, &append);
+    assert!(out.status.success(), "writer append: {}", stderr(&out));
+    let seq: u64 = stdout(&out).trim().parse().expect("append prints the seq");
+    assert_refused(&as_user(&writer, &query), "Query", "the auditor role", &writer);
+    assert_refused(&as_user(&writer, &["tail"]), "GetEntries", "the auditor role", &writer);
+
+    // The auditor reads it (and sees who wrote), and cannot append.
+    let out = as_user(&auditor, &query);
+    assert!(out.status.success(), "auditor query: {}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains(&seq.to_string()) && table.contains(&writer.uid.to_string()), "{table}");
+    let out = as_user(&auditor, &["tail", "-n", "3"]);
+    assert!(out.status.success() && stdout(&out).contains("roles-test"), "auditor tail: {}", stderr(&out));
+    assert_refused(&as_user(&auditor, &append), "Append", "the writer role", &auditor);
+
+    // A user with no role is refused whatever it tries, checkpoints and the head included;
+    // retries within ten seconds are refused too but recorded once.
+    assert_refused(&as_user(&nobody, &append), "Append", "the writer role", &nobody);
+    for _ in 0..3 {
+        assert_refused(&as_user(&nobody, &query), "Query", "the auditor role", &nobody);
+    }
+    assert_refused(&as_user(&nobody, &["tail"]), "GetHead", "a role (writer, auditor or admin)", &nobody);
+    assert_refused(&as_user(&nobody, &["checkpoint"]), "GetCheckpoint", "a role", &nobody);
+
+    // Root (the daemon's user) lists the refusals, each stamped with the caller's uid/gid.
+    let out = daemon.ctl(&[
+        "query",
+        "kind = access_refused | fields uid, gid, agent, tool, details.needed_role, details.held_roles, reason",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "root query: {}", stderr(&out));
+    let rows: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
+    let got: BTreeSet<(u64, u64, String, String)> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r["agent"], "ledgerd", "written by the daemon: {r}");
+            assert!(r["reason"].as_str().is_some_and(|s| s.contains("permission denied")), "{r}");
+            let text = |k: &str| r[k].as_str().map_or_else(|| r[k].to_string(), str::to_string);
+            (
+                r["uid"].as_u64().expect("uid"),
+                r["gid"].as_u64().expect("gid"),
+                text("tool"),
+                text("details.needed_role"),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(u64, u64, String, String)> = [
+        (&writer, "Query", "auditor"),
+        (&writer, "GetEntries", "auditor"),
+        (&auditor, "Append", "writer"),
+        (&nobody, "Append", "writer"),
+        (&nobody, "Query", "auditor"),
+        (&nobody, "GetHead", "any"),
+        (&nobody, "GetCheckpoint", "any"),
+    ]
+    .into_iter()
+    .map(|(u, tool, role)| (u64::from(u.uid), u64::from(u.gid), tool.to_string(), role.to_string()))
+    .collect();
+    assert_eq!(got, expected, "{}", stdout(&out));
+    assert_eq!(rows.len(), expected.len(), "one entry per uid and RPC within ten seconds: {}", stdout(&out));
+    let writer_query = rows
+        .iter()
+        .find(|r| r["uid"] == u64::from(writer.uid) && r["tool"] == "Query")
+        .expect("the writer's refused query");
+    assert!(writer_query["details.held_roles"].to_string().contains("writer"), "{writer_query}");
+    drop(daemon);
+    drop(accounts);
+}
