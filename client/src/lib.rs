@@ -11,6 +11,8 @@ use ledger_proto::pb::{self, admin_client::AdminClient, ledger_client::LedgerCli
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod evidence;
+pub mod shim;
 pub mod verify;
 pub mod wire;
 
@@ -164,6 +166,14 @@ impl Client {
             .get_consistency_proof(pb::ConsistencyProofRequest { old_size, new_size })
             .await?
             .into_inner())
+    }
+
+    /// Has the daemon sign an evidence bundle's manifest (docs/FORMAT.md, "Evidence bundle").
+    pub async fn sign_manifest(
+        &mut self,
+        files: Vec<pb::ManifestFile>,
+    ) -> Result<pb::SignedManifest, ClientError> {
+        Ok(self.inner.sign_manifest(pb::SignManifestRequest { files }).await?.into_inner())
     }
 
     /// The registry and policy service (same connection).

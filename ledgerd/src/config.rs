@@ -41,6 +41,8 @@ pub struct Config {
     /// which holds every role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<RolesConfig>,
+    /// What is redacted from an entry's params before it is stored (`docs/REDACTION.md`).
+    pub redaction: RedactionConfig,
 }
 
 /// A group named in the config: a name from `/etc/group`, or a gid (as a number or a
@@ -118,6 +120,71 @@ pub struct CheckpointConfig {
     pub interval: String,
 }
 
+/// The `[redaction]` section: the rules of [`crate::redact::Redactor`].
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Redact and cut params at all.
+    pub enabled: bool,
+    /// Keys whose values are replaced whole; replaces the default list.
+    pub keys: Vec<String>,
+    /// Keys added to `keys`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_keys: Vec<String>,
+    /// Credential regexes found in any string; replaces the default list.
+    pub patterns: Vec<String>,
+    /// Regexes added to `patterns`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_patterns: Vec<String>,
+    /// Params longer than this (bytes of JSON text, after redaction) are cut.
+    pub max_params_bytes: usize,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            enabled: true,
+            keys: crate::redact::DEFAULT_KEYS.iter().map(|k| k.to_string()).collect(),
+            extra_keys: Vec::new(),
+            patterns: crate::redact::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
+            extra_patterns: Vec::new(),
+            max_params_bytes: crate::redact::DEFAULT_MAX_PARAMS_BYTES,
+        }
+    }
+}
+
+impl RedactionConfig {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: String, why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            why,
+        };
+        for (key, list) in [("redaction.keys", &self.keys), ("redaction.extra_keys", &self.extra_keys)] {
+            if let Some(k) = list.iter().find(|k| crate::redact::key_words(k).is_empty()) {
+                return Err(invalid(key, k.clone(), "a key needs at least one letter or digit".into()));
+            }
+        }
+        for (key, list) in
+            [("redaction.patterns", &self.patterns), ("redaction.extra_patterns", &self.extra_patterns)]
+        {
+            for pattern in list {
+                crate::redact::compile(pattern).map_err(|why| invalid(key, pattern.clone(), why))?;
+            }
+        }
+        let (min, max) = (crate::redact::MIN_MAX_PARAMS_BYTES, crate::redact::MAX_MAX_PARAMS_BYTES);
+        if !(min..=max).contains(&self.max_params_bytes) {
+            return Err(invalid(
+                "redaction.max_params_bytes",
+                self.max_params_bytes.to_string(),
+                format!("must be from {min} to {max} (the whole entry must stay under 60 KiB)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// sled tuning.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +206,7 @@ impl Default for Config {
             checkpoint: CheckpointConfig::default(),
             storage: StorageConfig::default(),
             roles: None,
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -210,6 +278,7 @@ impl Config {
         if let Some(roles) = &self.roles {
             roles.validate(path)?;
         }
+        self.redaction.validate(path)?;
         Ok(())
     }
 
@@ -389,6 +458,33 @@ mod tests {
             .expect_err("unknown role")
             .to_string();
         assert!(err.contains("writers") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn redaction_settings_are_read_and_checked() {
+        let c = Config::parse("", Path::new("x.toml")).expect("parse");
+        assert_eq!(c.redaction, RedactionConfig::default());
+        assert!(c.redaction.enabled && c.redaction.keys.iter().any(|k| k == "password"));
+        let c = Config::parse(
+            "[redaction]\nkeys = [\"pin\"]\nextra_patterns = ['card=(?P<secret>\\d+)']\nmax_params_bytes = 4096\n",
+            Path::new("x.toml"),
+        )
+        .expect("parse");
+        assert_eq!(c.redaction.keys, ["pin"]);
+        assert_eq!(c.redaction.patterns, RedactionConfig::default().patterns);
+        assert_eq!((c.redaction.extra_patterns.len(), c.redaction.max_params_bytes), (1, 4096));
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("effective.toml")).expect("round trip"), c);
+        for (text, key) in [
+            ("[redaction]\npatterns = ['(unclosed']\n", "redaction.patterns"),
+            ("[redaction]\nextra_patterns = ['[z-a]']\n", "redaction.extra_patterns"),
+            ("[redaction]\nextra_keys = ['--']\n", "redaction.extra_keys"),
+            ("[redaction]\nmax_params_bytes = 10\n", "redaction.max_params_bytes"),
+            ("[redaction]\nmax_params_bytes = 1000000\n", "redaction.max_params_bytes"),
+            ("[redaction]\nenable = false\n", "enable"),
+        ] {
+            let err = Config::parse(text, Path::new("x.toml")).expect_err(text).to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::{Config, GroupSpec};
 use crate::datadir::DataDir;
 use crate::intake::Peer;
 use crate::log::{Log, hex};
+use crate::redact::Redactor;
 use crate::server::{Access, LedgerService};
 use crate::store::Store;
 use crate::writer::{self, WriterHandle};
@@ -56,12 +57,18 @@ pub async fn run(
     let dir = DataDir::prepare(&config.data_dir)?;
     let host: Arc<str> = gethostname::gethostname().to_string_lossy().into();
     let signer = dir.signing_key_or_create(|| key_name(&host))?;
+    let redactor = Arc::new(
+        Redactor::new(&config.redaction, dir.redaction_key_or_create()?)
+            .map_err(|e| anyhow::anyhow!("[redaction]: {e}"))?,
+    );
     let store_path = dir.store();
     let store = {
         let path = store_path.clone();
         let cache = config.storage.cache_bytes;
         tokio::task::spawn_blocking(move || Store::open(&path, cache)).await??
     };
+    // The service signs evidence manifests with the same key; the log owns the original.
+    let manifest_signer = Arc::new(signer.clone());
     let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(store, signer)).await??;
     if recovery.adopted > 0 {
         tracing::warn!(
@@ -116,6 +123,8 @@ pub async fn run(
         shared: shared.clone(),
         require_token: config.require_agent_token,
         access,
+        redactor,
+        manifest_signer,
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()

@@ -1,7 +1,7 @@
 //! The data dir: its permissions, the signing key and the published verifier key.
 //!
-//! Layout: `store/` (sled), `signing.key` (0600), `verifier.vkey` (0644), and by default
-//! the socket `ledgerd.sock`. The dir itself is 0700: only the daemon's user reads it.
+//! Layout: `store/` (sled), `signing.key` (0600), `redaction.key` (0600), `verifier.vkey`
+//! (0644), and by default the socket `ledgerd.sock`. The dir itself is 0700: only the daemon's user reads it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -23,6 +23,12 @@ pub enum DataDirError {
         "signing key {path} has mode {mode:04o}: group or others can read it, so the key must be treated as leaked. Fix with `chmod 600 {path}` if you are sure nobody copied it; otherwise move the data dir aside and start a new ledger"
     )]
     OpenKey { path: PathBuf, mode: u32 },
+    #[error(
+        "redaction key {path} has mode {mode:04o}: group or others can read it, so anyone who read it can test guesses against the redaction markers. Fix with `chmod 600 {path}` if you are sure nobody copied it; otherwise move it aside (a new key is made at the next start, and later markers no longer match earlier ones)"
+    )]
+    OpenRedactionKey { path: PathBuf, mode: u32 },
+    #[error("redaction key {path} is not valid: it must hold 64 hex digits (32 bytes)")]
+    BadRedactionKey { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("signing key {path} is not valid: {source}")]
@@ -41,6 +47,9 @@ impl DataDir {
     }
     pub fn signing_key(&self) -> PathBuf {
         self.root.join("signing.key")
+    }
+    pub fn redaction_key(&self) -> PathBuf {
+        self.root.join("redaction.key")
     }
     pub fn verifier_key(&self) -> PathBuf {
         self.root.join("verifier.vkey")
@@ -116,5 +125,66 @@ impl DataDir {
             fs::rename(&tmp, &vkey_path).map_err(vio)?;
         }
         Ok(signer)
+    }
+
+    /// Loads the 32-byte key of the redaction markers (64 hex digits), or creates one on
+    /// first start. Like the signing key, refused if group or others can read it.
+    pub fn redaction_key_or_create(&self) -> Result<[u8; 32], DataDirError> {
+        let path = self.redaction_key();
+        let io = |source| DataDirError::Io { path: path.clone(), source };
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    return Err(DataDirError::OpenRedactionKey { path, mode });
+                }
+                let text = fs::read_to_string(&path).map_err(io)?;
+                parse_hex_key(text.trim()).ok_or(DataDirError::BadRedactionKey { path })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                let mut file =
+                    OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+                file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                Ok(key)
+            }
+            Err(source) => Err(io(source)),
+        }
+    }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redaction_key_is_made_once_private_and_refused_when_readable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::prepare(&tmp.path().join("d")).expect("prepare");
+        let key = dir.redaction_key_or_create().expect("create");
+        let mode = fs::metadata(dir.redaction_key()).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(dir.redaction_key_or_create().expect("load"), key);
+        fs::set_permissions(dir.redaction_key(), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = dir.redaction_key_or_create().expect_err("readable key").to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        fs::set_permissions(dir.redaction_key(), fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::write(dir.redaction_key(), "zz\n").expect("write");
+        assert!(dir.redaction_key_or_create().is_err());
     }
 }

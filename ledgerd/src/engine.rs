@@ -6,16 +6,44 @@
 //! the whole filter, so the plan only decides what to read, never what matches. Entries
 //! are read as rkyv archives in place; memory is bounded by the result (the pipeline's
 //! rows, sort buffer or groups), not by the log.
+//!
+//! Counting queries (`count by agent, bin(time, 1h)` and the like; the shapes are those of
+//! [`Query::count_shape`] over kind, agent, tool and decision) take the whole hours of
+//! their range from the hourly counters ([`crate::counters`]) instead: the counts are
+//! summed per combination of the values the query reads (and per hour when it reads the
+//! hour), and each sum is fed to the pipeline as one record weighted by it
+//! ([`ledger_query::Pipeline::push_weighted`]). The partial hours at the edges of the
+//! range, and the last hour of the log (which may still grow), are scanned as usual. When
+//! in doubt (counters behind the log or damaged, a time zone whose offset is not whole
+//! hours over the hours counted) the query is scanned.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use ledger_proto::pb;
-use ledger_query::{Context, Field, Query, Record, Row, Value};
+use ledger_query::{Context, Field, Pipeline, Query, Record, Row, Value};
 
 use crate::agent_index;
+use crate::counters::{self, HOUR_NS, PartView};
 use crate::record::{self, ArchivedRecord};
 use crate::store::{Store, StoreError};
+
+/// The entry fields the hourly counters keep counts for.
+const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];
+
+/// `kind` as the query language sees it (unset is missing).
+fn kind_value(kind: i32) -> Value<'static> {
+    match kind {
+        0 => Value::Missing,
+        k => Value::text(pb::Kind::name_of(k)),
+    }
+}
+
+/// `decision` as the query language sees it (unset is the empty name, which is missing).
+fn decision_value(decision: i32) -> Value<'static> {
+    Value::text(pb::Decision::name_of(decision))
+}
 
 /// Entries scanned between two hand-overs of finished rows.
 const EMIT_EVERY: u64 = 1024;
@@ -29,17 +57,14 @@ impl Record for View<'_> {
         match field {
             Field::Seq => Value::from(r.seq.to_native()),
             Field::Time => Value::Time(r.time_unix_nanos.to_native()),
-            Field::Kind => match r.kind.to_native() {
-                0 => Value::Missing,
-                k => Value::text(pb::Kind::name_of(k)),
-            },
+            Field::Kind => kind_value(r.kind.to_native()),
             Field::Agent => Value::text(&r.agent),
             Field::AgentId => Value::text(&r.agent_id),
             Field::Session => Value::text(&r.session),
             Field::Action => Value::text(&r.action),
             Field::Tool => Value::text(&r.tool),
             Field::Params(_) => Value::text(&r.params),
-            Field::Decision => Value::text(pb::Decision::name_of(r.decision.to_native())),
+            Field::Decision => decision_value(r.decision.to_native()),
             Field::Rule => Value::text(&r.rule),
             Field::PolicyVersion => match r.policy_version.to_native() {
                 0 => Value::Missing,
@@ -67,6 +92,29 @@ impl Record for View<'_> {
     }
 }
 
+/// The entries of one counter cell, summed over what a query reads of them: the fields
+/// it reads (the others are missing) and a time in their hour.
+struct Summed<'a> {
+    kind: i32,
+    agent: &'a str,
+    tool: &'a str,
+    decision: i32,
+    time: i64,
+}
+
+impl Record for Summed<'_> {
+    fn get(&self, field: &Field) -> Value<'_> {
+        match field {
+            Field::Time => Value::Time(self.time),
+            Field::Kind => kind_value(self.kind),
+            Field::Agent => Value::text(self.agent),
+            Field::Tool => Value::text(self.tool),
+            Field::Decision => decision_value(self.decision),
+            _ => Value::Missing,
+        }
+    }
+}
+
 /// What a run looked at.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -76,6 +124,13 @@ pub struct Stats {
     pub range: (u64, u64),
     /// Whether the agent index was used.
     pub by_agent: bool,
+    /// Whether whole hours were answered from the hourly counters.
+    pub counters: bool,
+    /// The seqs `start..end` inside `range` that were counted from the counters instead of
+    /// read (empty when the counters were not used).
+    pub counted: (u64, u64),
+    /// Counter cells read.
+    pub cells: u64,
 }
 
 /// Runs `query` over the first `size` entries. `emit` gets finished rows in order as they
@@ -92,7 +147,15 @@ pub fn run(
         Some((from, to)) => (first_at_or_after(store, size, from)?, first_at_or_after(store, size, to)?),
         None => (0, size),
     };
-    let mut stats = Stats { scanned: 0, range: (lo, hi.max(lo)), by_agent: false };
+    let hi = hi.max(lo);
+    let mut stats = Stats { range: (lo, hi), counted: (lo, lo), ..Stats::default() };
+    let mut ranges = [(lo, hi), (hi, hi)];
+    let counted =
+        if lo < hi { from_counters(store, size, query, ctx, (lo, hi), &mut pipeline)? } else { None };
+    if let Some(Counted { seqs, cells }) = counted {
+        (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
+        ranges = [(lo, seqs.0), (seqs.1, hi)];
+    }
     let mut step = |bytes: &[u8], seq: u64, stats: &mut Stats| -> Result<bool, StoreError> {
         record::with_archived(bytes, |a| pipeline.push(&View(a)))
             .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
@@ -105,16 +168,20 @@ pub fn run(
         }
         Ok(!pipeline.is_done())
     };
-    if lo < hi {
-        match query.agents() {
+    let agents = query.agents();
+    'scan: for (lo, hi) in ranges {
+        if lo >= hi {
+            continue;
+        }
+        match &agents {
             Some(agents) => {
                 stats.by_agent = true;
-                for seq in merged_agent_seqs(store, &agents, lo, hi) {
+                for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
                     let bytes =
                         store.entries.get(seq.to_be_bytes())?.ok_or(StoreError::NoSuchEntry { seq, size })?;
                     if !step(&bytes, seq, &mut stats)? {
-                        break;
+                        break 'scan;
                     }
                 }
             }
@@ -123,7 +190,7 @@ pub fn run(
                     let (key, bytes) = item?;
                     let seq = crate::store::seq_from_key(&key).unwrap_or(0);
                     if !step(&bytes, seq, &mut stats)? {
-                        break;
+                        break 'scan;
                     }
                 }
             }
@@ -136,17 +203,212 @@ pub fn run(
     Ok(stats)
 }
 
+/// A combination of counted values, reduced to what a query reads: strings as indexes
+/// into the run's string table, unread fields zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SumKey {
+    hour: i64,
+    kind: i32,
+    decision: i32,
+    agent: u32,
+    tool: u32,
+}
+
+/// The Fx hash (as in rustc): a multiply and a rotate per word. [`SumKey`]s are small
+/// integers, nothing an attacker chooses the hash of.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.add(u64::from(n as u32));
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Sums = HashMap<SumKey, u64, BuildHasherDefault<FxHasher>>;
+
+/// Feeds the sums to the pipeline, one weighted record each.
+fn feed(sums: &mut Sums, names: &[Box<str>], pipeline: &mut Pipeline) {
+    let name = |id: u32| names.get(id as usize).map_or("", |s| &**s);
+    for (k, n) in sums.drain() {
+        let summed = Summed {
+            kind: k.kind,
+            agent: name(k.agent),
+            tool: name(k.tool),
+            decision: k.decision,
+            time: k.hour * HOUR_NS,
+        };
+        pipeline.push_weighted(&summed, n);
+    }
+}
+
+/// What [`from_counters`] answered.
+struct Counted {
+    /// The seqs the hours counted hold, which must not be scanned.
+    seqs: (u64, u64),
+    /// Counter cells read.
+    cells: u64,
+}
+
+/// Feeds `pipeline` the whole hours of the seq range `lo..hi` from the hourly counters, if
+/// the query and the counters allow it (see the module docs), or returns `None` when the
+/// query must be scanned (the pipeline is then as it was).
+fn from_counters(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    (lo, hi): (u64, u64),
+    pipeline: &mut Pipeline,
+) -> Result<Option<Counted>, StoreError> {
+    let Some(shape) = query.count_shape(COUNTED) else { return Ok(None) };
+    // Counters that do not cover the whole log may miss entries of any hour.
+    if counters::counted_end(&store.counters)?.is_none_or(|end| end < size) {
+        return Ok(None);
+    }
+    // Whole hours inside the query's time range, from the first entry in it, and before
+    // the hour of the last entry: that hour may still grow, and its counters may already
+    // hold entries past `size`. Times never decrease along seq, so no entry of an earlier
+    // hour lies past `size`.
+    let (from, to) = query.time_range(ctx).unwrap_or((i64::MIN, i64::MAX));
+    let first_hour = from.div_euclid(HOUR_NS) + i64::from(from.rem_euclid(HOUR_NS) != 0);
+    let h_lo = first_hour.max(counters::hour_of(entry_time(store, size, lo)?));
+    let h_hi = to.div_euclid(HOUR_NS).min(counters::hour_of(entry_time(store, size, hi - 1)?));
+    if h_lo >= h_hi {
+        return Ok(None);
+    }
+    let read = |f: Field| shape.fields.contains(&f);
+    let (by_kind, by_agent, by_tool, by_decision) =
+        (read(Field::Kind), read(Field::Agent), read(Field::Tool), read(Field::Decision));
+    // Entries of other agents cannot match (`agents()` is conservative): skip their cells.
+    let agents: Option<HashSet<String>> = query.agents().map(|a| a.into_iter().collect());
+    let utc = ctx.tz() == &jiff::tz::TimeZone::UTC;
+
+    let mut names: Vec<Box<str>> = Vec::new();
+    let mut ids: HashMap<Box<str>, u32> = HashMap::new();
+    // Summed per hour when the query reads the hour (and fed hour by hour), else over all.
+    let mut sums = Sums::default();
+    let (mut local, mut wanted) = (Vec::new(), Vec::new());
+    let mut cells = 0u64;
+    let mut current = None;
+    let mut fed = false;
+    // Giving up after some hours were fed: start the pipeline over for the scan.
+    let give_up = |pipeline: &mut Pipeline, fed: bool| {
+        if fed {
+            *pipeline = query.pipeline(ctx);
+        }
+        Ok(None)
+    };
+    for item in counters::parts(&store.counters, h_lo, h_hi) {
+        let (hour, value) = item?;
+        if shape.calendar && current != Some(hour) {
+            if !utc && !steady(ctx.tz(), hour) {
+                return give_up(pipeline, fed);
+            }
+            fed |= !sums.is_empty();
+            feed(&mut sums, &names, pipeline);
+            current = Some(hour);
+        }
+        let Some(part) = PartView::parse(&value) else {
+            tracing::warn!(
+                hour,
+                "damaged hourly counters; scanning instead (run `ledgerd --rebuild-projections`)"
+            );
+            return give_up(pipeline, fed);
+        };
+        local.clear();
+        wanted.clear();
+        for s in &part.strings {
+            let id = match ids.get(*s) {
+                Some(id) => *id,
+                None => {
+                    let id = names.len() as u32;
+                    names.push(Box::from(*s));
+                    ids.insert(Box::from(*s), id);
+                    id
+                }
+            };
+            local.push(id);
+            wanted.push(agents.as_ref().is_none_or(|a| a.contains(*s)));
+        }
+        let mut read = 0;
+        for c in part.cells() {
+            read += 1;
+            if !wanted[c.agent as usize] {
+                continue;
+            }
+            let key = SumKey {
+                hour: if shape.calendar { hour } else { h_lo },
+                kind: if by_kind { c.kind } else { 0 },
+                decision: if by_decision { c.decision } else { 0 },
+                agent: if by_agent { local[c.agent as usize] } else { u32::MAX },
+                tool: if by_tool { local[c.tool as usize] } else { u32::MAX },
+            };
+            *sums.entry(key).or_insert(0) += c.count;
+        }
+        if read != part.len() {
+            tracing::warn!(
+                hour,
+                "damaged hourly counters; scanning instead (run `ledgerd --rebuild-projections`)"
+            );
+            return give_up(pipeline, fed);
+        }
+        cells += read as u64;
+    }
+    feed(&mut sums, &names, pipeline);
+    let seqs =
+        (first_at_or_after(store, size, h_lo * HOUR_NS)?, first_at_or_after(store, size, h_hi * HOUR_NS)?);
+    Ok(Some(Counted { seqs, cells }))
+}
+
+/// Whether `tz` has one offset over the whole hour, a whole number of hours: then the
+/// hour is one local wall-clock hour, and the calendar functions are steady over it.
+fn steady(tz: &jiff::tz::TimeZone, hour: i64) -> bool {
+    let at =
+        |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| tz.to_offset(t).seconds()).ok();
+    let start = hour.saturating_mul(HOUR_NS);
+    match (at(start), at(start.saturating_add(HOUR_NS - 1))) {
+        (Some(a), Some(b)) => a == b && a % 3600 == 0,
+        _ => false,
+    }
+}
+
+/// The time of entry `seq`.
+fn entry_time(store: &Store, size: u64, seq: u64) -> Result<i64, StoreError> {
+    let bytes = store.entries.get(seq.to_be_bytes())?.ok_or(StoreError::NoSuchEntry { seq, size })?;
+    record::with_archived(&bytes, |a| a.time_unix_nanos.to_native())
+        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })
+}
+
 /// The first seq below `size` whose time is at or after `t` (`size` if none): entry times
 /// never decrease along seq, so this is a binary search.
 fn first_at_or_after(store: &Store, size: u64, t: i64) -> Result<u64, StoreError> {
     let (mut lo, mut hi) = (0u64, size);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let bytes =
-            store.entries.get(mid.to_be_bytes())?.ok_or(StoreError::NoSuchEntry { seq: mid, size })?;
-        let time = record::with_archived(&bytes, |a| a.time_unix_nanos.to_native())
-            .map_err(|e| StoreError::BadRecord { seq: mid, message: e.to_string() })?;
-        if time < t {
+        if entry_time(store, size, mid)? < t {
             lo = mid + 1;
         } else {
             hi = mid;

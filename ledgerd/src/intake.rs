@@ -1,5 +1,6 @@
 //! Turns what a writer sent into an entry for the log: checks it, then stamps what the
-//! writer cannot forge (its uid/gid/pid from the socket, and this host).
+//! writer cannot forge (its uid/gid/pid from the socket, and this host), and redacts its
+//! params ([`crate::redact`]) after the policy re-check has seen them as sent.
 //!
 //! Seq and time are stamped later, by the writer thread, in commit order.
 
@@ -8,6 +9,7 @@ use ledger_query::policy::{Call, Effect};
 use prost::Message;
 
 use crate::projection::State;
+use crate::redact::Redactor;
 
 /// Largest encoded entry accepted from a writer. Keeps the stored record under
 /// [`crate::store::MAX_RECORD_BYTES`] (the rkyv form adds a few bytes per field).
@@ -27,15 +29,17 @@ pub struct Peer {
 pub struct Invalid(pub String);
 
 /// What the daemon knows when an entry arrives: the registry and policies as they stand,
-/// and whether a missing agent token is itself worth a flag.
+/// whether a missing agent token is itself worth a flag, and the redaction rules.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub state: &'a State,
     pub require_token: bool,
+    pub redactor: &'a Redactor,
 }
 
 /// Checks `new` and builds the entry to append: stamps the writer, resolves the agent
-/// against the registry, and re-checks a decision against the policy it cites.
+/// against the registry, re-checks a decision against the policy it cites, then redacts
+/// the params (the stored entry only ever holds the redacted text) and checks the size.
 pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Result<pb::Entry, Invalid> {
     let kind = Kind::try_from(new.kind).unwrap_or(Kind::Unspecified);
     match kind {
@@ -93,17 +97,27 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
         ref_seq: new.ref_seq,
         details: new.details,
     };
-    let size = entry.encoded_len();
-    if size > MAX_ENTRY_BYTES {
-        return Err(Invalid(format!(
-            "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; shorten its params or reason"
-        )));
-    }
     let mut flags = identify(&mut entry, &token, ctx);
     if kind == Kind::Decision {
         let (check, flag) = check_policy(&entry, ctx.state);
         entry.policy_check = check.to_string();
         flags.extend(flag);
+    }
+    // After the policy re-check (it must see the params the shim decided on), before the
+    // size check (a cut value fits).
+    let redacted = ctx.redactor.apply(&entry.params);
+    entry.params = redacted.text;
+    if redacted.redacted > 0 {
+        flags.push("params_redacted");
+    }
+    if redacted.truncated {
+        flags.push("params_truncated");
+    }
+    let size = entry.encoded_len();
+    if size > MAX_ENTRY_BYTES {
+        return Err(Invalid(format!(
+            "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; shorten its reason or details"
+        )));
     }
     flags.sort_unstable();
     flags.dedup();
@@ -185,6 +199,11 @@ fn check_json(field: &str, text: &str) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RedactionConfig;
+
+    fn redactor() -> Redactor {
+        Redactor::new(&RedactionConfig::default(), [3; 32]).expect("default rules")
+    }
 
     fn decision() -> pb::NewEntry {
         pb::NewEntry {
@@ -200,7 +219,8 @@ mod tests {
     fn stamps_the_peer_and_host() {
         let peer = Peer { uid: 1, gid: 2, pid: 3 };
         let state = State::default();
-        let ctx = Context { state: &state, require_token: false };
+        let redactor = redactor();
+        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
         let e = accept(decision(), peer, "h", ctx).expect("valid");
         assert_eq!(e.flags, ["unknown_agent"]);
         assert_eq!(e.policy_check, "no_policy");
@@ -211,7 +231,8 @@ mod tests {
     fn refuses_what_a_writer_may_not_send() {
         let peer = Peer::default();
         let state = State::default();
-        let ctx = Context { state: &state, require_token: false };
+        let redactor = redactor();
+        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
         let mut e = decision();
         e.kind = Kind::DaemonStarted as i32;
         assert!(accept(e, peer, "h", ctx).is_err());
@@ -222,7 +243,24 @@ mod tests {
         e.params = "{not json".into();
         assert!(accept(e, peer, "h", ctx).expect_err("bad json").0.contains("params is not valid JSON"));
         let mut e = decision();
-        e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_ENTRY_BYTES));
+        e.reason = "y".repeat(MAX_ENTRY_BYTES);
         assert!(accept(e, peer, "h", ctx).is_err());
+    }
+
+    #[test]
+    fn params_are_redacted_and_cut_before_they_are_stored() {
+        let state = State::default();
+        let redactor = redactor();
+        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let mut e = decision();
+        e.params = r#"{"password":"hunter2","path":"/tmp"}"#.into();
+        let stored = accept(e, Peer::default(), "h", ctx).expect("valid");
+        assert!(!stored.params.contains("hunter2") && stored.params.contains("/tmp"), "{}", stored.params);
+        assert_eq!(stored.flags, ["params_redacted", "unknown_agent"]);
+        let mut e = decision();
+        e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_ENTRY_BYTES));
+        let stored = accept(e, Peer::default(), "h", ctx).expect("cut to fit");
+        assert_eq!(stored.flags, ["params_truncated", "unknown_agent"]);
+        assert!(stored.params.len() <= crate::redact::DEFAULT_MAX_PARAMS_BYTES);
     }
 }

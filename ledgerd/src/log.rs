@@ -21,6 +21,7 @@ use rkyv::util::AlignedVec;
 use std::sync::Arc;
 
 use crate::agent_index::AgentIndex;
+use crate::counters::{self, Counters};
 use crate::projection::{Shared, State, is_admin_kind};
 use crate::record::{self, Record};
 use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
@@ -87,12 +88,25 @@ pub struct Log {
     last_checkpoint: Option<SignedCheckpoint>,
     last_time: i64,
     /// Encoded entries of the commit in progress (kept for its capacity).
-    scratch: Vec<(u64, Hash, AlignedVec, String)>,
+    scratch: Vec<Encoded>,
     index: AgentIndex,
+    counters: Counters,
     /// The registry and policies, as of the last commit.
     state: State,
     /// Where connections read the state from; replaced after each admin commit.
     shared: Shared,
+}
+
+/// One entry of the commit in progress, encoded, with what the projections need of it.
+struct Encoded {
+    seq: u64,
+    hash: Hash,
+    bytes: AlignedVec,
+    /// Moved out of the record once it is encoded (no copies).
+    agent: String,
+    tool: String,
+    kind: i32,
+    decision: i32,
 }
 
 /// What [`Log::open`] found and did.
@@ -105,6 +119,9 @@ pub struct Recovery {
     pub reindexed: u64,
     /// Admin entries replayed into the registry and policy projections.
     pub reprojected: u64,
+    /// Entries counted into the hourly counters because they lagged the log (all of them
+    /// when the counters were missing).
+    pub recounted: u64,
 }
 
 impl Log {
@@ -134,6 +151,7 @@ impl Log {
             last_time,
             scratch: Vec::new(),
             index: AgentIndex::default(),
+            counters: Counters::default(),
             state: State::default(),
             shared: Shared::default(),
         };
@@ -160,7 +178,7 @@ impl Log {
         // existed, or deleted trees), rebuild them from the whole log.
         let indexed = AgentIndex::indexed_end(&log.store.by_agent).map_err(StoreError::from)?.min(log.size());
         if !State::exists(&log.store)? {
-            recovery.reprojected = log.rebuild_projections()?;
+            recovery.reprojected = log.rebuild_state()?;
         } else {
             log.state = State::load(&log.store)?;
         }
@@ -174,6 +192,13 @@ impl Log {
             log.store.sync(&mut log.syncer)?;
             recovery.reindexed = log.size() - indexed;
         }
+        // The hourly counters carry their own marker (written with them): count what it
+        // does not cover yet, or everything when there is none.
+        recovery.recounted = match counters::counted_end(&log.store.counters).map_err(StoreError::from)? {
+            Some(end) if end == log.size() => 0,
+            Some(end) if end < log.size() => log.count_entries(end)?,
+            _ => log.recount()?,
+        };
         log.publish();
 
         log.last_checkpoint = log.load_last_checkpoint()?;
@@ -237,8 +262,16 @@ impl Log {
         }
     }
 
-    /// Rebuilds the registry and policy trees from the whole log.
+    /// Rebuilds the registry and policy trees and the hourly counters from the whole log.
+    /// Returns the number of admin entries replayed.
     pub fn rebuild_projections(&mut self) -> Result<u64, LogError> {
+        self.recount()?;
+        self.rebuild_state()
+    }
+
+    /// Rebuilds the registry and policy trees from the whole log; returns the number of
+    /// admin entries replayed.
+    fn rebuild_state(&mut self) -> Result<u64, LogError> {
         self.store.agents.clear().map_err(StoreError::from)?;
         self.store.policies.clear().map_err(StoreError::from)?;
         let mut state = State::default();
@@ -248,6 +281,21 @@ impl Log {
         self.state = state;
         self.publish();
         Ok(n)
+    }
+
+    /// Counts entries `from..size` into the hourly counters and makes them durable.
+    fn count_entries(&mut self, from: u64) -> Result<u64, LogError> {
+        let size = self.size();
+        let n = counters::catch_up(&mut self.counters, &self.store, from, size)?;
+        self.store.sync(&mut self.syncer)?;
+        Ok(n)
+    }
+
+    /// Rebuilds the hourly counters from the whole log.
+    fn recount(&mut self) -> Result<u64, LogError> {
+        counters::clear(&self.store.counters).map_err(StoreError::from)?;
+        self.counters = Counters::default();
+        self.count_entries(0)
     }
 
     /// The key checkpoints are signed with.
@@ -274,17 +322,25 @@ impl Log {
             entry.seq = seq;
             entry.time_unix_nanos = time;
             let hash = leaf::entry_leaf_hash(&entry);
-            let agent = entry.agent.clone();
             if is_admin_kind(entry.kind) {
                 admin.push(entry.clone());
             }
-            let bytes =
-                record::encode(&Record::from(entry)).map_err(|e| StoreError::Encode(e.to_string()))?;
+            let (kind, decision) = (entry.kind, entry.decision);
+            let mut record = Record::from(entry);
+            let bytes = match record::encode(&record) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.scratch = encoded;
+                    return Err(StoreError::Encode(e.to_string()).into());
+                }
+            };
             if bytes.len() > MAX_RECORD_BYTES {
                 self.scratch = encoded;
                 return Err(StoreError::TooLarge { size: bytes.len() }.into());
             }
-            encoded.push((seq, hash, bytes, agent));
+            let agent = std::mem::take(&mut record.agent);
+            let tool = std::mem::take(&mut record.tool);
+            encoded.push(Encoded { seq, hash, bytes, agent, tool, kind, decision });
         }
         // Admin entries (checked by `State::prepare` before they were queued) change the
         // registry and policies; a copy is changed so that a failure leaves nothing half-done.
@@ -307,9 +363,12 @@ impl Log {
         let mut items = encoded.drain(..);
         for n in sizes {
             let mut group = Vec::with_capacity(n);
-            for (seq, hash, bytes, agent) in items.by_ref().take(n) {
+            for Encoded { seq, hash, bytes, agent, tool, kind, decision } in items.by_ref().take(n) {
                 batch.insert(&seq.to_be_bytes(), bytes.as_slice());
                 self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
+                self.counters
+                    .add(&self.store.counters, time, kind, &agent, &tool, decision)
+                    .map_err(StoreError::from)?;
                 let tiles = &mut self.tiles;
                 self.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
                 group.push(Ack { seq, leaf_hash: hash });
@@ -327,6 +386,8 @@ impl Log {
             self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
             self.state = state;
         }
+        // The hourly counters, with their own end marker.
+        self.store.counters.apply_batch(self.counters.take_batch(self.size())).map_err(StoreError::from)?;
         // Last: its end marker covers the agent index and the projections above, so after
         // a crash it never claims more than the trees hold.
         self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;

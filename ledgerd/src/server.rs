@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use ledger_proto::manifest::{self, ManifestFile};
 use ledger_proto::merkle;
-use ledger_proto::note::NoteVerifier;
+use ledger_proto::note::{NoteSigner, NoteVerifier};
 use ledger_proto::pb::{self, ledger_server::Ledger};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
@@ -23,6 +24,7 @@ use crate::engine;
 use crate::intake::{self, Invalid, Peer};
 use crate::log::Ack;
 use crate::projection::{Shared, State};
+use crate::redact::Redactor;
 use crate::store::{Store, StoreError};
 use crate::writer::{WriterError, WriterHandle};
 
@@ -46,6 +48,11 @@ pub struct LedgerService {
     pub(crate) require_token: bool,
     /// The role check every RPC starts with.
     pub(crate) access: Access,
+    /// What is redacted from params before they are stored.
+    pub(crate) redactor: Arc<Redactor>,
+    /// The ledger's own key, for evidence manifests (a clone of the one the log signs
+    /// checkpoints with; the writer thread keeps the other).
+    pub(crate) manifest_signer: Arc<NoteSigner>,
 }
 
 impl LedgerService {
@@ -203,7 +210,8 @@ impl Ledger for LedgerService {
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
         let state = self.state();
-        let ctx = intake::Context { state: &state, require_token: self.require_token };
+        let ctx =
+            intake::Context { state: &state, require_token: self.require_token, redactor: &self.redactor };
         let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
@@ -223,7 +231,11 @@ impl Ledger for LedgerService {
         let mut received = 0u64;
         while let Some(items) = chunks.next().await {
             let state = self.state();
-            let ctx = intake::Context { state: &state, require_token: self.require_token };
+            let ctx = intake::Context {
+                state: &state,
+                require_token: self.require_token,
+                redactor: &self.redactor,
+            };
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
             for item in items {
@@ -279,6 +291,27 @@ impl Ledger for LedgerService {
             .verify_checkpoint(&note)
             .map_err(|e| Status::internal(format!("stored checkpoint does not verify: {e}")))?;
         Ok(Response::new(pb::Checkpoint { note, size: cp.size, root: cp.root.to_vec() }))
+    }
+
+    async fn sign_manifest(
+        &self,
+        req: Request<pb::SignManifestRequest>,
+    ) -> Result<Response<pb::SignedManifest>, Status> {
+        self.require(&req, Role::Auditor, "SignManifest").await?;
+        let files: Vec<ManifestFile> = req
+            .into_inner()
+            .files
+            .into_iter()
+            .map(|f| ManifestFile { path: f.path, blake3: f.blake3 })
+            .collect();
+        // The body is ours, built from validated (path, hash) pairs: never caller text.
+        let body = manifest::body(self.manifest_signer.name(), &files)
+            .map_err(|e| Status::invalid_argument(format!("cannot sign this manifest: {e}")))?;
+        let note = self
+            .manifest_signer
+            .sign(&body)
+            .map_err(|e| Status::invalid_argument(format!("cannot sign this manifest: {e}")))?;
+        Ok(Response::new(pb::SignedManifest { note, vkey: self.manifest_signer.verifier().to_vkey_string() }))
     }
 
     async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {

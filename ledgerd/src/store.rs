@@ -6,6 +6,8 @@
 //! - `checkpoints`: tree size ‖ signing time (both u64 big-endian) → signed note text;
 //! - `meta`: format version;
 //! - `by_agent`: the agent index (see [`crate::agent_index`]), a projection of `entries`;
+//! - `counters`: entries per hour and `(kind, agent, tool, decision)` (see
+//!   [`crate::counters`]), a projection of `entries`;
 //! - `agents`, `policies`: the registry and policy store (see [`crate::projection`]).
 //!
 //! Durability: sled 0.34's `flush()` writes with `pwrite` and `sync_file_range` but never
@@ -77,6 +79,7 @@ pub struct Store {
     pub checkpoints: sled::Tree,
     pub meta: sled::Tree,
     pub by_agent: sled::Tree,
+    pub counters: sled::Tree,
     pub agents: sled::Tree,
     pub policies: sled::Tree,
     dir: PathBuf,
@@ -98,6 +101,7 @@ impl Store {
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("meta")?,
             by_agent: db.open_tree("by_agent")?,
+            counters: db.open_tree("counters")?,
             agents: db.open_tree("agents")?,
             policies: db.open_tree("policies")?,
             db,

@@ -5,10 +5,12 @@
 
 use ledger_proto::note::NoteSigner;
 use ledger_proto::pb;
+use std::collections::BTreeMap;
+
 use ledger_query::{Context, Field, Record, Row, Value};
-use ledgerd::engine;
 use ledgerd::log::Log;
 use ledgerd::store::Store;
+use ledgerd::{counters, engine};
 
 /// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -186,4 +188,338 @@ fn plans_use_the_indexes() {
     assert_eq!(s.scanned, 170);
     // `limit` stops the scan early.
     assert_eq!(run("| limit 5").scanned, 5);
+}
+
+// ---- hourly counters ----
+
+const HOUR: i64 = 3_600_000_000_000;
+/// 2026-03-28T12:00:00Z: the ledger below spans Europe's change to summer time.
+const T1: i64 = 1_774_699_200_000_000_000;
+const KINDS: &[pb::Kind] =
+    &[pb::Kind::Decision, pb::Kind::Outcome, pb::Kind::AccessRefused, pb::Kind::DaemonStarted];
+const FEW_AGENTS: &[&str] = &["billing-bot", "ops-bot", "ci-7", ""];
+const FEW_TOOLS: &[&str] = &["db.query", "fs.read_file", "shell.exec", ""];
+
+fn counted_entry(rng: &mut Rng) -> pb::Entry {
+    let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+    let decision = match (kind, rng.below(5)) {
+        (pb::Kind::Decision, 0) => pb::Decision::Deny,
+        (pb::Kind::Decision, _) => pb::Decision::Allow,
+        (_, 0) => pb::Decision::Deny,
+        _ => pb::Decision::Unspecified,
+    };
+    pb::Entry {
+        kind: kind as i32,
+        agent: rng.pick(FEW_AGENTS).into(),
+        tool: rng.pick(FEW_TOOLS).into(),
+        decision: decision as i32,
+        params: format!(r#"{{"n":{}}}"#, rng.below(10)),
+        ..Default::default()
+    }
+}
+
+/// Appends `commits` group commits of random entries, a few per hour, from `*now` on.
+fn append_counted(log: &mut Log, rng: &mut Rng, now: &mut i64, commits: usize) {
+    for _ in 0..commits {
+        let batch: Vec<pb::Entry> = (0..1 + rng.below(30)).map(|_| counted_entry(rng)).collect();
+        log.append(vec![batch], *now).expect("append");
+        *now += rng.below(40 * 60) as i64 * 1_000_000_000 + rng.below(1_000_000_000) as i64;
+    }
+}
+
+/// A time literal near the ledger's times: on an hour, or inside one.
+fn instant(rng: &mut Rng) -> String {
+    let mut t = T1 + (rng.below(60) as i64 - 4) * HOUR;
+    if rng.below(2) == 0 {
+        t += rng.below(HOUR as u64) as i64;
+    }
+    jiff::Timestamp::from_nanosecond(i128::from(t)).map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn counting_query(rng: &mut Rng) -> String {
+    let mut conds = Vec::new();
+    for _ in 0..rng.below(3) {
+        conds.push(match rng.below(13) {
+            0 => format!("agent = {:?}", rng.pick(FEW_AGENTS)),
+            1 => format!("agent in [{:?}, {:?}]", rng.pick(FEW_AGENTS), rng.pick(FEW_AGENTS)),
+            2 => format!("tool != {:?}", rng.pick(FEW_TOOLS)),
+            3 => format!("decision = {}", rng.pick(&["allow", "deny"])),
+            4 => format!("kind in [{}]", rng.pick(&["decision", "outcome", "access_refused"])),
+            5 => format!("time >= {}", instant(rng)),
+            6 => format!("time < {}", instant(rng)),
+            7 => format!("(tool ~ \"fs.*\" or not kind = {})", rng.pick(&["decision", "outcome"])),
+            8 => format!("hour(time) >= {}", rng.below(24)),
+            9 => "weekday(time) = sun".to_string(),
+            // Not countable.
+            10 => format!("params.n < {}", rng.below(10)),
+            11 => format!("(time < {} or decision = deny)", instant(rng)),
+            _ => format!("time != {}", instant(rng)),
+        });
+    }
+    let period = match rng.below(5) {
+        0 => format!("since {} ", instant(rng)),
+        1 => format!("since {} until {} ", instant(rng), instant(rng)),
+        2 => format!("during 2026-03-{} ", 28 + rng.below(3)),
+        _ => String::new(),
+    };
+    let key = |rng: &mut Rng| {
+        rng.pick(&[
+            "agent",
+            "tool",
+            "kind",
+            "decision",
+            "bin(time, 1h)",
+            "bin(time, 2h)",
+            "bin(time, 1d)",
+            "hour(time)",
+            "date(time)",
+            "bin(time, 30m)",
+            "params.n",
+        ])
+    };
+    let mut keys = vec![key(rng), key(rng)];
+    if keys[0] == keys[1] || keys.iter().all(|k| k.starts_with("bin")) {
+        keys.pop();
+    }
+    let by = keys.join(", ");
+    let first = keys[0];
+    let stage = match rng.below(8) {
+        0 | 1 => format!(" | count by {by}"),
+        2 => format!(" | count by {by} | where count > 2 | sort count desc, {first} | limit 5"),
+        3 => format!(" | stats count() as n, count(tool) by {by}"),
+        4 if first != "tool" => format!(" | top 2 tool by {first}"),
+        5 => " | count".to_string(),
+        6 => format!(" | stats count(), dcount(tool) by {first}"),
+        _ => format!(" | limit 40 | count by {by}"),
+    };
+    format!("{period}{}{stage}", conds.join(" and "))
+}
+
+fn run_rows(
+    store: &Store,
+    size: u64,
+    query: &ledger_query::Query,
+    ctx: &Context,
+) -> (Vec<Row>, engine::Stats) {
+    let mut got: Vec<Row> = Vec::new();
+    let stats = engine::run(store, size, query, ctx, &mut |rows| {
+        got.extend(rows);
+        true
+    })
+    .expect("run");
+    (got, stats)
+}
+
+fn context(zone: &str, now: i64) -> Context {
+    let tz = jiff::tz::TimeZone::get(zone).unwrap_or_else(|e| panic!("zone {zone}: {e}"));
+    Context::new(jiff::Timestamp::from_nanosecond(i128::from(now)).expect("now"), tz)
+}
+
+/// Everything the counters hold, summed per hour and combination.
+fn stored_counts(store: &Store) -> BTreeMap<(i64, i32, String, String, i32), u64> {
+    let mut out = BTreeMap::new();
+    for item in counters::parts(&store.counters, i64::MIN / HOUR, i64::MAX / HOUR) {
+        let (hour, value) = item.expect("read counters");
+        let part = counters::PartView::parse(&value).expect("well-formed part");
+        assert_eq!(part.cells().count(), part.len());
+        for c in part.counted() {
+            *out.entry((hour, c.kind, c.agent.to_string(), c.tool.to_string(), c.decision)).or_default() +=
+                c.count;
+        }
+    }
+    out
+}
+
+/// The same, computed from the entries.
+fn counts_of(entries: &[Plain]) -> BTreeMap<(i64, i32, String, String, i32), u64> {
+    let mut out = BTreeMap::new();
+    for Plain(e) in entries {
+        let key = (counters::hour_of(e.time_unix_nanos), e.kind, e.agent.clone(), e.tool.clone(), e.decision);
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+fn all_entries(store: &Store, size: u64) -> Vec<Plain> {
+    (0..size).map(|s| Plain(store.entry(s).expect("read").expect("entry"))).collect()
+}
+
+#[test]
+fn counting_queries_from_the_hourly_counters_agree_with_evaluation_over_a_vec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 16 << 20).expect("store");
+    let signer = NoteSigner::generate("test/engine").expect("key");
+    let (mut log, _) = Log::open(store.clone(), signer).expect("log");
+    let mut rng = Rng(0x0ddc_0ffe_e123_4567);
+    let mut now = T1;
+    append_counted(&mut log, &mut rng, &mut now, 200);
+    let size = log.size();
+    let all = all_entries(&store, size);
+    assert_eq!(stored_counts(&store), counts_of(&all), "the counters hold what the log holds");
+
+    // Whole-hour zones (Berlin changes to summer time inside the ledger) use the counters;
+    // half-hour zones fall back to the scan for queries that read the local hour.
+    let zones = ["UTC", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"];
+    let (mut from_counters, mut scanned, mut partial_view) = (0, 0, 0);
+    for i in 0..700 {
+        let zone = zones[i % zones.len()];
+        let ctx = context(zone, now);
+        let text = counting_query(&mut rng);
+        let query = ledger_query::parse(&text).unwrap_or_else(|e| panic!("{}", e.render(&text)));
+        // A reader may see fewer entries than the counters already hold (a commit landed
+        // after it took the head): it must not count them.
+        let seen = if i % 4 == 3 { 1 + rng.below(size) } else { size };
+        let (got, stats) = run_rows(&store, seen, &query, &ctx);
+        let expected = query.run(all[..seen as usize].iter(), &ctx).rows;
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{expected:?}"),
+            "query: {text}\nzone: {zone}\nsize: {seen}\nplan: {stats:?}"
+        );
+        if stats.counters {
+            from_counters += 1;
+            partial_view += usize::from(seen < size);
+            assert!(query.count_shape(&[Field::Kind, Field::Agent, Field::Tool, Field::Decision]).is_some());
+            assert!(
+                stats.counted.0 <= stats.counted.1
+                    && stats.range.0 <= stats.counted.0
+                    && stats.counted.1 <= stats.range.1
+            );
+            let (range, counted) = (stats.range.1 - stats.range.0, stats.counted.1 - stats.counted.0);
+            if stats.by_agent {
+                assert!(stats.scanned + counted <= range, "{stats:?}");
+            } else {
+                assert_eq!(stats.scanned + counted, range, "{stats:?}");
+            }
+        } else {
+            scanned += 1;
+        }
+    }
+    assert!(
+        from_counters > 200 && scanned > 150 && partial_view > 30,
+        "generator is off: {from_counters} from counters, {scanned} scanned, {partial_view} on a partial view"
+    );
+
+    // The plan: `count by agent, bin(time, 1h)` reads cells, not entries; only the last
+    // (open) hour is scanned.
+    let q = ledger_query::parse("| count by agent, bin(time, 1h)").expect("parse");
+    let (_, stats) = run_rows(&store, size, &q, &context("UTC", now));
+    let open_hour = counters::hour_of(all[all.len() - 1].0.time_unix_nanos);
+    let in_open_hour =
+        all.iter().filter(|Plain(e)| counters::hour_of(e.time_unix_nanos) == open_hour).count() as u64;
+    assert!(stats.counters && stats.cells > 0, "{stats:?}");
+    assert_eq!((stats.scanned, stats.counted), (in_open_hour, (0, size - in_open_hour)), "{stats:?}");
+    // In a zone with half-hour offsets the hours are not local hours: scanned.
+    let (_, stats) = run_rows(&store, size, &q, &context("Asia/Kolkata", now));
+    assert!(!stats.counters && stats.scanned == size, "{stats:?}");
+    // ... unless the query does not read the hour.
+    let q = ledger_query::parse("decision = deny | count by agent, tool").expect("parse");
+    let (_, stats) = run_rows(&store, size, &q, &context("Asia/Kolkata", now));
+    assert!(stats.counters, "{stats:?}");
+}
+
+/// Checks that the counters match the log and that a counting query answered from them
+/// gives the rows evaluation over a `Vec` gives.
+fn check_counters(store: &Store, size: u64, now: i64) {
+    let all = all_entries(store, size);
+    assert_eq!(stored_counts(store), counts_of(&all), "the counters hold what the log holds");
+    let ctx = context("UTC", now);
+    for text in [
+        "| count by agent, bin(time, 1h)",
+        "decision = deny | count by tool, kind",
+        "| top 2 agent by bin(time, 1d)",
+    ] {
+        let query = ledger_query::parse(text).expect("parse");
+        let (got, stats) = run_rows(store, size, &query, &ctx);
+        assert!(stats.counters, "{text}: {stats:?}");
+        assert_eq!(got, query.run(all.iter(), &ctx).rows, "{text}");
+    }
+}
+
+#[test]
+fn counters_survive_a_reopen_catch_up_after_a_crash_and_are_rebuilt_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = NoteSigner::generate("test/engine").expect("key");
+    let open = || {
+        let store = Store::open(dir.path(), 16 << 20).expect("store");
+        let (log, recovery) = Log::open(store.clone(), signer.clone()).expect("log");
+        (store, log, recovery)
+    };
+    let mut rng = Rng(0x5eed_0fc0_c0a1_b2c3);
+    let mut now = T1;
+    let (store, mut log, _) = open();
+    append_counted(&mut log, &mut rng, &mut now, 60);
+    check_counters(&store, log.size(), now);
+
+    // Reopen: nothing to recount; appends in the same hour continue in a new part.
+    drop((store, log));
+    let (store, mut log, recovery) = open();
+    assert_eq!(recovery.recounted, 0);
+    check_counters(&store, log.size(), now);
+    let hour = counters::hour_of(now - 1);
+    log.append(vec![vec![counted_entry(&mut rng)]], now - 1).expect("append in the open hour");
+    check_counters(&store, log.size(), now);
+
+    // A crash after the entries (and tiles and index) of a commit reached disk but before
+    // its counters did: put the counters tree back as it was before the commit.
+    let before: Vec<(sled::IVec, sled::IVec)> = store.counters.iter().map(|kv| kv.expect("read")).collect();
+    let size_before = log.size();
+    append_counted(&mut log, &mut rng, &mut now, 3);
+    let lost = log.size() - size_before;
+    store.counters.clear().expect("clear");
+    for (k, v) in &before {
+        store.counters.insert(k, v).expect("restore");
+    }
+    store.counters.flush().expect("flush");
+    assert_ne!(stored_counts(&store), counts_of(&all_entries(&store, log.size())));
+    drop((store, log));
+    let (store, log, recovery) = open();
+    assert_eq!(recovery.recounted, lost);
+    check_counters(&store, log.size(), now);
+    assert!(store.counters.scan_prefix(((hour as u64) ^ (1 << 63)).to_be_bytes()).count() >= 2);
+
+    // The same crash, as `log.rs` simulates one for the tiles: entries on disk with no
+    // tree hashes, no index and no counters. They are adopted and counted.
+    let mut last = log.store().entry(log.size() - 1).expect("read").expect("entry");
+    for seq in log.size()..log.size() + 4 {
+        last.seq = seq;
+        last.agent = format!("late-{}", seq % 2);
+        let bytes = ledgerd::record::encode(&ledgerd::record::Record::from(last.clone())).expect("encode");
+        store.entries.insert(seq.to_be_bytes(), bytes.as_slice()).expect("insert");
+    }
+    store.entries.flush().expect("flush");
+    drop((store, log));
+    let (store, mut log, recovery) = open();
+    assert_eq!((recovery.adopted, recovery.recounted), (4, 4));
+    check_counters(&store, log.size(), now);
+    append_counted(&mut log, &mut rng, &mut now, 5);
+    check_counters(&store, log.size(), now);
+
+    // Counters deleted: rebuilt from the whole log on the next start.
+    store.counters.clear().expect("clear");
+    store.counters.flush().expect("flush");
+    drop((store, log));
+    let (store, mut log, recovery) = open();
+    assert_eq!(recovery.recounted, log.size());
+    check_counters(&store, log.size(), now);
+
+    // Damaged counters are not trusted: the query is scanned (and still right), and
+    // rebuilding the projections (`ledgerd --rebuild-projections`) recounts them.
+    let (key, _) = store.counters.first().expect("read").expect("a part");
+    store.counters.insert(&key, &[1u8, 9, 9][..]).expect("damage");
+    let query = ledger_query::parse("| count by agent, bin(time, 1h)").expect("parse");
+    let ctx = context("UTC", now);
+    let (got, stats) = run_rows(&store, log.size(), &query, &ctx);
+    assert!(!stats.counters && stats.scanned == log.size(), "{stats:?}");
+    assert_eq!(got, query.run(all_entries(&store, log.size()).iter(), &ctx).rows);
+    log.rebuild_projections().expect("rebuild");
+    check_counters(&store, log.size(), now);
+    // A marker of another format also makes them be rebuilt.
+    store.counters.insert([0xff], &[99u8, 0, 0, 0, 0, 0, 0, 0, 0][..]).expect("marker");
+    store.counters.flush().expect("flush");
+    let size = log.size();
+    drop((store, log));
+    let (store, log, recovery) = open();
+    assert_eq!((recovery.recounted, log.size()), (size, size));
+    check_counters(&store, log.size(), now);
 }

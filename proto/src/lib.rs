@@ -3,9 +3,11 @@
 //! - [`pb`]: the generated protobuf/gRPC types of `ledger.v1`;
 //! - [`leaf`]: the canonical leaf bytes of an entry and their hash;
 //! - [`merkle`]: RFC 9162-shaped BLAKE3 tree hashing, proof generation and verification;
-//! - [`note`]: the C2SP signed checkpoint note (Ed25519).
+//! - [`note`]: the C2SP signed checkpoint note (Ed25519);
+//! - [`manifest`]: the signed manifest body of an evidence bundle.
 
 pub mod leaf;
+pub mod manifest;
 pub mod merkle;
 pub mod note;
 

@@ -42,13 +42,15 @@ impl Acc {
         }
     }
 
-    /// Folds in one value; `None` is `count()` with no argument (counts every entry).
-    fn add(&mut self, v: Option<&Value<'_>>) {
+    /// Folds in one value standing for `weight` entries that all hold it (the same as
+    /// folding it in `weight` times); `None` is `count()` with no argument (counts every
+    /// entry).
+    fn add(&mut self, v: Option<&Value<'_>>, weight: i64) {
         let present = v.filter(|v| !v.is_missing());
         match self {
             Acc::Count(n) => {
                 if v.is_none() || present.is_some() {
-                    *n += 1;
+                    *n = n.saturating_add(weight);
                 }
             }
             Acc::Distinct(set) => {
@@ -97,14 +99,18 @@ impl Aggregate {
         Aggregate { keys, aggs, groups: BTreeMap::new() }
     }
 
-    pub(crate) fn add<S: Source + ?Sized>(&mut self, s: &S, ctx: &Context) {
-        let key: Vec<OwnedValue> = self.keys.iter().map(|k| owned(read(s, k, ctx))).collect();
+    /// Folds in a record standing for `weight` identical ones: the same state as adding
+    /// it `weight` times (`count` adds the weight; the other aggregates ignore it).
+    pub(crate) fn add<S: Source + ?Sized>(&mut self, s: &S, ctx: &Context, weight: i64) {
+        // Room for the aggregates too: the key becomes the group's row in `finish`.
+        let mut key: Vec<OwnedValue> = Vec::with_capacity(self.keys.len() + self.aggs.len());
+        key.extend(self.keys.iter().map(|k| owned(read(s, k, ctx))));
         let aggs = &self.aggs;
         let accs = self.groups.entry(key).or_insert_with(|| aggs.iter().map(|a| Acc::new(a.func)).collect());
         for (acc, spec) in accs.iter_mut().zip(aggs) {
             match &spec.arg {
-                None => acc.add(None),
-                Some(arg) => acc.add(Some(&read(s, arg, ctx))),
+                None => acc.add(None, weight),
+                Some(arg) => acc.add(Some(&read(s, arg, ctx)), weight),
             }
         }
     }
@@ -139,13 +145,15 @@ impl Top {
         Top { n, keys, value, counts: BTreeMap::new() }
     }
 
-    pub(crate) fn add<S: Source + ?Sized>(&mut self, s: &S, ctx: &Context) {
+    /// Counts a record standing for `weight` identical ones.
+    pub(crate) fn add<S: Source + ?Sized>(&mut self, s: &S, ctx: &Context, weight: i64) {
         let v = read(s, &self.value, ctx);
         if v.is_missing() {
             return;
         }
         let key: Vec<OwnedValue> = self.keys.iter().map(|k| owned(read(s, k, ctx))).collect();
-        *self.counts.entry(key).or_default().entry(owned(v)).or_insert(0) += 1;
+        let n = self.counts.entry(key).or_default().entry(owned(v)).or_insert(0);
+        *n = n.saturating_add(weight);
     }
 
     /// Groups in key order; within a group, the most frequent first (ties by value).

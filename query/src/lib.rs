@@ -46,7 +46,7 @@ pub use record::Record;
 pub use time::Context;
 pub use value::{OwnedValue, Value};
 
-use plan::{Cond, Lowered, Step};
+use plan::{Cond, Lowered, ShapeScan, Step};
 
 /// A parsed and checked query, ready to run any number of times.
 ///
@@ -127,6 +127,60 @@ impl Query {
         Filter { cond: Cond::All(self.prefilter.clone()) }
     }
 
+    /// Whether the query could be answered from counts of entries kept per hour and per
+    /// combination of values of `fields` (the fields the caller keeps counts for), and if
+    /// so what it reads. `Some` when:
+    ///
+    /// - it counts: its aggregation (`count`, `stats` with only `count()` / `count(f)`, or
+    ///   `top`) comes before any `limit`, `sort` or `fields`;
+    /// - its conditions before the aggregation compare `time` only in comparisons `and`-ed
+    ///   at the top (periods included), which [`Query::time_range`] covers exactly; apart
+    ///   from those they read only `fields` and calendar functions of `time`;
+    /// - its group keys (and counted or `top` value) are `fields` or calendar functions of
+    ///   `time` that are steady within an hour: `hour`, `weekday`, `date`, and `bin` with a
+    ///   width that is a whole number of hours.
+    ///
+    /// Then, over whole hours inside the time range, entries that agree on
+    /// [`CountShape::fields`] and lie in the same hour are interchangeable: one record with
+    /// their values and a time in that hour, fed with [`Pipeline::push_weighted`] and their
+    /// number, gives the result that feeding each of them would, in any order. When
+    /// [`CountShape::calendar`] is set this holds only in hours over which the context's
+    /// zone has a steady offset that is a whole number of hours (UTC always does); the
+    /// caller checks that. Later stages (`where`, `sort`, `limit` on the groups) are free.
+    ///
+    /// ```
+    /// use ledger_query::{parse, Field};
+    ///
+    /// let counted = [Field::Kind, Field::Agent, Field::Tool, Field::Decision];
+    /// let q = parse("last 7d decision = deny | count by agent, bin(time, 1h) | where count > 20").unwrap();
+    /// let shape = q.count_shape(&counted).unwrap();
+    /// assert_eq!(shape.fields, vec![Field::Decision, Field::Agent]);
+    /// assert!(shape.calendar);
+    /// // Reads a field that is not counted, or bins by half hours: no.
+    /// assert!(parse("params.n > 3 | count").unwrap().count_shape(&counted).is_none());
+    /// assert!(parse("| count by bin(time, 30m)").unwrap().count_shape(&counted).is_none());
+    /// ```
+    pub fn count_shape(&self, fields: &[Field]) -> Option<CountShape> {
+        let mut scan = ShapeScan::new(fields);
+        for step in &self.lowered.live {
+            match step {
+                Step::Filter(c) if scan.cond(c, true) => {}
+                _ => return None,
+            }
+        }
+        let counts = match &self.lowered.entry {
+            Step::Aggregate { keys, aggs } => {
+                keys.iter().all(|k| scan.access(k))
+                    && aggs.iter().all(|a| {
+                        a.func == ast::AggFunc::Count && a.arg.as_ref().is_none_or(|arg| scan.access(arg))
+                    })
+            }
+            Step::Top { keys, value, .. } => keys.iter().all(|k| scan.access(k)) && scan.access(value),
+            _ => false,
+        };
+        counts.then_some(CountShape { fields: scan.fields, calendar: scan.calendar })
+    }
+
     /// A pipeline that runs the query in `ctx`.
     pub fn pipeline(&self, ctx: &Context) -> Pipeline {
         Pipeline::new(&self.lowered, self.columns.clone(), ctx)
@@ -147,6 +201,19 @@ impl Query {
         }
         pipeline.finish()
     }
+}
+
+/// What a query answerable from hourly counts reads of each entry (see
+/// [`Query::count_shape`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountShape {
+    /// The entry fields its conditions, group keys and aggregates read, besides `time`,
+    /// in order of first use.
+    pub fields: Vec<Field>,
+    /// Whether it reads `time` through a calendar function (`bin`, `hour`, `weekday`,
+    /// `date`), as a group key or in a condition: then the hour of each entry matters,
+    /// and the time zone must have a whole-hour offset over the hours counted.
+    pub calendar: bool,
 }
 
 /// A checked condition: a policy rule's, or a query's [`Query::filter`].

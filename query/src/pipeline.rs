@@ -161,9 +161,41 @@ impl Pipeline {
 
     /// Feeds one record.
     pub fn push<R: Record + ?Sized>(&mut self, rec: &R) {
-        if self.done {
+        self.push_weighted(rec, 1);
+    }
+
+    /// Feeds one record standing for `n` records with the same values, as if it were
+    /// pushed `n` times in a row (`n = 0` feeds nothing): `count` adds `n`, a `limit`
+    /// takes as many of the `n` as it has room for, rows are repeated.
+    ///
+    /// This is how the daemon feeds pre-aggregated counts (see [`crate::Query::count_shape`]):
+    /// one record per counted combination of field values, weighted by its count.
+    ///
+    /// ```
+    /// use ledger_query::{parse, Context, Field, Record, Value};
+    ///
+    /// struct E(&'static str);
+    /// impl Record for E {
+    ///     fn get(&self, f: &Field) -> Value<'_> {
+    ///         match f {
+    ///             Field::Agent => Value::text(self.0),
+    ///             _ => Value::Missing,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let query = parse("| count by agent").unwrap();
+    /// let ctx = Context::utc(jiff::Timestamp::UNIX_EPOCH);
+    /// let mut pipeline = query.pipeline(&ctx);
+    /// pipeline.push_weighted(&E("ci-1"), 40);
+    /// pipeline.push(&E("ci-1"));
+    /// assert_eq!(pipeline.finish().rows, vec![vec![Value::text("ci-1").into_owned(), Value::Int(41)]]);
+    /// ```
+    pub fn push_weighted<R: Record + ?Sized>(&mut self, rec: &R, n: u64) {
+        if self.done || n == 0 {
             return;
         }
+        let mut n = n;
         let view = View::new(rec);
         for op in &mut self.live {
             match op {
@@ -172,23 +204,33 @@ impl Pipeline {
                         return;
                     }
                 }
-                LiveOp::Limit { n, seen } => {
-                    if *seen >= *n {
+                LiveOp::Limit { n: limit, seen } => {
+                    if *seen >= *limit {
                         self.done = true;
                         return;
                     }
-                    *seen += 1;
-                    if *seen >= *n {
+                    n = n.min(*limit - *seen);
+                    *seen += n;
+                    if *seen >= *limit {
                         self.done = true;
                     }
                 }
             }
         }
+        let weight = i64::try_from(n).unwrap_or(i64::MAX);
         let row = match &mut self.entry {
             Entry::Map(accesses) => accesses.iter().map(|a| owned(read(&view, a, &self.ctx))).collect(),
-            Entry::Aggregate(agg) => return agg.add(&view, &self.ctx),
-            Entry::Top(top) => return top.add(&view, &self.ctx),
+            Entry::Aggregate(agg) => return agg.add(&view, &self.ctx, weight),
+            Entry::Top(top) => return top.add(&view, &self.ctx, weight),
         };
+        // Repeated rows: stop once a `limit` after this point is full, as `push` would.
+        let stop = self.done;
+        for _ in 1..n {
+            self.push_row(0, Row::clone(&row));
+            if self.done && !stop {
+                return;
+            }
+        }
         self.push_row(0, row);
     }
 
@@ -206,6 +248,9 @@ impl Pipeline {
             Entry::Top(top) => top.finish(),
             Entry::Map(_) => Vec::new(),
         };
+        if self.ops.is_empty() {
+            self.out.reserve(flushed.len());
+        }
         for row in flushed {
             self.push_row(0, row);
         }
@@ -249,8 +294,8 @@ impl Pipeline {
                     row = accesses.iter().map(|a| owned(read(&RowSource(&row), a, ctx))).collect();
                 }
                 Op::Sort(sorter) => return sorter.add(row, ctx),
-                Op::Aggregate(agg) => return agg.add(&RowSource(&row), ctx),
-                Op::Top(top) => return top.add(&RowSource(&row), ctx),
+                Op::Aggregate(agg) => return agg.add(&RowSource(&row), ctx, 1),
+                Op::Top(top) => return top.add(&RowSource(&row), ctx, 1),
             }
         }
         self.out.push(row);

@@ -325,3 +325,68 @@ pub(crate) fn agents(c: &Cond) -> Option<BTreeSet<String>> {
         _ => None,
     }
 }
+
+/// What [`crate::Query::count_shape`] finds while walking a query.
+pub(crate) struct ShapeScan<'a> {
+    /// The entry fields that counts are kept for.
+    allowed: &'a [Field],
+    pub(crate) fields: Vec<Field>,
+    pub(crate) calendar: bool,
+}
+
+/// One hour in nanoseconds.
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+impl<'a> ShapeScan<'a> {
+    pub(crate) fn new(allowed: &'a [Field]) -> ShapeScan<'a> {
+        ShapeScan { allowed, fields: Vec::new(), calendar: false }
+    }
+
+    /// Whether `a` has one value for all entries that agree on the allowed fields and lie
+    /// in the same hour (in a zone whose offset is whole hours and steady over that hour).
+    pub(crate) fn access(&mut self, a: &Access) -> bool {
+        match a {
+            Access::Field(Field::Time) => false,
+            Access::Field(f) if self.allowed.contains(f) => {
+                if !self.fields.contains(f) {
+                    self.fields.push(f.clone());
+                }
+                true
+            }
+            Access::Func(kind, inner) if **inner == Access::Field(Field::Time) => {
+                let steady = match kind {
+                    FuncKind::Hour | FuncKind::Weekday | FuncKind::Date => true,
+                    FuncKind::Bin(width) => width.ns % HOUR_NS == 0,
+                };
+                self.calendar |= steady;
+                steady
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a condition reads only what [`ShapeScan::access`] allows, except for
+    /// comparisons of `time` itself, which may only be `and`-ed at the top (`top`), where
+    /// [`time_range`] covers them exactly.
+    pub(crate) fn cond(&mut self, c: &Cond, top: bool) -> bool {
+        match c {
+            Cond::All(items) => items.iter().all(|c| self.cond(c, top)),
+            Cond::Any(items) => items.iter().all(|c| self.cond(c, false)),
+            Cond::Not(c) => self.cond(c, false),
+            Cond::Cmp { access: Access::Field(Field::Time), op, value } => {
+                let is_time = matches!(
+                    value,
+                    Const::Time(_)
+                        | Const::PeriodStart(_)
+                        | Const::PeriodEnd(_)
+                        | Const::Value(Value::Time(_))
+                );
+                top && is_time && *op != CmpKind::Ne
+            }
+            Cond::Cmp { access, .. }
+            | Cond::In { access, .. }
+            | Cond::Has { access, .. }
+            | Cond::Match { access, .. } => self.access(access),
+        }
+    }
+}

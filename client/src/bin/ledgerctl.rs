@@ -82,11 +82,28 @@ enum Command {
         after_help = "Examples:\n  ledgerctl export --from 2026-01-01 --to 2026-04-01 --out q1.csv\n  ledgerctl export --agent billing-bot --agent ops-bot --decision deny --out denies.csv\n  ledgerctl export --from '7d ago' --query 'tool ~ \"shell.*\"' > shell.csv\n\nCells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading ' (see docs/QUERY.md); how many is reported on stderr."
     )]
     Export(ExportArgs),
+    /// Write an evidence bundle for a period: entries, proofs, CSV views, summary, signed manifest
+    #[command(
+        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
+    )]
+    Evidence(EvidenceArgs),
+    /// Check an evidence bundle offline: manifest, checkpoint, leaves, range proof, CSV rows
+    #[command(
+        name = "verify-bundle",
+        after_help = "Examples:\n  ledgerctl verify-bundle q1-evidence --key trusted-verifier.vkey\n\nExit 0 when every check holds; 1 names the first check that fails; 2 usage errors."
+    )]
+    VerifyBundle(VerifyBundleArgs),
     /// The agent registry: register, list, show, update, retire, rotate tokens
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ledgerctl agents register billing-bot --owner finance@example.com --purpose 'reconcile invoices'\n  ledgerctl agents list\n  ledgerctl agents retire billing-bot --reason 'replaced by billing-bot-2'"
+    )]
     Agents(AgentsCommand),
     /// Agent policies: set, show, history, diff, check
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ledgerctl policy set billing-bot --file billing-bot.policy --author alice --reason 'CHG-1234'\n  ledgerctl policy history billing-bot\n  ledgerctl policy check billing-bot --tool db.query"
+    )]
     Policy(PolicyCommand),
     /// For every agent registered at a moment: the policy in force and what it allows
     #[command(
@@ -101,6 +118,30 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Enforcement shims: decide tool calls under the agent's policy before they run (docs/SHIMS.md)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ledgerctl shim claude-code --agent coder < pre-tool-use.json\n  ledgerctl shim mcp --agent analyst -- python3 my_server.py"
+    )]
+    Shim(ShimCommand),
+    /// Print a shell completion script for bash, zsh or fish
+    #[command(
+        after_help = "Examples:\n  ledgerctl completions bash > /etc/bash_completion.d/ledgerctl\n  ledgerctl completions zsh > /usr/local/share/zsh/site-functions/_ledgerctl\n  ledgerctl completions fish > ~/.config/fish/completions/ledgerctl.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write man pages generated from these commands (ledgerctl.1, ledgerctl-SUBCOMMAND.1)
+    #[command(
+        after_help = "Examples:\n  ledgerctl man --out /usr/local/share/man/man1\n  ledgerctl man | man -l -"
+    )]
+    Man {
+        /// Write every page into DIR [default: print ledgerctl.1 on stdout]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Show the newest entries as a table
     #[command(after_help = "Examples:\n  ledgerctl tail\n  ledgerctl tail -n 100 --follow")]
     Tail {
@@ -111,6 +152,77 @@ enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShimCommand {
+    /// Claude Code hook: reads the PreToolUse/PostToolUse JSON on stdin, answers allow or deny
+    #[command(
+        name = "claude-code",
+        after_help = "In .claude/settings.json (see docs/SHIMS.md):\n  {\"hooks\": {\"PreToolUse\": [{\"matcher\": \"*\", \"hooks\": [{\"type\": \"command\", \"command\": \"ledgerctl shim claude-code --agent coder\"}]}]}}\n\nExamples:\n  ledgerctl shim claude-code --agent coder < pre-tool-use.json\n  LEDGER_AGENT=coder LEDGER_AGENT_TOKEN=lgt_... ledgerctl shim claude-code\n\nExit codes: 0 with the answer on stdout; 2 on any error, with the reason on stderr (Claude Code then blocks the tool). Never another code."
+    )]
+    ClaudeCode {
+        #[command(flatten)]
+        shim: ShimArgs,
+    },
+    /// MCP stdio proxy: runs the MCP server COMMAND and decides every tools/call it is sent
+    #[command(
+        after_help = "Examples:\n  ledgerctl shim mcp --agent analyst -- npx -y @modelcontextprotocol/server-filesystem /data\n  ledgerctl shim mcp --agent analyst --token \"$TOKEN\" -- python3 my_server.py\n\nDenied calls get a tool result with isError: true naming the rule and the ledger seq; tools/list hides tools the policy never allows. Exit status: the server's (2 on a proxy error)."
+    )]
+    Mcp {
+        #[command(flatten)]
+        shim: ShimArgs,
+        /// The MCP server to run, and its arguments (after --)
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ShimArgs {
+    /// The agent whose policy decides [default: $LEDGER_AGENT, else claude-code for the hook]
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+    /// The agent's token, sent with every entry
+    #[arg(
+        long,
+        value_name = "T",
+        env = "LEDGER_AGENT_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
+    token: String,
+    /// Allow calls when no decision can be made or recorded (loud on stderr, recorded when possible)
+    #[arg(long)]
+    fail_open: bool,
+}
+
+impl ShimArgs {
+    fn options(self, socket: PathBuf, default_agent: &str) -> ledger_client::shim::ShimOptions {
+        let agent = self
+            .agent
+            .or_else(|| std::env::var("LEDGER_AGENT").ok().filter(|a| !a.is_empty()))
+            .unwrap_or_else(|| default_agent.to_string());
+        ledger_client::shim::ShimOptions { socket, agent, token: self.token, fail_open: self.fail_open }
+    }
+}
+
+/// The shims manage their own runtime and exit codes (the hook must never exit with a code
+/// other than 0 or 2).
+fn shim(socket: PathBuf, cmd: ShimCommand) -> ExitCode {
+    match cmd {
+        ShimCommand::ClaudeCode { shim } => {
+            ledger_client::shim::claude::main(shim.options(socket, "claude-code"))
+        }
+        ShimCommand::Mcp { shim, command } => {
+            if shim.agent.is_none() && std::env::var("LEDGER_AGENT").map_or(true, |a| a.is_empty()) {
+                eprintln!("ledgerctl shim mcp: error: name the agent with --agent NAME (or $LEDGER_AGENT)");
+                return ExitCode::from(2);
+            }
+            ledger_client::shim::mcp::main(shim.options(socket, ""), &command)
+        }
+    }
 }
 
 const QUERY_HELP: &str = "Examples:
@@ -136,6 +248,31 @@ enum Format {
     Table,
     Csv,
     Json,
+}
+
+#[derive(Args, Debug)]
+struct EvidenceArgs {
+    /// The period starts at this time (RFC 3339 or a date, UTC)
+    #[arg(long, value_name = "T")]
+    from: String,
+    /// The period ends before this time (cut at now)
+    #[arg(long, value_name = "T")]
+    to: String,
+    /// Narrow the CSV views and the summary to this agent (repeatable; the leaves stay whole)
+    #[arg(long = "agent", value_name = "A")]
+    agents: Vec<String>,
+    /// The directory to write (new or empty)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct VerifyBundleArgs {
+    /// The bundle directory
+    dir: PathBuf,
+    /// The ledger's verifier key, obtained out of band [default: the bundle's own, which proves little]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -170,7 +307,7 @@ struct ExportArgs {
 enum AgentsCommand {
     /// Register an agent; prints its id and its token (shown once)
     #[command(
-        after_help = "Example:\n  ledgerctl agents register billing-bot --owner finance-platform@example.com --purpose 'reconcile invoices' --scope 'invoices db, read-only'"
+        after_help = "Examples:\n  ledgerctl agents register billing-bot --owner finance-platform@example.com --purpose 'reconcile invoices' --scope 'invoices db, read-only'"
     )]
     Register {
         name: String,
@@ -200,11 +337,11 @@ enum AgentsCommand {
         format: Format,
     },
     /// Show one agent
-    #[command(after_help = "Example:\n  ledgerctl agents show billing-bot")]
+    #[command(after_help = "Examples:\n  ledgerctl agents show billing-bot")]
     Show { name: String },
     /// Change an agent's owner, purpose or scope
     #[command(
-        after_help = "Example:\n  ledgerctl agents update billing-bot --owner ap-team@example.com --reason 'team change'"
+        after_help = "Examples:\n  ledgerctl agents update billing-bot --owner ap-team@example.com --reason 'team change'"
     )]
     Update {
         name: String,
@@ -220,7 +357,7 @@ enum AgentsCommand {
     },
     /// Retire an agent: its later calls are still recorded, and flagged
     #[command(
-        after_help = "Example:\n  ledgerctl agents retire billing-bot --reason 'replaced by billing-bot-2'"
+        after_help = "Examples:\n  ledgerctl agents retire billing-bot --reason 'replaced by billing-bot-2'"
     )]
     Retire {
         name: String,
@@ -229,7 +366,7 @@ enum AgentsCommand {
         reason: String,
     },
     /// Issue a new token for an agent (the old one stops matching)
-    #[command(name = "rotate-token", after_help = "Example:\n  ledgerctl agents rotate-token billing-bot")]
+    #[command(name = "rotate-token", after_help = "Examples:\n  ledgerctl agents rotate-token billing-bot")]
     RotateToken {
         name: String,
         #[arg(long, default_value = "")]
@@ -272,14 +409,14 @@ enum PolicyCommand {
         at: Option<String>,
     },
     /// Every version of a policy: when, who, who approved, why
-    #[command(after_help = "Example:\n  ledgerctl policy history billing-bot")]
+    #[command(after_help = "Examples:\n  ledgerctl policy history billing-bot")]
     History {
         agent: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// A unified diff between two versions
-    #[command(after_help = "Example:\n  ledgerctl policy diff billing-bot 1 2")]
+    #[command(after_help = "Examples:\n  ledgerctl policy diff billing-bot 1 2")]
     Diff { agent: String, from: u64, to: u64 },
     /// Which rule decides a call, and why (nothing is appended)
     #[command(
@@ -389,6 +526,12 @@ impl std::error::Error for CheckFailed {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Shim(cmd) = cli.command {
+        return shim(cli.socket.unwrap_or_else(default_socket), cmd);
+    }
+    if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
+        return generated(cli.command);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -452,9 +595,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail { n, follow } => tail(&socket, n, follow).await,
         Command::Query { query, out } => run_query(&socket, &query, &out).await,
         Command::Export(args) => export(&socket, &args).await,
+        Command::Evidence(args) => evidence(&socket, &args).await,
+        Command::VerifyBundle(args) => verify_bundle(&args),
         Command::Agents(cmd) => agents(&socket, cmd).await,
         Command::Policy(cmd) => policy(&socket, cmd).await,
         Command::AccessReview { at, format } => access_review(&socket, at.as_deref(), format).await,
+        Command::Shim(_) => bail!("the shims run outside this runtime"),
+        Command::Completions { .. } | Command::Man { .. } => bail!("generated without a runtime"),
     }
 }
 
@@ -1315,4 +1462,97 @@ async fn access_review(socket: &Path, at: Option<&str>, format: Format) -> anyho
         eprintln!("access review at {}", time_text(review.at_unix_nanos));
     }
     print_rows(format, &columns, &rows)
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `completions` and `man`: generated from the clap definitions above, no daemon needed.
+fn generated(command: Command) -> ExitCode {
+    use clap::CommandFactory;
+    let result = match command {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ledgerctl", &mut out);
+            write_out(&out)
+        }
+        Command::Man { out: Some(dir) } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+            .with_context(|| format!("cannot write man pages into {}", dir.display())),
+        Command::Man { out: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| write_out(&out))
+        }
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ledgerctl: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn evidence(socket: &Path, args: &EvidenceArgs) -> anyhow::Result<()> {
+    use ledger_client::evidence::{export, verify};
+    let opts = export::ExportOptions {
+        from_unix_nanos: parse_at(&args.from)?,
+        to_unix_nanos: parse_at(&args.to)?,
+        agents: args.agents.clone(),
+        out: args.out.clone(),
+        progress: true,
+    };
+    let mut client = Client::connect(socket).await?;
+    let done = export::export(&mut client, &opts).await?;
+    // What was written must check out, with the key the daemon just named.
+    verify::verify_bundle(&args.out, None)
+        .map_err(|e| anyhow!("the bundle just written does not verify: {e}"))?;
+    eprintln!(
+        "wrote {}: entries {}..={} ({} rows in events.csv), checkpoint size {}",
+        args.out.display(),
+        done.first_seq,
+        done.last_seq,
+        done.events,
+        done.tree_size
+    );
+    Ok(())
+}
+
+fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<()> {
+    use ledger_client::evidence::verify::{self, BundleError, KeySource};
+    match verify::verify_bundle(&args.dir, args.key.as_deref()) {
+        Ok(report) => {
+            if report.key == KeySource::Bundle {
+                eprintln!(
+                    "WARNING: checked against the bundle's own verifier.vkey, NOT against a key obtained out of band: this only shows the bundle is consistent with itself; pass --key FILE with the ledger's key"
+                );
+            }
+            println!(
+                "ok: {} files, checkpoint {} size {}, entries {}..={} complete and in the tree, {} events.csv rows equal their leaves",
+                report.files,
+                report.origin,
+                report.tree_size,
+                report.first_seq,
+                report.last_seq,
+                report.events_rows
+            );
+            Ok(())
+        }
+        Err(BundleError::Usage(message)) => bail!("{message}"),
+        Err(e @ BundleError::Failed { .. }) => Err(CheckFailed(e.to_string()).into()),
+    }
 }

@@ -599,8 +599,16 @@ fn main() -> anyhow::Result<()> {
                 Ok((rows, stats))
             })?,
         };
+        let counted = if m.stats.counters {
+            format!(
+                ", hourly counters: {} cells for seqs {}..{}",
+                m.stats.cells, m.stats.counted.0, m.stats.counted.1
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<36} first {:>9.1} ms  median {:>9.1} ms  rows {:>8}  scanned {:>8} ({:.0} entries/s)  seqs {}..{}{}",
+            "  {:<36} first {:>9.1} ms  median {:>9.1} ms  rows {:>8}  scanned {:>8} ({:.0} entries/s)  seqs {}..{}{}{counted}",
             labels[i],
             ms(m.first),
             ms(m.median),

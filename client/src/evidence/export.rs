@@ -1,0 +1,429 @@
+//! Writes an evidence bundle from a running daemon: the entries of one period with a
+//! witness entry outside each end, a fresh checkpoint, the range proof, the CSV views of
+//! the registry and policies, the summary page, and the manifest the daemon signs.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use jiff::tz::TimeZone;
+use ledger_proto::merkle::{self, Hash};
+use ledger_proto::{leaf, pb};
+use ledger_query::{CsvWriter, OwnedValue, Value};
+
+use super::{
+    CHECKPOINT, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row, frame_leaf,
+    inclusion_ranges, manifest_files, outside_subtrees, time_text,
+};
+use crate::{Client, ClientError};
+
+/// What to put in a bundle.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The period: entries with `from <= time < to` (ns since the Unix epoch, UTC).
+    pub from_unix_nanos: i64,
+    pub to_unix_nanos: i64,
+    /// Narrow the CSV views and the summary to these agents (empty: all).
+    pub agents: Vec<String>,
+    /// The directory to create; it must not exist yet, or be empty.
+    pub out: PathBuf,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub tree_size: u64,
+    pub events: u64,
+}
+
+/// Why no bundle was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write {path}: {source}", path = .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the daemon returned something that does not hold together: {0}")]
+    Malformed(String),
+}
+
+impl From<tonic::Status> for ExportError {
+    fn from(status: tonic::Status) -> Self {
+        ExportError::Client(ClientError::Rpc(status))
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ExportError> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ExportError::Io { path: parent.into(), source })?;
+    }
+    std::fs::write(&path, bytes).map_err(|source| ExportError::Io { path, source })
+}
+
+/// Rows of strings as CSV through the query crate's writer, so every cell is neutralised
+/// against spreadsheet formulas exactly as `ledgerctl query --format csv` does.
+pub(super) fn csv_bytes(
+    columns: &[&str],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> Result<Vec<u8>, String> {
+    let columns: Vec<String> = columns.iter().map(|c| (*c).to_string()).collect();
+    let mut out = Vec::new();
+    let mut writer = CsvWriter::new(&mut out, &columns, TimeZone::UTC).map_err(|e| e.to_string())?;
+    let mut chunk: Vec<Vec<OwnedValue>> = Vec::with_capacity(1024);
+    for row in rows {
+        chunk.push(row.into_iter().map(|s| Value::Str(Cow::Owned(s))).collect());
+        if chunk.len() == 1024 {
+            writer.write_rows(&chunk).map_err(|e| e.to_string())?;
+            chunk.clear();
+        }
+    }
+    writer.write_rows(&chunk).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A name safe as one path component (agent names become directories).
+fn path_component(name: &str) -> String {
+    if name == "*" {
+        return "_default".into();
+    }
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect()
+}
+
+fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} entries ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message("reading the log");
+    bar
+}
+
+/// One entry of the range, as read from the daemon.
+pub(super) struct Read {
+    pub entry: pb::Entry,
+    pub leaf: Vec<u8>,
+    pub hash: Hash,
+}
+
+/// Writes the bundle. The daemon is asked for everything once; nothing it says is
+/// trusted: the caller should run [`super::verify::verify_bundle`] on the result (the
+/// CLI does).
+pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    let now = jiff::Timestamp::now().as_nanosecond();
+    let to = i128::from(opts.to_unix_nanos).min(now) as i64;
+    if opts.from_unix_nanos >= to {
+        return Err(ExportError::Usage(format!(
+            "the period is empty: --from {} is not before --to {} (cut at now)",
+            time_text(opts.from_unix_nanos),
+            time_text(to)
+        )));
+    }
+    if std::fs::read_dir(&opts.out).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(ExportError::Usage(format!(
+            "{} exists and is not empty: give a new directory",
+            opts.out.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|source| ExportError::Io { path: opts.out.clone(), source })?;
+
+    // The checkpoint first: it must cover every entry of the period.
+    let cp = client.checkpoint(true).await?;
+    let size = cp.size;
+
+    // Walk the log up to the checkpoint; keep the last entry before the period, the period
+    // and the first entry after it.
+    let bar = progress_bar(opts.progress, size);
+    let mut range: Vec<Read> = Vec::new();
+    let mut before: Option<Read> = None;
+    let mut first: Option<u64> = None;
+    let mut stream = client.entries(0, size, false).await?;
+    while let Some(stored) = stream.message().await? {
+        let entry = stored.entry.ok_or_else(|| ExportError::Malformed("an entry without contents".into()))?;
+        bar.set_position(entry.seq + 1);
+        let leaf = leaf::leaf_bytes(&entry);
+        let hash = merkle::leaf_hash(&leaf);
+        let read = Read { entry, leaf, hash };
+        let time = read.entry.time_unix_nanos;
+        if time < opts.from_unix_nanos {
+            before = Some(read);
+        } else if time < to {
+            first.get_or_insert(read.entry.seq);
+            range.push(read);
+        } else {
+            if first.is_some() {
+                range.push(read);
+            }
+            break;
+        }
+    }
+    drop(stream);
+    bar.finish_and_clear();
+    let Some(first_seq) = first else {
+        return Err(ExportError::Usage(format!(
+            "no entries between {} and {} (the log has {size})",
+            time_text(opts.from_unix_nanos),
+            time_text(to)
+        )));
+    };
+    let last_seq =
+        range.iter().rev().find(|r| r.entry.time_unix_nanos < to).map_or(first_seq, |r| r.entry.seq);
+    if let Some(b) = before {
+        range.insert(0, b);
+    }
+    let start = range[0].entry.seq;
+    let end = start + range.len() as u64;
+    for (i, r) in range.iter().enumerate() {
+        if r.entry.seq != start + i as u64 {
+            return Err(ExportError::Malformed(format!(
+                "expected entry {} next, got {}",
+                start + i as u64,
+                r.entry.seq
+            )));
+        }
+    }
+
+    // The outside hashes are the siblings on the inclusion paths of the range's ends.
+    let mut known: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for m in [start, end - 1] {
+        let proof = client.prove(m, size).await?;
+        let ranges = inclusion_ranges(m, size);
+        if proof.path.len() != ranges.len() {
+            return Err(ExportError::Malformed(format!(
+                "the inclusion proof of entry {m} has the wrong length"
+            )));
+        }
+        known.extend(ranges.into_iter().zip(proof.path));
+    }
+    let mut hashes = Vec::new();
+    for r in outside_subtrees(size, start, end) {
+        let hash = known
+            .get(&r)
+            .ok_or_else(|| ExportError::Malformed(format!("no hash for subtree {}..{}", r.0, r.1)))?;
+        hashes.push(crate::verify::hex(hash));
+    }
+
+    let dir = &opts.out;
+    let mut leaves = Vec::new();
+    for r in &range {
+        frame_leaf(&mut leaves, &r.leaf).map_err(ExportError::Malformed)?;
+    }
+    write(dir, LEAVES, &leaves)?;
+    write(dir, CHECKPOINT, cp.note.as_bytes())?;
+    let proof = ProofFile {
+        format: PROOF_FORMAT.into(),
+        tree_size: size,
+        start,
+        end,
+        from_unix_nanos: opts.from_unix_nanos,
+        to_unix_nanos: to,
+        first_seq,
+        last_seq,
+        agents: opts.agents.clone(),
+        hashes,
+    };
+    let proof_text =
+        serde_json::to_string_pretty(&proof).map_err(|e| ExportError::Malformed(e.to_string()))?;
+    write(dir, PROOF, format!("{proof_text}\n").as_bytes())?;
+
+    let wanted = |agent: &str| opts.agents.is_empty() || opts.agents.iter().any(|a| a == agent);
+    let period: Vec<&Read> = range
+        .iter()
+        .filter(|r| (first_seq..=last_seq).contains(&r.entry.seq) && wanted(&r.entry.agent))
+        .collect();
+    let events = csv_bytes(&super::EVENT_COLUMNS, period.iter().map(|r| event_row(&r.entry, &r.hash)))
+        .map_err(ExportError::Malformed)?;
+    write(dir, EVENTS, &events)?;
+
+    let views = registry_views(client, opts, to, first_seq, last_seq).await?;
+    for (name, bytes) in &views.files {
+        write(dir, name, bytes)?;
+    }
+    let html = super::html::summary(&super::html::Inputs {
+        period: &period,
+        from: opts.from_unix_nanos,
+        to,
+        first_seq,
+        last_seq,
+        policy_changes: &views.policy_changes,
+    });
+    write(dir, "summary.html", html.as_bytes())?;
+
+    // The daemon names its key when it signs; the first signature (of the files so far)
+    // only tells us the key, so that verifier.vkey and VERIFY.md are covered by the
+    // manifest that is kept.
+    let vkey =
+        client.sign_manifest(to_wire(manifest_files(dir).map_err(ExportError::Malformed)?)).await?.vkey;
+    write(dir, VKEY, format!("{vkey}\n").as_bytes())?;
+    write(dir, "VERIFY.md", super::html::verify_md(&vkey).as_bytes())?;
+    let signed = client.sign_manifest(to_wire(manifest_files(dir).map_err(ExportError::Malformed)?)).await?;
+    write(dir, MANIFEST, signed.note.as_bytes())?;
+
+    Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len() as u64 })
+}
+
+fn to_wire(files: Vec<ledger_proto::manifest::ManifestFile>) -> Vec<pb::ManifestFile> {
+    files.into_iter().map(|f| pb::ManifestFile { path: f.path, blake3: f.blake3 }).collect()
+}
+
+/// The registry and policy files, and the policy changes for the summary.
+struct Views {
+    files: Vec<(String, Vec<u8>)>,
+    policy_changes: Vec<pb::PolicyVersion>,
+}
+
+async fn registry_views(
+    client: &mut Client,
+    opts: &ExportOptions,
+    to: i64,
+    first_seq: u64,
+    last_seq: u64,
+) -> Result<Views, ExportError> {
+    let wanted = |agent: &str| opts.agents.is_empty() || opts.agents.iter().any(|a| a == agent);
+    let in_period = |seq: u64| (first_seq..=last_seq).contains(&seq);
+    let mut files = Vec::new();
+
+    let agents = client
+        .admin()
+        .list_agents(pb::ListAgentsRequest { at_unix_nanos: to, include_retired: true })
+        .await?
+        .into_inner()
+        .agents;
+    let agent_rows = agents.iter().filter(|a| wanted(&a.name)).map(|a| {
+        vec![
+            a.name.clone(),
+            a.id.clone(),
+            a.owner.clone(),
+            a.purpose.clone(),
+            a.scope.clone(),
+            a.retired.to_string(),
+            a.retired_reason.clone(),
+            time_text(a.registered_unix_nanos),
+            a.registered_seq.to_string(),
+            time_text(a.changed_unix_nanos),
+            a.changed_seq.to_string(),
+            a.policy_version.to_string(),
+            (in_period(a.registered_seq) || in_period(a.changed_seq)).to_string(),
+        ]
+    });
+    let columns = [
+        "name",
+        "id",
+        "owner",
+        "purpose",
+        "scope",
+        "retired",
+        "retired_reason",
+        "registered",
+        "registered_seq",
+        "changed",
+        "changed_seq",
+        "policy_version",
+        "changed_in_period",
+    ];
+    files.push(("agents.csv".to_string(), csv_bytes(&columns, agent_rows).map_err(ExportError::Malformed)?));
+
+    // Every policy version in force at some moment of the period.
+    let mut names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+    names.insert("*".into());
+    let mut versions: Vec<pb::PolicyVersion> = Vec::new();
+    for name in names.iter().filter(|n| *n == "*" || wanted(n)) {
+        let history =
+            match client.admin().get_policy_history(pb::PolicyHistoryRequest { agent: name.clone() }).await {
+                Ok(h) => h.into_inner().versions,
+                Err(status) if status.code() == tonic::Code::NotFound => Vec::new(),
+                Err(status) => return Err(status.into()),
+            };
+        for (i, v) in history.iter().enumerate() {
+            let next = history.get(i + 1).map(|n| n.time_unix_nanos);
+            if v.time_unix_nanos < to && next.is_none_or(|t| t > opts.from_unix_nanos) {
+                versions.push(v.clone());
+            }
+        }
+    }
+    let mut policy_rows = Vec::new();
+    for v in &versions {
+        let file = format!("policies/{}/v{}.txt", path_component(&v.agent), v.version);
+        files.push((file.clone(), v.text.clone().into_bytes()));
+        policy_rows.push(vec![
+            v.agent.clone(),
+            v.version.to_string(),
+            time_text(v.time_unix_nanos),
+            v.seq.to_string(),
+            v.author.clone(),
+            v.approver.clone(),
+            v.reason.clone(),
+            v.hash.clone(),
+            v.prev_hash.clone(),
+            v.writer_uid.to_string(),
+            in_period(v.seq).to_string(),
+            file,
+        ]);
+    }
+    let columns = [
+        "agent",
+        "version",
+        "time",
+        "seq",
+        "author",
+        "approver",
+        "reason",
+        "hash",
+        "prev_hash",
+        "writer_uid",
+        "changed_in_period",
+        "file",
+    ];
+    files.push((
+        "policy_changes.csv".into(),
+        csv_bytes(&columns, policy_rows).map_err(ExportError::Malformed)?,
+    ));
+
+    let mut review_rows = Vec::new();
+    for (label, at) in [("start", opts.from_unix_nanos), ("end", to)] {
+        let review = client
+            .admin()
+            .get_access_review(pb::AccessReviewRequest { at_unix_nanos: at })
+            .await?
+            .into_inner();
+        for row in review.rows {
+            let agent = row.agent.unwrap_or_default();
+            if !wanted(&agent.name) {
+                continue;
+            }
+            review_rows.push(vec![
+                label.to_string(),
+                time_text(at),
+                agent.name,
+                agent.id,
+                row.policy_agent,
+                row.policy_version.to_string(),
+                row.policy_hash,
+                serde_json::Value::from(row.rules).to_string(),
+            ]);
+        }
+    }
+    let columns =
+        ["when", "at", "agent", "agent_id", "policy_agent", "policy_version", "policy_hash", "rules"];
+    files.push((
+        "access_review.csv".into(),
+        csv_bytes(&columns, review_rows).map_err(ExportError::Malformed)?,
+    ));
+    let policy_changes = versions.into_iter().filter(|v| in_period(v.seq)).collect();
+    Ok(Views { files, policy_changes })
+}

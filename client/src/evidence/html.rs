@@ -1,0 +1,286 @@
+//! The bundle's human-readable parts: `summary.html` (one self-contained page: inline CSS
+//! and SVG, no scripts, nothing fetched) and `VERIFY.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use ledger_proto::pb;
+
+use super::export::Read;
+use super::time_text;
+
+/// What the summary is made from.
+pub(super) struct Inputs<'a> {
+    /// The entries of the period (narrowed by agent).
+    pub period: &'a [&'a Read],
+    pub from: i64,
+    pub to: i64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Policy versions set during the period.
+    pub policy_changes: &'a [pb::PolicyVersion],
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(super) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}\
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}\
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}\
+th{background:#f3f3f3}td.n{text-align:right}.deny{color:#a00}.muted{color:#777}code{font-size:.9em}";
+
+fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+    out.push_str("<table><tr>");
+    for h in head {
+        let _ = write!(out, "<th>{}</th>", escape(h));
+    }
+    out.push_str("</tr>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", escape(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+fn is_deny(e: &pb::Entry) -> bool {
+    e.decision == pb::Decision::Deny as i32
+}
+
+/// Denies per UTC day as an inline SVG bar chart.
+fn denies_chart(out: &mut String, period: &[&Read]) {
+    let mut per_day: BTreeMap<String, u64> = BTreeMap::new();
+    for r in period.iter().filter(|r| is_deny(&r.entry)) {
+        let day: String = time_text(r.entry.time_unix_nanos).chars().take(10).collect();
+        *per_day.entry(day).or_default() += 1;
+    }
+    if per_day.is_empty() {
+        out.push_str("<p class=\"muted\">No denies in the period.</p>\n");
+        return;
+    }
+    let max = per_day.values().copied().max().unwrap_or(1).max(1);
+    let (bar, gap, height) = (28u64, 8u64, 160u64);
+    let width = per_day.len() as u64 * (bar + gap) + gap;
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"Denies per day\">",
+        height + 60
+    );
+    for (i, (day, n)) in per_day.iter().enumerate() {
+        let h = n * height / max;
+        let x = gap + i as u64 * (bar + gap);
+        let y = 20 + height - h;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{h}\" fill=\"#c0392b\"><title>{} {n}</title></rect>\
+<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{n}</text>\
+<text x=\"{}\" y=\"{}\" font-size=\"10\" transform=\"rotate(45 {} {})\">{}</text>",
+            escape(day),
+            x + bar / 2,
+            y.saturating_sub(4),
+            x + 4,
+            height + 34,
+            x + 4,
+            height + 34,
+            escape(&day[5.min(day.len())..])
+        );
+    }
+    out.push_str("</svg>\n");
+}
+
+/// The summary page.
+pub(super) fn summary(input: &Inputs<'_>) -> String {
+    let period = input.period;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
+<title>ledgerd evidence {} – {}</title><style>{STYLE}</style></head><body>\n\
+<h1>ledgerd evidence bundle</h1>\n<p>Period {} to {} (UTC): entries {} to {}, {} shown. \
+Every number here is derived from <code>events.csv</code>; check the bundle with \
+<code>ledgerctl verify-bundle</code> (see VERIFY.md) before relying on it.</p>\n",
+        escape(&time_text(input.from)),
+        escape(&time_text(input.to)),
+        escape(&time_text(input.from)),
+        escape(&time_text(input.to)),
+        input.first_seq,
+        input.last_seq,
+        period.len()
+    );
+
+    out.push_str("<h2>Decisions by agent</h2>\n");
+    let mut by_agent: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+    for r in period.iter().filter(|r| r.entry.kind == pb::Kind::Decision as i32) {
+        let counts = by_agent.entry(r.entry.agent.as_str()).or_default();
+        counts[if is_deny(&r.entry) {
+            1
+        } else if r.entry.decision == 0 {
+            2
+        } else {
+            0
+        }] += 1;
+    }
+    let rows: Vec<Vec<String>> = by_agent
+        .iter()
+        .map(|(a, c)| vec![(*a).to_string(), c[0].to_string(), c[1].to_string(), c[2].to_string()])
+        .collect();
+    table(&mut out, &["agent", "allow", "deny", "no decision"], &rows);
+
+    out.push_str("<h2>Denies per day</h2>\n");
+    denies_chart(&mut out, period);
+
+    let scored = period.iter().any(|r| r.entry.severity > 0);
+    let mut notable: Vec<&&Read> = if scored {
+        period.iter().filter(|r| r.entry.severity > 0).collect()
+    } else {
+        period.iter().filter(|r| is_deny(&r.entry) || !r.entry.flags.is_empty()).collect()
+    };
+    notable.sort_by(|a, b| b.entry.severity.cmp(&a.entry.severity).then(a.entry.seq.cmp(&b.entry.seq)));
+    let shown = notable.len().min(50);
+    if scored {
+        let _ = writeln!(out, "<h2>Highest-severity entries ({shown} of {})</h2>", notable.len());
+    } else {
+        let _ = writeln!(
+            out,
+            "<h2>Denies and flagged entries ({shown} of {})</h2>\n<p class=\"muted\">No entry of the period has been scored yet (severity 0).</p>",
+            notable.len()
+        );
+    }
+    let rows: Vec<Vec<String>> = notable[..shown]
+        .iter()
+        .map(|r| {
+            let e = &r.entry;
+            vec![
+                e.seq.to_string(),
+                time_text(e.time_unix_nanos),
+                e.severity.to_string(),
+                e.agent.clone(),
+                e.tool.clone(),
+                pb::Decision::name_of(e.decision).to_string(),
+                e.rule.clone(),
+                e.reason.clone(),
+                e.flags.join(", "),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["seq", "time", "severity", "agent", "tool", "decision", "rule", "reason", "flags"],
+        &rows,
+    );
+
+    out.push_str("<h2>Policy changes</h2>\n");
+    let rows: Vec<Vec<String>> = input
+        .policy_changes
+        .iter()
+        .map(|v| {
+            vec![
+                v.agent.clone(),
+                format!("v{}", v.version),
+                time_text(v.time_unix_nanos),
+                v.author.clone(),
+                v.approver.clone(),
+                v.reason.clone(),
+                v.hash.chars().take(16).collect(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("<p class=\"muted\">No policy changed in the period.</p>\n");
+    } else {
+        table(&mut out, &["agent", "version", "time", "author", "approver", "reason", "hash"], &rows);
+    }
+
+    out.push_str("<h2>Monitoring gaps</h2>\n");
+    let gaps: Vec<Vec<String>> = period
+        .iter()
+        .filter(|r| {
+            r.entry.kind == pb::Kind::DaemonStarted as i32 || r.entry.kind == pb::Kind::DaemonStopped as i32
+        })
+        .map(|r| {
+            let e = &r.entry;
+            vec![
+                e.seq.to_string(),
+                time_text(e.time_unix_nanos),
+                pb::Kind::name_of(e.kind).to_string(),
+                e.host.clone(),
+                e.details.clone(),
+            ]
+        })
+        .collect();
+    if gaps.is_empty() {
+        out.push_str("<p class=\"muted\">The daemon neither stopped nor started in the period.</p>\n");
+    } else {
+        out.push_str("<p>Between a <code>daemon_stopped</code> and the next <code>daemon_started</code> nothing was recorded.</p>\n");
+        table(&mut out, &["seq", "time", "kind", "host", "details"], &gaps);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// VERIFY.md: how to check the bundle, with the tool and by hand.
+pub(super) fn verify_md(vkey: &str) -> String {
+    format!(
+        "# Verifying this evidence bundle
+
+This bundle was exported from a ledgerd audit ledger. Do not trust it because of where
+you got it: check it. The checks need no network and no access to the ledger.
+
+## The key: compare it out of band
+
+`verifier.vkey` holds the key the bundle says it was signed with:
+
+    {vkey}
+
+Anyone who can edit the bundle can also replace that file with their own key and re-sign
+everything. So **obtain the ledger's verifier key separately** (from its operator, from
+your own earlier records, from a checkpoint you pinned) and pass it with `--key`. Without
+`--key` the tool only shows that the bundle is consistent with itself, and says so.
+
+## With the tool
+
+    ledgerctl verify-bundle THIS_DIR --key /path/to/trusted/verifier.vkey
+
+Exit 0: every check held. Exit 1: the named check failed. Exit 2: it could not run.
+
+## By hand (docs/FORMAT.md, \"Evidence bundle\", has every byte)
+
+1. `MANIFEST` is a signed note (C2SP signed-note, Ed25519) over the lines
+   `ledgerd evidence manifest v1`, the origin, then `<BLAKE3 hex>  <path>` for every other
+   file. Check its signature with the key, and every file's BLAKE3 (`b3sum`); no file may
+   be missing or extra.
+2. `checkpoint.note` is a signed C2SP checkpoint: origin, tree size, base64 root.
+3. `leaves.bin` is a sequence of (4-byte big-endian length, leaf bytes); each leaf is the
+   canonical protobuf `ledger.v1.Entry`, entries `start..end` of `proof.json`, in order.
+4. Rebuild the root: walk the RFC 9162 tree of `tree_size` leaves (BLAKE3, leaf hash
+   `BLAKE3(0x00 ‖ leaf)`, node hash `BLAKE3(0x01 ‖ left ‖ right)`); a subtree wholly outside
+   `start..end` takes the next hash of `proof.json`'s `hashes`, a leaf inside takes its
+   hash. The result must equal the checkpoint's root.
+5. The entries with `from_unix_nanos <= time < to_unix_nanos` are `first_seq..=last_seq`;
+   the leaf just before and just after them (when the log has one) lie outside the
+   period, which proves no entry at either end was left out.
+6. Every row of `events.csv` (after removing the one `'` put before a cell starting
+   with `= + - @`, tab or CR, possibly after other `'`) equals the fields of its leaf.
+
+`agents.csv`, `policy_changes.csv`, `policies/`, `access_review.csv` and `summary.html`
+are covered by the signed manifest; the policy changes themselves are `policy_changed`
+entries among the leaves.
+"
+    )
+}

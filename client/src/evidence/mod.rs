@@ -1,0 +1,326 @@
+//! Evidence bundles: one directory an auditor can check offline, without trusting the
+//! machine it came from (docs/FORMAT.md, "Evidence bundle").
+//!
+//! [`export`] asks a daemon for a contiguous range of entries, a fresh checkpoint, the
+//! registry and policies, and writes the bundle; [`verify`] checks a bundle with nothing but
+//! its files and a verifier key. This module holds what both sides must agree on: file
+//! names, the `leaves.bin` framing, the range proof and the `events.csv` row of an entry.
+
+use std::path::Path;
+
+use ledger_proto::manifest::ManifestFile;
+use ledger_proto::merkle::{self, Hash};
+use ledger_proto::pb;
+use serde::{Deserialize, Serialize};
+
+pub mod export;
+mod html;
+pub mod verify;
+
+/// The signed manifest (BLAKE3 of every other file).
+pub const MANIFEST: &str = "MANIFEST";
+/// The signed checkpoint covering the whole period.
+pub const CHECKPOINT: &str = "checkpoint.note";
+/// The canonical leaf bytes of every entry in the bundle's range.
+pub const LEAVES: &str = "leaves.bin";
+/// The range, the period and the hashes that tie the leaves to the checkpoint's root.
+pub const PROOF: &str = "proof.json";
+/// One row per entry in the period.
+pub const EVENTS: &str = "events.csv";
+/// The ledger's verifier key, as the daemon reported it.
+pub const VKEY: &str = "verifier.vkey";
+
+/// The `format` value of `proof.json`.
+pub const PROOF_FORMAT: &str = "ledgerd evidence proof v1";
+
+/// The columns of `events.csv`, in order: every field of the entry, then its leaf hash.
+pub const EVENT_COLUMNS: [&str; 25] = [
+    "seq",
+    "time",
+    "kind",
+    "agent",
+    "agent_id",
+    "session",
+    "action",
+    "tool",
+    "params",
+    "decision",
+    "rule",
+    "policy_version",
+    "reason",
+    "writer_uid",
+    "writer_gid",
+    "writer_pid",
+    "host",
+    "severity",
+    "flags",
+    "policy_check",
+    "shim_id",
+    "shim_seq",
+    "ref_seq",
+    "details",
+    "leaf_hash",
+];
+
+/// `proof.json`: which leaves the bundle holds and how they tie to the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofFile {
+    /// Always [`PROOF_FORMAT`].
+    pub format: String,
+    /// The checkpoint's tree size.
+    pub tree_size: u64,
+    /// `leaves.bin` holds leaves `start..end`.
+    pub start: u64,
+    pub end: u64,
+    /// The period asked for: `from <= time < to`, ns since the Unix epoch (UTC).
+    pub from_unix_nanos: i64,
+    pub to_unix_nanos: i64,
+    /// The first and last entry of the period (the leaves outside them are the witnesses
+    /// that nothing at either end was left out).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// `--agent` names that narrowed the CSV views (empty: all agents).
+    pub agents: Vec<String>,
+    /// The subtree hashes outside `start..end`, in the order [`rebuild_root`] takes them.
+    pub hashes: Vec<String>,
+}
+
+/// RFC 3339 UTC text of a time in ns, as `events.csv` writes it.
+pub fn time_text(ns: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
+}
+
+/// The `events.csv` row of an entry: every field, formatted as documented in
+/// docs/FORMAT.md, before formula neutralisation.
+pub fn event_row(e: &pb::Entry, leaf_hash: &Hash) -> Vec<String> {
+    let decision =
+        if e.decision == 0 { String::new() } else { pb::Decision::name_of(e.decision).to_string() };
+    vec![
+        e.seq.to_string(),
+        time_text(e.time_unix_nanos),
+        pb::Kind::name_of(e.kind).to_string(),
+        e.agent.clone(),
+        e.agent_id.clone(),
+        e.session.clone(),
+        e.action.clone(),
+        e.tool.clone(),
+        e.params.clone(),
+        decision,
+        e.rule.clone(),
+        e.policy_version.to_string(),
+        e.reason.clone(),
+        e.writer_uid.to_string(),
+        e.writer_gid.to_string(),
+        e.writer_pid.to_string(),
+        e.host.clone(),
+        e.severity.to_string(),
+        serde_json::Value::from(e.flags.clone()).to_string(),
+        e.policy_check.clone(),
+        e.shim_id.clone(),
+        e.shim_seq.to_string(),
+        e.ref_seq.map(|s| s.to_string()).unwrap_or_default(),
+        e.details.clone(),
+        crate::verify::hex(leaf_hash),
+    ]
+}
+
+/// Appends one leaf to `leaves.bin`: its length as u32 big-endian, then its bytes.
+pub fn frame_leaf(out: &mut Vec<u8>, leaf: &[u8]) -> Result<(), String> {
+    let len =
+        u32::try_from(leaf.len()).map_err(|_| format!("a leaf of {} bytes is too large", leaf.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(leaf);
+    Ok(())
+}
+
+/// Splits `leaves.bin` into leaves; the error says where the framing breaks.
+pub fn unframe_leaves(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut leaves = Vec::new();
+    let mut offset = 0usize;
+    while !bytes.is_empty() {
+        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+            return Err(format!("truncated length prefix at byte {offset}"));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(format!(
+                "leaf {} at byte {offset} claims {len} bytes, only {} remain (the file is truncated)",
+                leaves.len(),
+                rest.len()
+            ));
+        }
+        let (leaf, rest) = rest.split_at(len);
+        leaves.push(leaf);
+        bytes = rest;
+        offset += 4 + len;
+    }
+    Ok(leaves)
+}
+
+/// RFC 9162's split: the largest power of two smaller than `n` (for `n > 1`).
+fn split(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// The subtrees of the tree of `size` leaves that lie wholly outside `start..end` and whose
+/// parent overlaps it, in the order a left-to-right walk of the tree meets them: exactly
+/// the hashes that, with the range's leaves, rebuild the root.
+pub fn outside_subtrees(size: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
+    fn walk(lo: u64, hi: u64, start: u64, end: u64, out: &mut Vec<(u64, u64)>) {
+        if hi <= start || lo >= end {
+            out.push((lo, hi));
+        } else if hi - lo > 1 {
+            let k = split(hi - lo);
+            walk(lo, lo + k, start, end, out);
+            walk(lo + k, hi, start, end, out);
+        }
+    }
+    let mut out = Vec::new();
+    if size > 0 {
+        walk(0, size, start, end, &mut out);
+    }
+    out
+}
+
+/// The subtree ranges of an RFC 9162 inclusion path for leaf `m` in a tree of `size`,
+/// from the leaf up (the same order as the path's hashes).
+pub fn inclusion_ranges(m: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut lo, mut hi) = (0, size);
+    let mut stack = Vec::new();
+    while hi - lo > 1 {
+        let k = split(hi - lo);
+        if m < lo + k {
+            stack.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            stack.push((lo, lo + k));
+            lo += k;
+        }
+    }
+    while let Some(r) = stack.pop() {
+        out.push(r);
+    }
+    out
+}
+
+/// Rebuilds the root of a tree of `size` leaves from the leaf hashes of `start..end` and
+/// the hashes of [`outside_subtrees`], taken in order; every hash must be used.
+pub fn rebuild_root(size: u64, start: u64, leaves: &[Hash], outside: &[Hash]) -> Result<Hash, String> {
+    fn walk(
+        lo: u64,
+        hi: u64,
+        start: u64,
+        leaves: &[Hash],
+        outside: &mut std::slice::Iter<'_, Hash>,
+    ) -> Result<Hash, String> {
+        let end = start + leaves.len() as u64;
+        if hi <= start || lo >= end {
+            return outside.next().copied().ok_or_else(|| "proof.json has too few hashes".to_string());
+        }
+        if hi - lo == 1 {
+            return Ok(leaves[(lo - start) as usize]);
+        }
+        let k = split(hi - lo);
+        let left = walk(lo, lo + k, start, leaves, outside)?;
+        let right = walk(lo + k, hi, start, leaves, outside)?;
+        Ok(merkle::node_hash(&left, &right))
+    }
+    if leaves.is_empty() || size == 0 || start.checked_add(leaves.len() as u64).is_none_or(|end| end > size) {
+        return Err(format!("{} leaves from entry {start} do not fit in a tree of {size}", leaves.len()));
+    }
+    let mut iter = outside.iter();
+    let root = walk(0, size, start, leaves, &mut iter)?;
+    if iter.next().is_some() {
+        return Err("proof.json has more hashes than the tree needs".into());
+    }
+    Ok(root)
+}
+
+/// Every file of a bundle except the manifest, sorted, with its BLAKE3: what the manifest
+/// lists. Paths are `/`-separated and relative to `dir`.
+pub fn manifest_files(dir: &Path) -> Result<Vec<ManifestFile>, String> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<ManifestFile>) -> Result<(), String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|n| format!("{prefix}{}: file name is not UTF-8", n.to_string_lossy()))?;
+            let path = format!("{prefix}{name}");
+            let kind = entry.file_type().map_err(|e| format!("{path}: {e}"))?;
+            if kind.is_dir() {
+                walk(&entry.path(), &format!("{path}/"), out)?;
+            } else if kind.is_file() {
+                if path != MANIFEST {
+                    let bytes =
+                        std::fs::read(entry.path()).map_err(|e| format!("cannot read {path}: {e}"))?;
+                    out.push(ManifestFile { path, blake3: blake3::hash(&bytes).to_hex().to_string() });
+                }
+            } else {
+                return Err(format!("{path} is not a regular file or directory"));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_proofs_rebuild_every_root() {
+        for size in 1..40u64 {
+            let leaves: Vec<Hash> = (0..size).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+            let root = merkle::root_from_leaf_hashes(&leaves);
+            for start in 0..size {
+                for end in start + 1..=size {
+                    // The outside hashes come from the two inclusion paths, as export takes them.
+                    let mut known = std::collections::HashMap::new();
+                    for m in [start, end - 1] {
+                        for (lo, hi) in inclusion_ranges(m, size) {
+                            let sub = merkle::root_from_leaf_hashes(&leaves[lo as usize..hi as usize]);
+                            known.insert((lo, hi), sub);
+                        }
+                    }
+                    let outside: Vec<Hash> =
+                        outside_subtrees(size, start, end).iter().map(|r| known[r]).collect();
+                    let rebuilt = rebuild_root(size, start, &leaves[start as usize..end as usize], &outside);
+                    assert_eq!(rebuilt, Ok(root), "size {size} range {start}..{end}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn framing_round_trips_and_reports_truncation() {
+        let mut bytes = Vec::new();
+        frame_leaf(&mut bytes, b"abc").expect("frame");
+        frame_leaf(&mut bytes, b"").expect("frame");
+        assert_eq!(unframe_leaves(&bytes), Ok(vec![&b"abc"[..], &b""[..]]));
+        for cut in 1..bytes.len() {
+            if cut != 7 {
+                assert!(unframe_leaves(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+}
