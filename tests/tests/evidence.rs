@@ -210,6 +210,12 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
         let params = format!(r#"{{"cmd":"cat /etc/shadow #{i}"}}"#);
         decide(&daemon, "billing-bot", "shell.exec", &params, "deny", "<script>alert(1)</script> probing");
     }
+    // A restart inside the period: a monitoring gap the summary must show.
+    let mut daemon = daemon;
+    let _keep = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    assert!(daemon.stop(), "ledgerd stops cleanly");
+    let daemon = Daemon::start_in(&data_dir).expect("ledgerd restarts");
     decide(&daemon, "ops-bot", "db.query", r#"{"sql":"select 2"}"#, "allow", "@ops");
     let to = now();
     decide(&daemon, "billing-bot", "db.query", r#"{"sql":"select 3"}"#, "allow", "after the period");
@@ -237,12 +243,14 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
         assert!(bundle.join(file).is_file(), "{file} is missing");
     }
     let events = std::fs::read_to_string(bundle.join(EVENTS)).expect("events");
-    // 1 policy change + 19 decisions; header first; formula cells neutralised.
-    assert_eq!(events.lines().count(), 21, "{events}");
+    // 1 policy change + 19 decisions + stopped and started; header first; formula cells
+    // neutralised.
+    assert_eq!(events.lines().count(), 23, "{events}");
     assert!(events.contains(",'=SUM(A1),") && events.contains(",'-no shell,"), "{events}");
     assert!(!events.contains("before the period") && !events.contains("after the period"));
     let html = std::fs::read_to_string(bundle.join("summary.html")).expect("html");
     assert!(html.contains("<svg") && !html.contains("<script>") && html.contains("&lt;script&gt;"));
+    assert!(html.contains("daemon_stopped") && html.contains("daemon_started"), "monitoring gaps");
     assert!(!html.contains("http://") || !html.contains("src=\"http"), "nothing fetched");
 
     render_summary(&bundle.join("summary.html"), tmp.path());
@@ -251,6 +259,18 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
     assert!(ok(&good).starts_with("ok: "), "{}", stdout(&good));
     let own = daemon.ctl(&["verify-bundle", bundle.to_str().expect("utf-8")]);
     assert!(ok(&own).starts_with("ok: ") && stderr(&own).contains("NOT against a key obtained out of band"));
+
+    // --agent narrows the CSV views, never the leaves; the narrowed bundle verifies too.
+    let narrowed = tmp.path().join("ops-only");
+    let narrowed_str = narrowed.to_str().expect("utf-8");
+    ok(&daemon.ctl(&["evidence", "--from", &from, "--to", &to, "--agent", "ops-bot", "--out", narrowed_str]));
+    assert_eq!(std::fs::read(narrowed.join(LEAVES)).ok(), std::fs::read(bundle.join(LEAVES)).ok());
+    let mut reader = csv::Reader::from_path(narrowed.join(EVENTS)).expect("csv");
+    let agents: Vec<String> = reader.records().map(|r| r.expect("row")[3].to_string()).collect();
+    assert_eq!(agents, ["ops-bot", "ops-bot"]);
+    assert!(ok(&verify(&daemon, &narrowed, &key)).starts_with("ok: "));
+    let again = daemon.ctl(&["evidence", "--from", &from, "--to", &to, "--out", narrowed_str]);
+    assert_eq!(again.status.code(), Some(2), "a non-empty --out is refused: {}", stderr(&again));
 
     let case = |name: &str| {
         let dir = tmp.path().join(name);

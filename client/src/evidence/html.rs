@@ -40,6 +40,7 @@ pub(super) fn escape(text: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}\
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}\
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}\
+td{white-space:nowrap;max-width:30em;overflow:hidden;text-overflow:ellipsis}\
 th{background:#f3f3f3}td.n{text-align:right}.deny{color:#a00}.muted{color:#777}code{font-size:.9em}";
 
 fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
@@ -75,11 +76,12 @@ fn denies_chart(out: &mut String, period: &[&Read]) {
     }
     let max = per_day.values().copied().max().unwrap_or(1).max(1);
     let (bar, gap, height) = (28u64, 8u64, 160u64);
-    let width = per_day.len() as u64 * (bar + gap) + gap;
+    // Room on the right for the last day's slanted label.
+    let width = per_day.len() as u64 * (bar + gap) + gap + 70;
     let _ = writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"Denies per day\">",
-        height + 60
+        height + 90
     );
     for (i, (day, n)) in per_day.iter().enumerate() {
         let h = n * height / max;
@@ -97,7 +99,7 @@ fn denies_chart(out: &mut String, period: &[&Read]) {
             height + 34,
             x + 4,
             height + 34,
-            escape(&day[5.min(day.len())..])
+            escape(day)
         );
     }
     out.push_str("</svg>\n");
@@ -283,4 +285,15 @@ are covered by the signed manifest; the policy changes themselves are `policy_ch
 entries among the leaves.
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_leaves_no_markup() {
+        assert_eq!(
+            super::escape(r#"<script>alert("x&y")</script> 'q'"#),
+            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt; &#39;q&#39;"
+        );
+    }
 }
