@@ -19,6 +19,7 @@ pub mod log;
 pub mod projection;
 pub mod record;
 pub mod redact;
+pub mod scorer;
 pub mod server;
 pub mod store;
 pub mod tiles;
