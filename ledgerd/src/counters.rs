@@ -4,17 +4,21 @@
 //!
 //! Stored in the `counters` tree. Key: the hour (hours since the epoch, i64 big-endian with
 //! the sign bit flipped, so keys sort by time) ‖ a part number (u32 BE). Value: one part
-//! of that hour's counts (see [`encode`]): a commit adds to the hour's open (last) part,
-//! and rewrites only that value; a part that grows past [`PART_BYTES`] is closed and the
-//! next one started, so a commit never rewrites more than that, whatever the hour holds.
-//! Readers add up all parts of an hour. Each start of the writer opens a fresh part.
+//! of that hour's counts (see [`encode`]), for a run of consecutive entries. Readers add up
+//! all parts of an hour.
 //!
-//! The key `[0xff]` (shorter than every hour key) holds [`FORMAT`] ‖ the seq the counters
-//! are complete up to (u64 BE). It is written in the same batch as the parts, so the
-//! stored counts always cover exactly the entries below it: after a crash the log counts
-//! the entries past it again (`Log::open`), and with no marker (a data dir from before
-//! counters, a cleared tree, another format) it recounts the whole log. Like the agent
-//! index, the counters are a projection of the log.
+//! The writer keeps the open part in memory and writes it once, when it closes: when the
+//! next entry falls in a later hour, or the part has grown to [`PART_BYTES`] or counted
+//! [`PART_ENTRIES`] entries. Most commits therefore write nothing here; one per hour (or
+//! per 65,536 entries) writes a closed part. The key `[0xff]` (shorter than every hour
+//! key) holds [`FORMAT`] ‖ the seq of the first entry not in any stored part (u64 BE),
+//! written in the same batch as the parts it follows: the stored parts always count
+//! exactly the entries below it. Those past it (the open part's, at most an hour or
+//! [`PART_ENTRIES`] of them, plus whatever a crash cut off) are counted again from the log
+//! when the log opens. Queries never read the hour of the marker or later ones (see
+//! `engine`). With no marker (a data dir from before counters, a cleared tree, another
+//! format) the whole log is counted again. Like the agent index, the counters are a
+//! projection of the log.
 
 use std::collections::HashMap;
 
@@ -28,8 +32,9 @@ pub const FORMAT: u8 = 1;
 /// A part is closed once its encoding would pass this size (sled keeps values under a
 /// quarter of its 1 MiB segments in its log, which [`crate::store::Syncer`] syncs).
 pub const PART_BYTES: usize = 64 * 1024;
-/// Entries counted between two batches while catching up after a crash or rebuilding.
-const CATCH_UP_BATCH: u64 = 65_536;
+/// A part is closed once it has counted this many entries, which bounds what the log
+/// counts again when it opens.
+pub const PART_ENTRIES: u64 = 65_536;
 
 const END_KEY: &[u8] = &[0xff];
 const KEY_LEN: usize = 12;
@@ -73,26 +78,32 @@ struct Cell {
 struct Part {
     hour: i64,
     part: u32,
+    /// The seq of its first entry, and how many it has counted.
+    first: u64,
+    entries: u64,
     strings: Vec<String>,
     ids: HashMap<String, u32>,
     cells: HashMap<Cell, u64>,
     /// About what the encoding takes.
     bytes: usize,
-    /// Changed since the last batch.
-    dirty: bool,
 }
 
 impl Part {
-    fn new(hour: i64, part: u32) -> Part {
+    fn new(hour: i64, part: u32, first: u64) -> Part {
         Part {
             hour,
             part,
+            first,
+            entries: 0,
             strings: Vec::new(),
             ids: HashMap::new(),
             cells: HashMap::new(),
             bytes: 16,
-            dirty: false,
         }
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= PART_BYTES || self.entries >= PART_ENTRIES
     }
 
     fn id(&mut self, s: &str) -> u32 {
@@ -251,8 +262,9 @@ impl<'a> PartView<'a> {
     }
 }
 
-/// The seq the stored counters are complete up to; `None` when there are none in this
-/// format (never built, cleared, or another format): then they must be rebuilt.
+/// The seq of the first entry that no stored part counts; `None` when there are no
+/// counters in this format (never built, cleared, or another format): then they must be
+/// rebuilt.
 pub fn counted_end(tree: &sled::Tree) -> Result<Option<u64>, sled::Error> {
     Ok(tree.get(END_KEY)?.and_then(|v| match v.as_ref() {
         [FORMAT, end @ ..] => end.try_into().ok().map(u64::from_be_bytes),
@@ -272,7 +284,7 @@ pub fn parts(
     })
 }
 
-/// Pending counter updates, owned by the writer (see the module docs).
+/// The writer's counts not yet stored (see the module docs).
 #[derive(Debug, Default)]
 pub struct Counters {
     open: Option<Part>,
@@ -281,11 +293,13 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts one entry. Entries must come in seq order; their times never decrease
-    /// (an hour left is never written again in practice, but would get a new part if it were).
+    /// Counts entry `seq`. Entries must come in seq order, with times that never decrease
+    /// (an hour left is never counted again in practice, but would get a new part if it were).
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         tree: &sled::Tree,
+        seq: u64,
         time: i64,
         kind: i32,
         agent: &str,
@@ -293,8 +307,8 @@ impl Counters {
         decision: i32,
     ) -> Result<(), sled::Error> {
         let hour = hour_of(time);
-        if !matches!(&self.open, Some(p) if p.hour == hour && p.bytes < PART_BYTES) {
-            self.open_part(tree, hour)?;
+        if !matches!(&self.open, Some(p) if p.hour == hour && !p.is_full()) {
+            self.open_part(tree, hour, seq)?;
         }
         let Some(part) = self.open.as_mut() else { return Ok(()) };
         let cell = Cell { kind, decision, agent: part.id(agent), tool: part.id(tool) };
@@ -303,15 +317,15 @@ impl Counters {
             0
         });
         *n += 1;
-        part.dirty = true;
+        part.entries += 1;
         Ok(())
     }
 
-    /// Closes the open part and opens the next part of `hour`.
-    fn open_part(&mut self, tree: &sled::Tree, hour: i64) -> Result<(), sled::Error> {
+    /// Closes the open part and opens the next part of `hour`, starting at `seq`.
+    fn open_part(&mut self, tree: &sled::Tree, hour: i64, seq: u64) -> Result<(), sled::Error> {
         let mut next = None;
         if let Some(old) = self.open.take() {
-            if old.dirty {
+            if old.entries > 0 {
                 self.closed.push((key(old.hour, old.part), old.encode()));
             }
             if old.hour == hour {
@@ -329,31 +343,33 @@ impl Counters {
                 pending.map(|(_, p)| p).chain(stored).max().map_or(0, |p| p + 1)
             }
         };
-        self.open = Some(Part::new(hour, part));
+        self.open = Some(Part::new(hour, part, seq));
         Ok(())
     }
 
-    /// The writes of this commit: closed parts, the open part if it changed, and the new
-    /// end marker. Apply it as one batch.
-    pub fn take_batch(&mut self, end: u64) -> sled::Batch {
+    /// The writes owed after counting the entries below `end`: the parts closed since the
+    /// last batch and the new marker, as one batch; `None` when no part closed (unless
+    /// `always`, which writes the marker anyway).
+    pub fn take_batch(&mut self, end: u64, always: bool) -> Option<sled::Batch> {
+        if self.closed.is_empty() && !always {
+            return None;
+        }
         let mut batch = sled::Batch::default();
         for (k, v) in self.closed.drain(..) {
             batch.insert(&k, v);
         }
-        if let Some(p) = self.open.as_mut().filter(|p| p.dirty) {
-            batch.insert(&key(p.hour, p.part), p.encode());
-            p.dirty = false;
-        }
+        let first_unstored = self.open.as_ref().map_or(end, |p| p.first);
         let mut marker = [0u8; 9];
         marker[0] = FORMAT;
-        marker[1..].copy_from_slice(&end.to_be_bytes());
+        marker[1..].copy_from_slice(&first_unstored.to_be_bytes());
         batch.insert(END_KEY, &marker);
-        batch
+        Some(batch)
     }
 }
 
-/// Counts the stored entries `from..to` into `counters` and writes them (batch by batch,
-/// each ending with its marker). Returns the number of entries counted. Does not sync.
+/// Counts the stored entries `from..to` into `counters` and writes the parts that close
+/// (with their marker; the marker always at the end). Returns the number of entries
+/// counted. Does not sync.
 pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> Result<u64, StoreError> {
     let tree = &store.counters;
     let mut counted = 0;
@@ -363,6 +379,7 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
         record::with_archived(&bytes, |r| {
             counters.add(
                 tree,
+                seq,
                 r.time_unix_nanos.to_native(),
                 r.kind.to_native(),
                 r.agent.as_str(),
@@ -372,11 +389,13 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
         })
         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })??;
         counted += 1;
-        if counted % CATCH_UP_BATCH == 0 {
-            tree.apply_batch(counters.take_batch(seq + 1))?;
+        if let Some(batch) = counters.take_batch(seq + 1, false) {
+            tree.apply_batch(batch)?;
         }
     }
-    tree.apply_batch(counters.take_batch(to))?;
+    if let Some(batch) = counters.take_batch(to, true) {
+        tree.apply_batch(batch)?;
+    }
     Ok(counted)
 }
 
@@ -436,40 +455,61 @@ mod tests {
     }
 
     #[test]
-    fn counts_add_up_across_parts_batches_and_restarts() {
+    fn stored_parts_count_exactly_the_entries_below_the_marker() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
         let tree = db.open_tree("counters").expect("tree");
-        let mut expected: HashMap<(i64, i32, String, String, i32), u64> = HashMap::new();
+        type Key = (i64, i32, String, String, i32);
+        let mut log: Vec<Key> = Vec::new();
+        let expected_below = |log: &[Key], end: u64| {
+            let mut out: HashMap<Key, u64> = HashMap::new();
+            for k in &log[..end as usize] {
+                *out.entry(k.clone()).or_default() += 1;
+            }
+            out
+        };
         let mut counters = Counters::default();
         let mut time = 5 * HOUR_NS - 7;
-        let mut seq = 0u64;
+        let (mut writes, mut seq) = (0, 0u64);
         for round in 0..3 {
-            for i in 0..20_000u64 {
-                // Many distinct tools in hour 6: its parts fill up and split.
-                time += (i % 3) as i64 * 1_000_000_000;
+            for i in 0..100_000u64 {
+                // Many distinct tools in hour 6 fill parts by size; hour 20 is long enough
+                // to fill one by entries.
+                time += if hour_of(time) == 20 { 10_000_000 } else { (i % 3) as i64 * 1_000_000_000 };
                 let agent = format!("agent-{}", i % 7);
                 let tool = if hour_of(time) == 6 { format!("tool-{i}") } else { "t".into() };
                 let (kind, decision) = ((i % 3) as i32, (i % 2) as i32 + 1);
-                counters.add(&tree, time, kind, &agent, &tool, decision).expect("add");
-                *expected.entry((hour_of(time), kind, agent, tool, decision)).or_default() += 1;
+                counters.add(&tree, seq, time, kind, &agent, &tool, decision).expect("add");
+                log.push((hour_of(time), kind, agent, tool, decision));
                 seq += 1;
-                if i % 777 == 0 {
-                    tree.apply_batch(counters.take_batch(seq)).expect("batch");
+                let batch = if i % 777 == 0 { counters.take_batch(seq, false) } else { None };
+                if let Some(batch) = batch {
+                    tree.apply_batch(batch).expect("batch");
+                    writes += 1;
                 }
             }
-            tree.apply_batch(counters.take_batch(seq)).expect("batch");
-            assert_eq!(counted_end(&tree).expect("marker"), Some(seq));
-            assert_eq!(sum(&tree, i64::MIN / HOUR_NS, i64::MAX / HOUR_NS), expected, "round {round}");
-            // A restart: a fresh writer continues in new parts.
+            if let Some(batch) = counters.take_batch(seq, true) {
+                tree.apply_batch(batch).expect("batch");
+            }
+            let end = counted_end(&tree).expect("marker").expect("a marker");
+            assert!(end <= seq && seq - end <= PART_ENTRIES, "the open part is at most one part behind");
+            assert_eq!(
+                sum(&tree, i64::MIN / HOUR_NS, i64::MAX / HOUR_NS),
+                expected_below(&log, end),
+                "round {round}"
+            );
+            // A restart: a fresh writer counts the entries past the marker again, into new parts.
             counters = Counters::default();
+            seq = end;
+            log.truncate(end as usize);
         }
-        let parts_of_6 = tree.scan_prefix(hour_prefix(6)).count();
-        assert!(parts_of_6 >= 2, "hour 6 should have split into parts ({parts_of_6})");
+        assert!(writes < 200, "parts are written when they close, not at every batch ({writes} writes)");
+        let parts_of = |h: i64| tree.scan_prefix(hour_prefix(h)).count();
+        assert!(parts_of(6) >= 2 && parts_of(20) >= 2, "hours 6 and 20 should have split into parts");
         // Only hours in range are read.
-        let seventeen = sum(&tree, 17, 18);
-        assert!(!seventeen.is_empty() && seventeen.keys().all(|k| k.0 == 17));
-        assert!(sum(&tree, 17, 17).is_empty() && sum(&tree, 17, 3).is_empty());
+        let seven = sum(&tree, 7, 8);
+        assert!(!seven.is_empty() && seven.keys().all(|k| k.0 == 7));
+        assert!(sum(&tree, 7, 7).is_empty() && sum(&tree, 7, 3).is_empty());
         clear(&tree).expect("clear");
         assert_eq!((counted_end(&tree).expect("marker"), tree.len()), (None, 0));
     }

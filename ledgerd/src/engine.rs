@@ -13,9 +13,11 @@
 //! summed per combination of the values the query reads (and per hour when it reads the
 //! hour), and each sum is fed to the pipeline as one record weighted by it
 //! ([`ledger_query::Pipeline::push_weighted`]). The partial hours at the edges of the
-//! range, and the last hour of the log (which may still grow), are scanned as usual. When
-//! in doubt (counters behind the log or damaged, a time zone whose offset is not whole
-//! hours over the hours counted) the query is scanned.
+//! range, and the hours the counters do not hold yet (the last hour of the log, which may
+//! still grow, and is kept in memory by the writer), are scanned as usual. When
+//! in doubt (counters behind the log, damaged, or not adding up to the number of entries
+//! in the hours counted; a time zone whose offset is not whole hours over those hours) the
+//! query is scanned.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -150,8 +152,7 @@ pub fn run(
     let hi = hi.max(lo);
     let mut stats = Stats { range: (lo, hi), counted: (lo, lo), ..Stats::default() };
     let mut ranges = [(lo, hi), (hi, hi)];
-    let counted =
-        if lo < hi { from_counters(store, size, query, ctx, (lo, hi), &mut pipeline)? } else { None };
+    let counted = if lo < hi { from_counters(store, size, query, ctx, lo, &mut pipeline)? } else { None };
     if let Some(Counted { seqs, cells }) = counted {
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
@@ -272,30 +273,28 @@ struct Counted {
     cells: u64,
 }
 
-/// Feeds `pipeline` the whole hours of the seq range `lo..hi` from the hourly counters, if
-/// the query and the counters allow it (see the module docs), or returns `None` when the
-/// query must be scanned (the pipeline is then as it was).
+/// Feeds `pipeline` the whole hours of the query's range (from seq `lo` on) from the
+/// hourly counters, if the query and the counters allow it (see the module docs), or
+/// returns `None` when the query must be scanned (the pipeline is then as it was).
 fn from_counters(
     store: &Store,
     size: u64,
     query: &Query,
     ctx: &Context,
-    (lo, hi): (u64, u64),
+    lo: u64,
     pipeline: &mut Pipeline,
 ) -> Result<Option<Counted>, StoreError> {
     let Some(shape) = query.count_shape(COUNTED) else { return Ok(None) };
-    // Counters that do not cover the whole log may miss entries of any hour.
-    if counters::counted_end(&store.counters)?.is_none_or(|end| end < size) {
-        return Ok(None);
-    }
+    let Some(stored) = counters::counted_end(&store.counters)? else { return Ok(None) };
     // Whole hours inside the query's time range, from the first entry in it, and before
-    // the hour of the last entry: that hour may still grow, and its counters may already
-    // hold entries past `size`. Times never decrease along seq, so no entry of an earlier
-    // hour lies past `size`.
+    // the hour of entry `min(stored, size - 1)`: the stored parts count exactly the entries
+    // below `stored`, and times never decrease along seq, so an earlier hour holds neither
+    // an entry they miss nor one past `size` (which they may already count).
     let (from, to) = query.time_range(ctx).unwrap_or((i64::MIN, i64::MAX));
     let first_hour = from.div_euclid(HOUR_NS) + i64::from(from.rem_euclid(HOUR_NS) != 0);
     let h_lo = first_hour.max(counters::hour_of(entry_time(store, size, lo)?));
-    let h_hi = to.div_euclid(HOUR_NS).min(counters::hour_of(entry_time(store, size, hi - 1)?));
+    let edge = counters::hour_of(entry_time(store, size, stored.min(size - 1))?);
+    let h_hi = to.div_euclid(HOUR_NS).min(edge);
     if h_lo >= h_hi {
         return Ok(None);
     }
@@ -311,9 +310,11 @@ fn from_counters(
     // Summed per hour when the query reads the hour (and fed hour by hour), else over all.
     let mut sums = Sums::default();
     let (mut local, mut wanted) = (Vec::new(), Vec::new());
-    let mut cells = 0u64;
+    let (mut cells, mut total) = (0u64, 0u64);
     let mut current = None;
     let mut fed = false;
+    let seqs =
+        (first_at_or_after(store, size, h_lo * HOUR_NS)?, first_at_or_after(store, size, h_hi * HOUR_NS)?);
     // Giving up after some hours were fed: start the pipeline over for the scan.
     let give_up = |pipeline: &mut Pipeline, fed: bool| {
         if fed {
@@ -356,6 +357,7 @@ fn from_counters(
         let mut read = 0;
         for c in part.cells() {
             read += 1;
+            total = total.saturating_add(c.count);
             if !wanted[c.agent as usize] {
                 continue;
             }
@@ -377,9 +379,17 @@ fn from_counters(
         }
         cells += read as u64;
     }
+    // The counts must add up to the entries those hours hold (a cheap check against parts
+    // gone missing).
+    if total != seqs.1 - seqs.0 {
+        tracing::warn!(
+            counted = total,
+            entries = seqs.1 - seqs.0,
+            "hourly counters do not match the log; scanning instead (run `ledgerd --rebuild-projections`)"
+        );
+        return give_up(pipeline, fed);
+    }
     feed(&mut sums, &names, pipeline);
-    let seqs =
-        (first_at_or_after(store, size, h_lo * HOUR_NS)?, first_at_or_after(store, size, h_hi * HOUR_NS)?);
     Ok(Some(Counted { seqs, cells }))
 }
 

@@ -119,8 +119,9 @@ pub struct Recovery {
     pub reindexed: u64,
     /// Admin entries replayed into the registry and policy projections.
     pub reprojected: u64,
-    /// Entries counted into the hourly counters because they lagged the log (all of them
-    /// when the counters were missing).
+    /// Entries counted into the hourly counters again: those of the part that was still
+    /// open (never stored), those a crash cut off, or all of them when the counters were
+    /// missing.
     pub recounted: u64,
 }
 
@@ -192,8 +193,9 @@ impl Log {
             log.store.sync(&mut log.syncer)?;
             recovery.reindexed = log.size() - indexed;
         }
-        // The hourly counters carry their own marker (written with them): count what it
-        // does not cover yet, or everything when there is none.
+        // The hourly counters carry their own marker (written with them): count again
+        // what it does not cover (the part that was open, and what a crash cut off), or
+        // everything when there is none.
         recovery.recounted = match counters::counted_end(&log.store.counters).map_err(StoreError::from)? {
             Some(end) if end == log.size() => 0,
             Some(end) if end < log.size() => log.count_entries(end)?,
@@ -367,7 +369,7 @@ impl Log {
                 batch.insert(&seq.to_be_bytes(), bytes.as_slice());
                 self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
                 self.counters
-                    .add(&self.store.counters, time, kind, &agent, &tool, decision)
+                    .add(&self.store.counters, seq, time, kind, &agent, &tool, decision)
                     .map_err(StoreError::from)?;
                 let tiles = &mut self.tiles;
                 self.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
@@ -386,8 +388,10 @@ impl Log {
             self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
             self.state = state;
         }
-        // The hourly counters, with their own end marker.
-        self.store.counters.apply_batch(self.counters.take_batch(self.size())).map_err(StoreError::from)?;
+        // The hourly counters, when a part closed (about once an hour), with their marker.
+        if let Some(batch) = self.counters.take_batch(self.size(), false) {
+            self.store.counters.apply_batch(batch).map_err(StoreError::from)?;
+        }
         // Last: its end marker covers the agent index and the projections above, so after
         // a crash it never claims more than the trees hold.
         self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;

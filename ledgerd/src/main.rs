@@ -71,27 +71,37 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     }
     if args.rebuild_projections {
         let n = ledgerd::daemon::rebuild_projections(&config)?;
-        println!("rebuilt the registry and policies from {n} admin entries, and the agent index");
+        println!(
+            "rebuilt the registry and policies from {n} admin entries, the agent index and the hourly counters"
+        );
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(ledgerd::run(config, shutdown_signal(), |ready| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{ready}");
-        let _ = out.flush();
-    }))
+    runtime.block_on(async {
+        // Installed before anything else happens: a SIGTERM that arrives as soon as the
+        // ready line is out must start a clean shutdown, not kill the process outright.
+        let shutdown = shutdown_signal()?;
+        ledgerd::run(config, shutdown, |ready| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{ready}");
+            let _ = out.flush();
+        })
+        .await
+    })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, and returns a future that resolves on
+/// either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop ledgerd with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("cannot handle SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }
