@@ -380,7 +380,7 @@ async fn the_daemon_checks_documents_itself() {
         reason: "r".into(),
         ..Default::default()
     };
-    let status = client.admin().set_policy(request).await.err().expect("refused");
+    let status = client.admin().set_policy(request).await.expect_err("refused");
     assert_eq!(status.code(), tonic_code_invalid());
     let errors = ledger_query::policy::PolicyErrors::from_json_str(
         std::str::from_utf8(status.details()).expect("utf-8"),
