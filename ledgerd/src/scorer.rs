@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use ledger_proto::pb::{self, Decision, Kind};
+use ledger_query::glob_to_regex;
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -526,43 +527,6 @@ impl Baseline {
         let n = self.denies.len() as u32;
         (n >= config.deny_burst.count).then_some(n)
     }
-}
-
-/// Translates a glob into an anchored regex, with the rules of `ledger_query`'s globs:
-/// `*` within a segment (not `/`), `**` across segments (`/**/` also matches one `/`),
-/// `?` one character other than `/`, `\` makes the next character literal.
-fn glob_to_regex(glob: &str) -> String {
-    let chars: Vec<char> = glob.chars().collect();
-    let mut re = String::from("^");
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                i += 2;
-                while chars.get(i) == Some(&'*') {
-                    i += 1;
-                }
-                if re.ends_with('/') && chars.get(i) == Some(&'/') {
-                    re.push_str("(?:.*/)?");
-                    i += 1;
-                } else {
-                    re.push_str(".*");
-                }
-                continue;
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '\\' => {
-                i += 1;
-                let c = chars.get(i).copied().unwrap_or('\\');
-                re.push_str(&regex::escape(&c.to_string()));
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-        i += 1;
-    }
-    re.push('$');
-    re
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ pub use output::{
     CsvWriter, format_value, neutralise, unneutralise, write_csv, write_json_lines, write_json_rows,
     write_table,
 };
+pub use pattern::glob_to_regex;
 pub use pipeline::{Pipeline, ResultSet};
 pub use record::Record;
 pub use time::Context;

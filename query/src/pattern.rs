@@ -52,7 +52,7 @@ fn describe(e: &regex::Error) -> String {
 /// - `?` matches one character other than `/`;
 /// - `\` makes the next character literal;
 /// - every other character, `.` included, matches itself.
-pub(crate) fn glob_to_regex(glob: &str) -> String {
+pub fn glob_to_regex(glob: &str) -> String {
     let chars: Vec<char> = glob.chars().collect();
     let mut re = String::from("^");
     let mut i = 0;
