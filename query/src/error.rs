@@ -190,33 +190,17 @@ impl QueryError {
     /// `query` must be the text the error was found in; a client that received the error
     /// as JSON renders it with the text it sent.
     pub fn render(&self, query: &str) -> String {
-        let line_no = self.line.to_string();
-        let pad = " ".repeat(line_no.len());
-        let line_text = query.split('\n').nth(self.line.saturating_sub(1)).unwrap_or("");
-        let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
-        // Indent the carets with the same whitespace as the text (tabs stay tabs).
-        let indent: String = line_text
-            .chars()
-            .take(self.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
-        let span_chars = query
-            .get(self.start..self.end)
-            .map(|s| s.split('\n').next().unwrap_or("").chars().count())
-            .unwrap_or(0);
-        let carets = "^".repeat(span_chars.max(1));
-        let mut out = format!(
-            "error[{}]: {}\n{pad}--> query:{}:{}\n{pad} |\n{line_no} | {line_text}\n{pad} | {indent}{carets}",
-            self.code, self.message, self.line, self.col
-        );
-        if !self.label.is_empty() {
-            out.push(' ');
-            out.push_str(&self.label);
+        Snippet {
+            source: "query",
+            code: self.code.as_str(),
+            message: &self.message,
+            label: &self.label,
+            help: self.help.as_deref(),
+            line: self.line,
+            col: self.col,
+            span: self.start..self.end,
         }
-        if let Some(help) = &self.help {
-            out.push_str(&format!("\n{pad} |\n{pad} = help: {help}"));
-        }
-        out
+        .render(query)
     }
 
     /// The error as a JSON object:
@@ -344,6 +328,56 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+/// One positioned error, rustc style, as both the query and the policy errors render it:
+/// the header with the code, `--> SOURCE:LINE:COL`, the line, carets under the whole span
+/// (indented with the line's own tabs), the label, and an optional help line.
+pub(crate) struct Snippet<'a> {
+    /// What the text is called in the `-->` line (`query`, `policy`).
+    pub source: &'a str,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub label: &'a str,
+    pub help: Option<&'a str>,
+    /// From 1.
+    pub line: usize,
+    /// From 1, in characters.
+    pub col: usize,
+    /// Byte span in the text.
+    pub span: std::ops::Range<usize>,
+}
+
+impl Snippet<'_> {
+    pub(crate) fn render(&self, text: &str) -> String {
+        let line_no = self.line.to_string();
+        let pad = " ".repeat(line_no.len());
+        let line_text = text.split('\n').nth(self.line.saturating_sub(1)).unwrap_or("");
+        let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
+        // Indent the carets with the same whitespace as the text (tabs stay tabs).
+        let indent: String = line_text
+            .chars()
+            .take(self.col.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let span_chars = text
+            .get(self.span.clone())
+            .map(|s| s.split('\n').next().unwrap_or("").trim_end_matches('\r').chars().count())
+            .unwrap_or(0);
+        let carets = "^".repeat(span_chars.max(1));
+        let mut out = format!(
+            "error[{}]: {}\n{pad}--> {}:{}:{}\n{pad} |\n{line_no} | {line_text}\n{pad} | {indent}{carets}",
+            self.code, self.message, self.source, self.line, self.col
+        );
+        if !self.label.is_empty() {
+            out.push(' ');
+            out.push_str(self.label);
+        }
+        if let Some(help) = self.help {
+            out.push_str(&format!("\n{pad} |\n{pad} = help: {help}"));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -201,33 +201,17 @@ impl PolicyError {
             }
             return out;
         }
-        let line_no = self.line.to_string();
-        let pad = " ".repeat(line_no.len());
-        let line_text = text.split('\n').nth(self.line - 1).unwrap_or("");
-        let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
-        // Indent the carets with the same whitespace as the text (tabs stay tabs).
-        let indent: String = line_text
-            .chars()
-            .take(self.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
-        let span_chars = text
-            .get(self.start..self.end)
-            .map(|s| s.split('\n').next().unwrap_or("").trim_end_matches('\r').chars().count())
-            .unwrap_or(0);
-        let carets = "^".repeat(span_chars.max(1));
-        let mut out = format!(
-            "error[{}]: {}\n{pad}--> policy:{}:{}\n{pad} |\n{line_no} | {line_text}\n{pad} | {indent}{carets}",
-            self.code, self.message, self.line, self.col
-        );
-        if !self.label.is_empty() {
-            out.push(' ');
-            out.push_str(&self.label);
+        crate::error::Snippet {
+            source: "policy",
+            code: self.code.as_str(),
+            message: &self.message,
+            label: &self.label,
+            help: self.help.as_deref(),
+            line: self.line,
+            col: self.col,
+            span: self.start..self.end,
         }
-        if let Some(help) = &self.help {
-            out.push_str(&format!("\n{pad} |\n{pad} = help: {help}"));
-        }
-        out
+        .render(text)
     }
 
     /// The error as a JSON object, with the members of a query error:
