@@ -43,10 +43,7 @@ pub enum Failure {
     Malformed(String),
 }
 
-/// Lowercase hex, for messages and output.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use ledger_proto::hex;
 
 /// Verifies a signed note and parses its checkpoint.
 pub fn checkpoint(verifier: &NoteVerifier, note: &str) -> Result<Checkpoint, Failure> {

@@ -482,10 +482,7 @@ fn tiles_leaf_count(store: &Store) -> Result<u64, StoreError> {
     })
 }
 
-/// Lowercase hex of a hash, for messages.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use ledger_proto::hex;
 
 /// RFC 3339 UTC time with second precision for nanoseconds since the epoch.
 pub fn rfc3339(unix_nanos: i64) -> String {

@@ -169,9 +169,15 @@ impl Store {
             let upto = end.min((j + 1) * TILE_WIDTH);
             for s in seq..upto {
                 let at = (s % TILE_WIDTH) as usize * merkle::HASH_LEN;
-                let bytes = tile
-                    .get(at..at + merkle::HASH_LEN)
-                    .ok_or(StoreError::NoSuchEntry { seq: s, size: seq })?;
+                // A leaf hash missing below the durable size means the tree data is damaged.
+                let bytes = tile.get(at..at + merkle::HASH_LEN).ok_or(TileError::Missing {
+                    t: 0,
+                    j,
+                    have: tile.len() / merkle::HASH_LEN,
+                    need: (s % TILE_WIDTH) as usize + 1,
+                    level: 0,
+                    index: s,
+                })?;
                 let mut h = [0u8; merkle::HASH_LEN];
                 h.copy_from_slice(bytes);
                 out.push(h);

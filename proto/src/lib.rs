@@ -11,6 +11,11 @@ pub mod manifest;
 pub mod merkle;
 pub mod note;
 
+/// Lowercase hex of bytes (hashes, key IDs), as every message and output shows them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Generated code for the `ledger.v1` protobuf package.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
