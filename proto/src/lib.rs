@@ -26,7 +26,7 @@ pub mod pb {
 mod names {
     use crate::pb::{Decision, Kind};
 
-    const KINDS: [(Kind, &str); 11] = [
+    const KINDS: [(Kind, &str); 12] = [
         (Kind::Unspecified, "unspecified"),
         (Kind::Decision, "decision"),
         (Kind::Outcome, "outcome"),
@@ -38,6 +38,7 @@ mod names {
         (Kind::DaemonStopped, "daemon_stopped"),
         (Kind::KeyRotated, "key_rotated"),
         (Kind::AccessRefused, "access_refused"),
+        (Kind::ShimHeartbeat, "shim_heartbeat"),
     ];
 
     impl Kind {

@@ -47,6 +47,7 @@ pub const KINDS: &[&str] = &[
     "daemon_stopped",
     "key_rotated",
     "access_refused",
+    "shim_heartbeat",
 ];
 
 /// Values of the `decision` field.
