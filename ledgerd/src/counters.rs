@@ -373,10 +373,8 @@ impl Counters {
 pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> Result<u64, StoreError> {
     let tree = &store.counters;
     let mut counted = 0;
-    for item in store.entries.range(from.to_be_bytes()..to.to_be_bytes()) {
-        let (k, bytes) = item?;
-        let seq = crate::store::seq_from_key(&k).unwrap_or(0);
-        record::with_archived(&bytes, |r| {
+    store.scan(from, to, |seq, bytes| {
+        record::with_archived(bytes, |r| {
             counters.add(
                 tree,
                 seq,
@@ -392,7 +390,8 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
         if let Some(batch) = counters.take_batch(seq + 1, false) {
             tree.apply_batch(batch)?;
         }
-    }
+        Ok(true)
+    })?;
     if let Some(batch) = counters.take_batch(to, true) {
         tree.apply_batch(batch)?;
     }

@@ -157,17 +157,16 @@ pub fn run(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |bytes: &[u8], seq: u64, stats: &mut Stats| -> Result<bool, StoreError> {
-        record::with_archived(bytes, |a| pipeline.push(&View(a)))
-            .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+    let mut step = |a: &ArchivedRecord, stats: &mut Stats| -> bool {
+        pipeline.push(&View(a));
         stats.scanned += 1;
         if stats.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
             let rows = pipeline.take_rows();
             if !rows.is_empty() && !emit(rows) {
-                return Ok(false);
+                return false;
             }
         }
-        Ok(!pipeline.is_done())
+        !pipeline.is_done()
     };
     let agents = query.agents();
     'scan: for (lo, hi) in ranges {
@@ -177,22 +176,26 @@ pub fn run(
         match &agents {
             Some(agents) => {
                 stats.by_agent = true;
+                let mut reader = store.reader();
                 for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
-                    let bytes =
-                        store.entries.get(seq.to_be_bytes())?.ok_or(StoreError::NoSuchEntry { seq, size })?;
-                    if !step(&bytes, seq, &mut stats)? {
+                    let going = reader
+                        .with_record(seq, |a| step(a, &mut stats))?
+                        .ok_or(StoreError::NoSuchEntry { seq, size })?;
+                    if !going {
                         break 'scan;
                     }
                 }
             }
             None => {
-                for item in store.entries.range(lo.to_be_bytes()..hi.to_be_bytes()) {
-                    let (key, bytes) = item?;
-                    let seq = crate::store::seq_from_key(&key).unwrap_or(0);
-                    if !step(&bytes, seq, &mut stats)? {
-                        break 'scan;
-                    }
+                let mut going = true;
+                store.scan(lo, hi, |seq, bytes| {
+                    going = record::with_archived(bytes, |a| step(a, &mut stats))
+                        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                    Ok(going)
+                })?;
+                if !going {
+                    break 'scan;
                 }
             }
         }
@@ -407,9 +410,7 @@ fn steady(tz: &jiff::tz::TimeZone, hour: i64) -> bool {
 
 /// The time of entry `seq`.
 fn entry_time(store: &Store, size: u64, seq: u64) -> Result<i64, StoreError> {
-    let bytes = store.entries.get(seq.to_be_bytes())?.ok_or(StoreError::NoSuchEntry { seq, size })?;
-    record::with_archived(&bytes, |a| a.time_unix_nanos.to_native())
-        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })
+    store.with_record(seq, |a| a.time_unix_nanos.to_native())?.ok_or(StoreError::NoSuchEntry { seq, size })
 }
 
 /// The first seq below `size` whose time is at or after `t` (`size` if none): entry times

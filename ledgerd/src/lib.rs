@@ -3,12 +3,13 @@
 //! The path of an event, from socket to disk: [`server`] takes an RPC and checks the
 //! caller's role ([`auth`]), [`intake`] checks the entry and stamps who sent it, [`writer`]
 //! gathers waiting entries into one group commit, and [`log`] writes that batch to the
-//! [`store`] (entries and [`tiles`] of Merkle hashes), syncs it to disk, and only then
+//! [`store`] (entries in [`blocks`] and [`tiles`] of Merkle hashes), syncs it to disk, and only then
 //! acknowledges it. [`daemon`] ties it together.
 
 pub mod admin;
 pub mod agent_index;
 pub mod auth;
+pub mod blocks;
 pub mod config;
 pub mod counters;
 pub mod daemon;

@@ -21,9 +21,10 @@ use rkyv::util::AlignedVec;
 use std::sync::Arc;
 
 use crate::agent_index::AgentIndex;
+use crate::blocks::OpenBlock;
 use crate::counters::{self, Counters};
 use crate::projection::{Shared, State, is_admin_kind};
-use crate::record::{self, Record};
+use crate::record::{self, ArchivedRecord, Record};
 use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
 use crate::tiles::{TILE_WIDTH, TileWriter, tile_key};
 
@@ -89,6 +90,8 @@ pub struct Log {
     last_time: i64,
     /// Encoded entries of the commit in progress (kept for its capacity).
     scratch: Vec<Encoded>,
+    /// The newest entry block while it fills (see [`crate::blocks`]).
+    open_block: OpenBlock,
     index: AgentIndex,
     counters: Counters,
     /// The registry and policies, as of the last commit.
@@ -151,6 +154,7 @@ impl Log {
             last_checkpoint: None,
             last_time,
             scratch: Vec::new(),
+            open_block: OpenBlock::default(),
             index: AgentIndex::default(),
             counters: Counters::default(),
             state: State::default(),
@@ -161,8 +165,10 @@ impl Log {
         if entries_end > size {
             // A crash after the entries reached disk but before their tree hashes did.
             // They are whole entries (sled batches are atomic): take them into the tree.
+            let mut reader = log.store.reader();
             for seq in size..entries_end {
-                let entry = log.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
+                let entry =
+                    reader.with_record(seq, ArchivedRecord::to_entry)?.ok_or(LogError::Gap { seq })?;
                 let hash = leaf::entry_leaf_hash(&entry);
                 let tiles = &mut log.tiles;
                 log.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
@@ -172,6 +178,7 @@ impl Log {
             log.store.sync(&mut log.syncer)?;
             recovery.adopted = entries_end - size;
         }
+        log.open_block = log.store.open_block(log.size())?;
 
         // The agent index, registry and policies are projections of the log. One marker
         // (written last in every commit) says how far all three are complete; replay what
@@ -184,9 +191,10 @@ impl Log {
             log.state = State::load(&log.store)?;
         }
         if indexed < log.size() {
+            let mut reader = log.store.reader();
             for seq in indexed..log.size() {
-                let entry = log.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
-                log.index.add(&log.store.by_agent, &entry.agent, seq).map_err(StoreError::from)?;
+                let agent = reader.with_record(seq, |r| r.agent.to_string())?.ok_or(LogError::Gap { seq })?;
+                log.index.add(&log.store.by_agent, &agent, seq).map_err(StoreError::from)?;
             }
             recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
             log.store.by_agent.apply_batch(log.index.take_batch(log.size())).map_err(StoreError::from)?;
@@ -366,7 +374,7 @@ impl Log {
         for n in sizes {
             let mut group = Vec::with_capacity(n);
             for Encoded { seq, hash, bytes, agent, tool, kind, decision } in items.by_ref().take(n) {
-                batch.insert(&seq.to_be_bytes(), bytes.as_slice());
+                self.open_block.push(seq, bytes, &mut batch);
                 self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
                 self.counters
                     .add(&self.store.counters, seq, time, kind, &agent, &tool, decision)
@@ -379,9 +387,10 @@ impl Log {
         }
         drop(items);
         self.scratch = encoded;
+        self.open_block.write_partial(&mut batch);
         // Entries first, then their tree hashes: after a crash the entries are either all
         // there or all absent, and hashes missing for present entries are recomputed.
-        self.store.entries.apply_batch(batch).map_err(StoreError::from)?;
+        self.store.blocks.apply_batch(batch).map_err(StoreError::from)?;
         self.write_tiles()?;
         if let Some(state) = next_state {
             self.store.agents.apply_batch(agents_batch).map_err(StoreError::from)?;
@@ -589,14 +598,13 @@ mod tests {
         let (mut log, _) = open(dir.path(), &signer);
         log.append(vec![(0..20).map(entry).collect()], 5).expect("append");
         log.sign_checkpoint(false, 5).expect("checkpoint");
-        // What a crash between the entries batch and the tiles batch leaves behind.
+        // What a crash between the entries batch and the tiles batch leaves behind: the
+        // open block (16..20) rewritten with three more entries.
         for seq in 20..23u64 {
             let mut e = entry(seq);
             e.seq = seq;
-            let bytes = record::encode(&Record::from(e)).expect("encode");
-            log.store().entries.insert(seq.to_be_bytes(), bytes.as_slice()).expect("insert");
+            log.store().tamper(seq, Some(&e)).expect("write an entry with no tree hashes");
         }
-        log.store().entries.flush().expect("flush");
         drop(log);
         let (log, recovery) = open(dir.path(), &signer);
         assert_eq!((recovery.adopted, log.size()), (3, 23));

@@ -371,11 +371,16 @@ impl State {
         let mut replayed = 0;
         let mut agents = sled::Batch::default();
         let mut policies = sled::Batch::default();
+        let mut reader = store.reader();
         for seq in from..to {
-            let Some(entry) = store.entry(seq)? else { continue };
-            if !is_admin_kind(entry.kind) {
+            // Only admin entries are decoded in full.
+            let Some(kind) = reader.with_record(seq, |r| r.kind.to_native())? else { continue };
+            if !is_admin_kind(kind) {
                 continue;
             }
+            let Some(entry) = reader.with_record(seq, crate::record::ArchivedRecord::to_entry)? else {
+                continue;
+            };
             let already = match Kind::try_from(entry.kind) {
                 Ok(Kind::PolicyChanged) => self.policy_version(&entry.agent, entry.policy_version).is_some(),
                 _ => self.agents.get(&entry.agent).is_some_and(|h| h.iter().any(|a| a.changed_seq == seq)),

@@ -10,7 +10,9 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 /// Bumped whenever [`Record`]'s layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// 1: one entry per key in the tree `entries`; 2: entries in blocks in the tree `blocks`
+/// (see `crate::blocks`; format 1 is moved over on open).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One entry as it is kept on disk (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

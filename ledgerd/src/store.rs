@@ -1,7 +1,9 @@
 //! The sled database under `<data-dir>/store`: its trees, and the one durable write path.
 //!
 //! Trees:
-//! - `entries`: seq (u64 big-endian) → [`crate::record::Record`] as rkyv bytes;
+//! - `blocks`: the entries, in blocks of up to 16 (see [`crate::blocks`]): seq of the
+//!   block's first entry (u64 big-endian) → the block's [`crate::record::Record`]s as rkyv
+//!   bytes;
 //! - `tiles`: Merkle subtree hashes (see [`crate::tiles`]);
 //! - `checkpoints`: tree size ‖ signing time (both u64 big-endian) → signed note text;
 //! - `meta`: format version;
@@ -21,8 +23,10 @@ use std::path::{Path, PathBuf};
 
 use ledger_proto::merkle::{self, Hash, NodeSource};
 use ledger_proto::pb;
+use rkyv::util::AlignedVec;
 
-use crate::record::{self, FORMAT_VERSION};
+use crate::blocks::{self, Block};
+use crate::record::{self, ArchivedRecord, FORMAT_VERSION};
 use crate::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 
 /// sled's page cache size. sled's default is 1 GiB, far more than a ledger on an agent
@@ -74,7 +78,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    pub entries: sled::Tree,
+    /// The entries, in blocks: read them through [`Store::entry`], [`Store::scan`] and
+    /// [`EntryReader`]; only `Log::append` writes them.
+    pub blocks: sled::Tree,
     pub tiles: sled::Tree,
     pub checkpoints: sled::Tree,
     pub meta: sled::Tree,
@@ -96,7 +102,7 @@ impl Store {
             .flush_every_ms(None)
             .open()?;
         let store = Store {
-            entries: db.open_tree("entries")?,
+            blocks: db.open_tree("blocks")?,
             tiles: db.open_tree("tiles")?,
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("meta")?,
@@ -120,9 +126,52 @@ impl Store {
                 if found > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat { found });
                 }
+                if found < 2 {
+                    store.migrate_to_blocks()?;
+                }
             }
         }
         Ok(store)
+    }
+
+    /// Storage format 1 kept one entry per key in the tree `entries`; format 2 keeps them
+    /// in blocks. Copies every entry into `blocks` (records unchanged), syncs, and only
+    /// then records the new format and drops the old tree. A crash before that leaves
+    /// format 1 in place and the copy starts over on the next start.
+    fn migrate_to_blocks(&self) -> Result<(), StoreError> {
+        self.blocks.clear()?;
+        let old = self.db.open_tree("entries")?;
+        let mut open = blocks::OpenBlock::default();
+        let mut batch = sled::Batch::default();
+        let mut expected = 0u64;
+        for item in old.iter() {
+            let (key, value) = item?;
+            let seq =
+                seq_from_key(&key).ok_or(StoreError::BadMeta { key: "entries", detail: "bad key".into() })?;
+            if seq != expected {
+                return Err(StoreError::BadRecord {
+                    seq: expected,
+                    message: "missing from the format-1 entries".into(),
+                });
+            }
+            let mut record = AlignedVec::with_capacity(value.len());
+            record.extend_from_slice(&value);
+            open.push(seq, record, &mut batch);
+            expected += 1;
+            if expected.is_multiple_of(65_536) {
+                self.blocks.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        open.write_partial(&mut batch);
+        self.blocks.apply_batch(batch)?;
+        self.db.flush()?;
+        self.syncer()?.sync()?;
+        self.meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+        self.db.drop_tree("entries")?;
+        self.db.flush()?;
+        self.syncer()?.sync()?;
+        tracing::info!(entries = expected, "moved the entries to storage format 2 (blocks)");
+        Ok(())
     }
 
     /// The Merkle node source over the stored tiles.
@@ -133,20 +182,158 @@ impl Store {
     /// One past the highest seq stored (the tree may be shorter after a crash; see
     /// `Log::open`).
     pub fn entries_end(&self) -> Result<u64, StoreError> {
-        Ok(match self.entries.last()? {
-            Some((k, _)) => seq_from_key(&k).map_or(0, |s| s + 1),
+        Ok(match self.blocks.last()? {
+            Some((k, v)) => {
+                let first = block_first(&k)?;
+                first + parse_block(first, &v)?.len() as u64
+            }
             None => 0,
         })
     }
 
+    /// The block holding `seq`: its first seq and its value.
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+        let Some((k, v)) = self.blocks.range(..=seq.to_be_bytes()).next_back().transpose()? else {
+            return Ok(None);
+        };
+        let first = block_first(&k)?;
+        Ok((seq - first < parse_block(first, &v)?.len() as u64).then_some((first, v)))
+    }
+
+    /// Calls `f` with the stored record of entry `seq`, read in place.
+    pub fn with_record<T>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&ArchivedRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        self.reader().with_record(seq, f)
+    }
+
     /// The stored entry with this seq.
     pub fn entry(&self, seq: u64) -> Result<Option<pb::Entry>, StoreError> {
-        match self.entries.get(seq.to_be_bytes())? {
-            None => Ok(None),
-            Some(bytes) => record::decode_entry(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() }),
+        self.with_record(seq, ArchivedRecord::to_entry)
+    }
+
+    /// A reader for entries by seq that keeps the last block it read: reading seqs in
+    /// increasing order costs one sled read per block.
+    pub fn reader(&self) -> EntryReader<'_> {
+        EntryReader { store: self, cached: None }
+    }
+
+    /// Calls `f(seq, record bytes)` for every stored entry in `lo..hi`, in order, until it
+    /// returns `Ok(false)`. A missing block inside the range is an error (seq has no gaps).
+    pub fn scan(
+        &self,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if lo >= hi {
+            return Ok(());
         }
+        let start = match self.blocks.range(..=lo.to_be_bytes()).next_back().transpose()? {
+            Some((k, _)) => block_first(&k)?,
+            None => lo,
+        };
+        let mut expected = start;
+        for item in self.blocks.range(start.to_be_bytes()..hi.to_be_bytes()) {
+            let (k, v) = item?;
+            let first = block_first(&k)?;
+            if first != expected {
+                return Err(StoreError::BadRecord {
+                    seq: expected,
+                    message: format!("the entry block starting at {expected} is missing"),
+                });
+            }
+            let block = parse_block(first, &v)?;
+            for (seq, record) in (first..).zip(block.records()) {
+                if seq < lo {
+                    continue;
+                }
+                if seq >= hi {
+                    return Ok(());
+                }
+                let record = record.map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                if !f(seq, record)? {
+                    return Ok(());
+                }
+            }
+            expected = first + block.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The records of the last block if it is not full (with its first seq), for the
+    /// writer to go on filling it; `(size, [])` otherwise.
+    pub fn open_block(&self, size: u64) -> Result<blocks::OpenBlock, StoreError> {
+        let Some(last) = size.checked_sub(1) else { return Ok(blocks::OpenBlock::resume(0, 0, Vec::new())) };
+        let (first, value) = self.block_of(last)?.ok_or(StoreError::NoSuchEntry { seq: last, size })?;
+        let block = parse_block(first, &value)?;
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for (seq, record) in (first..size).zip(block.records()) {
+            let record = record.map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+            bytes += record.len();
+            let mut copy = AlignedVec::with_capacity(record.len());
+            copy.extend_from_slice(record);
+            records.push(copy);
+        }
+        if blocks::OpenBlock::is_full(records.len(), bytes) {
+            records.clear();
+        }
+        Ok(blocks::OpenBlock::resume(size, first, records))
+    }
+
+    /// Writes entries behind the log's back, as an attacker with write access to the data
+    /// dir (or a crash) could: `Some(entry)` replaces the record of `seq`, or adds it when
+    /// `seq` is one past the last stored entry (an entry with no tree hashes, what a crash
+    /// between a commit's batches leaves); `None` removes every entry from `seq` on. The
+    /// Merkle tree is never touched. Nothing in ledgerd calls this: it exists for tests
+    /// and forensic tooling, with the daemon stopped.
+    pub fn tamper(&self, seq: u64, entry: Option<&pb::Entry>) -> Result<(), StoreError> {
+        let end = self.entries_end()?;
+        if let (Some(entry), true) = (entry, seq == end) {
+            let bytes = record::encode(&record::Record::from(entry.clone()))
+                .map_err(|e| StoreError::Encode(e.to_string()))?;
+            let mut open = self.open_block(end)?;
+            let mut batch = sled::Batch::default();
+            open.push(seq, bytes, &mut batch);
+            open.write_partial(&mut batch);
+            self.blocks.apply_batch(batch)?;
+            self.db.flush()?;
+            return Ok(());
+        }
+        let (first, value) = self.block_of(seq)?.ok_or(StoreError::NoSuchEntry { seq, size: end })?;
+        let block = parse_block(first, &value)?;
+        let mut records: Vec<Vec<u8>> = Vec::with_capacity(block.len());
+        for (s, record) in (first..).zip(block.records()) {
+            let record = record.map_err(|e| StoreError::BadRecord { seq: s, message: e.to_string() })?;
+            records.push(record.to_vec());
+        }
+        let i = (seq - first) as usize;
+        let mut batch = sled::Batch::default();
+        match entry {
+            Some(entry) => {
+                let bytes = record::encode(&record::Record::from(entry.clone()))
+                    .map_err(|e| StoreError::Encode(e.to_string()))?;
+                records[i] = bytes.to_vec();
+                batch.insert(&first.to_be_bytes(), blocks::encode(&records));
+            }
+            None => {
+                records.truncate(i);
+                if records.is_empty() {
+                    batch.remove(&first.to_be_bytes());
+                } else {
+                    batch.insert(&first.to_be_bytes(), blocks::encode(&records));
+                }
+                for later in self.blocks.range((first + 1).to_be_bytes()..).keys() {
+                    batch.remove(later?);
+                }
+            }
+        }
+        self.blocks.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Root hash of the first `size` leaves, from the tiles.
@@ -256,7 +443,174 @@ impl Syncer {
     }
 }
 
+/// Reads entries by seq, keeping the last block read (see [`Store::reader`]).
+pub struct EntryReader<'a> {
+    store: &'a Store,
+    cached: Option<(u64, sled::IVec)>,
+}
+
+impl EntryReader<'_> {
+    /// Calls `f` with the stored record of entry `seq`, read in place; `None` when the log
+    /// does not hold it.
+    pub fn with_record<T>(
+        &mut self,
+        seq: u64,
+        f: impl FnOnce(&ArchivedRecord) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let hit = matches!(&self.cached, Some((first, v)) if seq >= *first
+            && Block::parse(v).is_ok_and(|b| seq - first < b.len() as u64));
+        if !hit {
+            self.cached = self.store.block_of(seq)?;
+        }
+        let Some((first, value)) = &self.cached else { return Ok(None) };
+        let bad = |message: String| StoreError::BadRecord { seq, message };
+        let block = parse_block(*first, value)?;
+        let bytes = block.record((seq - first) as usize).map_err(|e| bad(e.to_string()))?;
+        record::with_archived(bytes, f).map(Some).map_err(|e| bad(e.to_string()))
+    }
+}
+
+fn block_first(key: &[u8]) -> Result<u64, StoreError> {
+    seq_from_key(key)
+        .ok_or(StoreError::BadMeta { key: "blocks", detail: format!("a key of {} bytes", key.len()) })
+}
+
+fn parse_block(first: u64, value: &[u8]) -> Result<Block<'_>, StoreError> {
+    Block::parse(value).map_err(|e| StoreError::BadRecord { seq: first, message: e.to_string() })
+}
+
 /// Decodes a big-endian seq key.
 pub fn seq_from_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> pb::Entry {
+        pb::Entry {
+            seq,
+            time_unix_nanos: seq as i64 * 10,
+            kind: pb::Kind::Decision as i32,
+            agent: format!("agent-{}", seq % 3),
+            // Sizes vary so that some blocks close on bytes before 16 entries.
+            params: "x".repeat((seq as usize * 37) % 1500),
+            ..Default::default()
+        }
+    }
+
+    fn write(store: &Store, n: u64, per_commit: u64) {
+        let mut open = store.open_block(0).expect("open block");
+        let mut batch = sled::Batch::default();
+        for seq in 0..n {
+            let bytes = record::encode(&record::Record::from(entry(seq))).expect("encode");
+            open.push(seq, bytes, &mut batch);
+            if (seq + 1) % per_commit == 0 {
+                open.write_partial(&mut batch);
+                store.blocks.apply_batch(std::mem::take(&mut batch)).expect("batch");
+            }
+        }
+        open.write_partial(&mut batch);
+        store.blocks.apply_batch(batch).expect("batch");
+    }
+
+    #[test]
+    fn entries_read_back_by_seq_by_scan_and_by_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        write(&store, 300, 7);
+        assert_eq!(store.entries_end().expect("end"), 300);
+        for seq in [0, 1, 15, 16, 17, 150, 299] {
+            assert_eq!(store.entry(seq).expect("read"), Some(entry(seq)), "seq {seq}");
+        }
+        assert_eq!(store.entry(300).expect("read"), None);
+        for (lo, hi) in [(0, 300), (5, 6), (16, 33), (290, 400), (299, 300), (7, 7)] {
+            let mut seen = Vec::new();
+            store
+                .scan(lo, hi, |seq, bytes| {
+                    assert_eq!(record::decode_entry(bytes).expect("decode"), entry(seq));
+                    seen.push(seq);
+                    Ok(true)
+                })
+                .expect("scan");
+            assert_eq!(seen, (lo..hi.min(300)).collect::<Vec<_>>(), "{lo}..{hi}");
+        }
+        let mut first_two = Vec::new();
+        store
+            .scan(10, 300, |seq, _| {
+                Ok({
+                    first_two.push(seq);
+                    first_two.len() < 2
+                })
+            })
+            .expect("scan");
+        assert_eq!(first_two, vec![10, 11], "a scan stops when asked");
+        let mut reader = store.reader();
+        for seq in (0..300).step_by(3) {
+            assert_eq!(reader.with_record(seq, |r| r.seq.to_native()).expect("read"), Some(seq));
+        }
+        // Several commits filled the blocks: keys are the first seqs, without gaps.
+        let mut next = 0;
+        for item in store.blocks.iter() {
+            let (k, v) = item.expect("block");
+            assert_eq!(seq_from_key(&k), Some(next));
+            next += Block::parse(&v).expect("block").len() as u64;
+        }
+        assert_eq!(next, 300);
+    }
+
+    #[test]
+    fn tampering_replaces_appends_and_truncates_without_touching_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        write(&store, 40, 40);
+        let mut changed = entry(20);
+        changed.agent = "mallory".into();
+        store.tamper(20, Some(&changed)).expect("replace");
+        assert_eq!(store.entry(20).expect("read"), Some(changed));
+        assert_eq!(store.entry(21).expect("read"), Some(entry(21)));
+        store.tamper(40, Some(&entry(40))).expect("add");
+        assert_eq!(store.entries_end().expect("end"), 41);
+        store.tamper(18, None).expect("truncate");
+        assert_eq!(store.entries_end().expect("end"), 18);
+        assert_eq!(store.entry(17).expect("read"), Some(entry(17)));
+        assert_eq!(store.entry(18).expect("read"), None);
+    }
+
+    #[test]
+    fn a_missing_block_inside_a_scan_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 << 20).expect("open");
+        write(&store, 100, 100);
+        let second = store.blocks.iter().keys().nth(1).expect("two blocks").expect("key");
+        store.blocks.remove(&second).expect("remove");
+        let err = store.scan(0, 100, |_, _| Ok(true)).expect_err("gap");
+        assert!(err.to_string().contains("is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_format_1_store_is_moved_to_blocks_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::Config::new().path(dir.path()).segment_size(SEGMENT_SIZE).open().expect("sled");
+            let old = db.open_tree("entries").expect("tree");
+            for seq in 0..50u64 {
+                let bytes = record::encode(&record::Record::from(entry(seq))).expect("encode");
+                old.insert(seq.to_be_bytes(), bytes.as_slice()).expect("insert");
+            }
+            db.open_tree("meta").expect("meta").insert("format", &1u32.to_be_bytes()).expect("format");
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path(), 8 << 20).expect("open migrates");
+        assert_eq!(store.entries_end().expect("end"), 50);
+        for seq in 0..50 {
+            assert_eq!(store.entry(seq).expect("read"), Some(entry(seq)));
+        }
+        assert_eq!(
+            store.meta.get("format").expect("meta").as_deref(),
+            Some(&FORMAT_VERSION.to_be_bytes()[..])
+        );
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"entries"), "old tree dropped");
+    }
 }
