@@ -85,7 +85,9 @@ impl AgentIndex {
             chunk.first = seq;
         }
         chunk.seqs.extend_from_slice(&seq.to_be_bytes());
-        self.dirty.insert(agent.to_string());
+        if !self.dirty.contains(agent) {
+            self.dirty.insert(agent.to_string());
+        }
         Ok(())
     }
 

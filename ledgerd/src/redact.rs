@@ -93,6 +93,9 @@ pub struct Redactor {
     /// Each secret key name, split into its words.
     keys: Vec<Vec<String>>,
     patterns: Vec<Regex>,
+    /// All patterns at once, multi-line, for [`Redactor::nothing_to_redact`]; `None` when
+    /// a pattern uses `\A` or `\z`, which that check cannot honour.
+    any_pattern: Option<regex::RegexSet>,
     max_bytes: usize,
 }
 
@@ -128,8 +131,24 @@ impl Redactor {
             .iter()
             .chain(&config.extra_patterns)
             .map(|p| compile(p).map_err(|e| format!("pattern {p:?}: {e}")))
-            .collect::<Result<_, _>>()?;
-        Ok(Redactor { enabled: config.enabled, key, keys, patterns, max_bytes: config.max_params_bytes })
+            .collect::<Result<Vec<Regex>, _>>()?;
+        let unsure = |p: &Regex| ["\\A", "\\z", "-m"].iter().any(|s| p.as_str().contains(s));
+        let any_pattern = if patterns.iter().any(unsure) {
+            None
+        } else {
+            Some(
+                regex::RegexSet::new(patterns.iter().map(|p| format!("(?m){}", p.as_str())))
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        Ok(Redactor {
+            enabled: config.enabled,
+            key,
+            keys,
+            patterns,
+            any_pattern,
+            max_bytes: config.max_params_bytes,
+        })
     }
 
     /// Redacts and, if needed, cuts `params`. Text that is not a JSON object or array is
@@ -138,7 +157,38 @@ impl Redactor {
         if !self.enabled || params.is_empty() {
             return Redacted { text: params.to_string(), redacted: 0, truncated: false };
         }
-        let (text, redacted) = match serde_json::from_str::<Value>(params) {
+        let (text, redacted) =
+            if self.nothing_to_redact(params) { (params.to_string(), 0) } else { self.redact(params) };
+        if text.len() <= self.max_bytes {
+            return Redacted { text, redacted, truncated: false };
+        }
+        Redacted { text: self.truncate(&text), redacted, truncated: true }
+    }
+
+    /// A quick proof that [`Redactor::redact`] would leave `params` as it is, without
+    /// building the JSON tree: it is JSON, with no escapes (so every string's text appears
+    /// as is), no pattern matches anywhere in it, and no secret key's first word appears
+    /// in it. Most calls carry no secret; this keeps the common case off the allocator.
+    ///
+    /// The patterns run over the text with every `"` turned into a line break, in
+    /// multi-line mode: each string value is then a line of its own, so `^`, `$`, `\b` and
+    /// `\s` see the same boundaries as when a pattern runs on that one string.
+    fn nothing_to_redact(&self, params: &str) -> bool {
+        let Some(any_pattern) = &self.any_pattern else { return false };
+        if params.contains('\\') || any_pattern.is_match(&params.replace('"', "\n")) {
+            return false;
+        }
+        let lower: String = params.chars().flat_map(char::to_lowercase).collect();
+        if self.keys.iter().any(|words| words.first().is_some_and(|w| lower.contains(w.as_str()))) {
+            return false;
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(params).is_ok()
+    }
+
+    /// The full redaction: parse, replace secret keys' values and pattern spans, write back
+    /// (only if something was replaced).
+    fn redact(&self, params: &str) -> (String, usize) {
+        match serde_json::from_str::<Value>(params) {
             Ok(mut value @ (Value::Object(_) | Value::Array(_))) => {
                 let n = self.walk(&mut value);
                 if n == 0 { (params.to_string(), 0) } else { (value.to_string(), n) }
@@ -153,11 +203,7 @@ impl Redactor {
                 let (out, n) = self.scrub(params);
                 (Value::String(out).to_string(), n)
             }
-        };
-        if text.len() <= self.max_bytes {
-            return Redacted { text, redacted, truncated: false };
         }
-        Redacted { text: self.truncate(&text), redacted, truncated: true }
     }
 
     /// The marker for one secret.
@@ -310,6 +356,37 @@ mod tests {
             serde_json::from_str::<Value>(&r.text).unwrap_or_else(|e| panic!("{e}: {}", r.text));
         }
         r
+    }
+
+    #[test]
+    fn the_quick_check_never_skips_what_the_full_redaction_replaces() {
+        let r = redactor();
+        let samples = [
+            r#"{"path":"/srv/data/reports/q3.csv","limit":4096}"#,
+            r#"{"command":"--password hunter2x"}"#,
+            r#"{"command":"deploy --token abcd1234 now"}"#,
+            r#"{"cmd":"export API_KEY=abcd1234"}"#,
+            r#"{"note":"Bearer abcdefghijklmnop1234"}"#,
+            r#"{"url":"https://bob:hunter22@example.com/x"}"#,
+            r#"["AKIAIOSFODNN7EXAMPLE"]"#,
+            r#"{"apiKey":"x"}"#,
+            r#"{"a":"b","Secret":{"n":1}}"#,
+            r#""token=abcdef""#,
+            r#"{"text":"the word passwordless is fine"}"#,
+            r#"{"escaped":"password=hunter2"}"#,
+            "not json at all",
+            "42",
+            r#"{"tokens_used":5}"#,
+        ];
+        for text in samples {
+            let full = r.redact(text);
+            if r.nothing_to_redact(text) {
+                assert_eq!(full, (text.to_string(), 0), "the quick check skipped {text}");
+            }
+            assert_eq!(r.apply(text).redacted, full.1, "{text}");
+        }
+        assert!(r.nothing_to_redact(samples[0]), "an ordinary call takes the quick path");
+        assert!(!r.nothing_to_redact(samples[1]), "a secret at the start of a string is seen");
     }
 
     fn is_marker(v: &Value) -> bool {

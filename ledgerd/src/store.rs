@@ -402,6 +402,9 @@ pub struct Syncer {
     log_path: PathBuf,
     blobs_dir: PathBuf,
     synced_blobs: HashSet<std::ffi::OsString>,
+    /// The blobs directory's modification time when it was last listed: it changes when a
+    /// file is added, so an unchanged time means there is nothing new to sync.
+    blobs_listed: Option<std::time::SystemTime>,
 }
 
 impl Syncer {
@@ -409,7 +412,13 @@ impl Syncer {
         let log_path = dir.join("db");
         let log =
             File::open(&log_path).map_err(|source| StoreError::Io { path: log_path.clone(), source })?;
-        Ok(Syncer { log, log_path, blobs_dir: dir.join("blobs"), synced_blobs: HashSet::new() })
+        Ok(Syncer {
+            log,
+            log_path,
+            blobs_dir: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+            blobs_listed: None,
+        })
     }
 
     /// `fdatasync` on sled's log file: it flushes the pages sled wrote through its own
@@ -426,7 +435,17 @@ impl Syncer {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
+        let Ok(modified) = std::fs::metadata(&self.blobs_dir).and_then(|m| m.modified()) else {
+            return Ok(());
+        };
+        if self.blobs_listed == Some(modified) {
+            return Ok(());
+        }
         let Ok(dir) = std::fs::read_dir(&self.blobs_dir) else { return Ok(()) };
+        // File system timestamps are coarse: a file added in the same tick as the last
+        // change would not move the time. Trust a time only once it is well in the past.
+        let settled = modified.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(1));
+        self.blobs_listed = settled.then_some(modified);
         let mut any_new = false;
         for item in dir {
             let item = item.map_err(io(&self.blobs_dir))?;
