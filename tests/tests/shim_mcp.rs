@@ -717,3 +717,37 @@ fn heartbeat_off_leaves_only_the_exit_heartbeat() {
     assert_eq!(beats.len(), 1, "{rows:#?}");
     assert_eq!((beats[0]["action"].as_str(), beats[0]["shim_seq"].as_u64()), (Some("exit"), Some(1)));
 }
+
+/// SIGTERM (how MCP clients stop a server that does not exit on EOF) ends the proxy and its
+/// server, with an exit heartbeat recorded first.
+#[test]
+fn sigterm_ends_the_proxy_with_an_exit_heartbeat() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let daemon = Daemon::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("server.py");
+    std::fs::write(&server, SERVER).expect("write server");
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "f\n").expect("write");
+    reader_agent(&daemon, tmp.path(), "stopped");
+    let log = tmp.path().join("server.log");
+    let mut proxy = Proxy::start_with(
+        &daemon.socket,
+        "stopped",
+        &["--heartbeat", "off"],
+        &["python3", server.to_str().expect("utf-8")],
+        &[("SERVER_LOG", &log)],
+        None,
+    );
+    assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
+    let status = Command::new("kill").arg("-TERM").arg(proxy.child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(proxy.wait(), Some(2), "the server was killed, so there is no status of its own");
+    let rows = shim_entries(&daemon);
+    let beats = heartbeats(&rows);
+    assert_eq!(beats.len(), 1, "{rows:#?}");
+    assert_eq!((beats[0]["action"].as_str(), beats[0]["shim_seq"].as_u64()), (Some("exit"), Some(1)));
+}
