@@ -116,6 +116,11 @@ fn added_ms(with: Duration, without: Duration) -> (f64, String) {
     (added, format!("{added:+.2} ms"))
 }
 
+/// The 1-minute load average (Linux), to say how busy the machine was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
@@ -441,6 +446,7 @@ fn main() -> anyhow::Result<()> {
         fixtures.display()
     );
 
+    let load_before = load_average();
     let (mut hook50, mut hook99) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
         let samples = hook_run(&ctl, &socket, &coder_token, &inputs, args.warmup, args.hook_calls)?;
@@ -474,6 +480,16 @@ fn main() -> anyhow::Result<()> {
         mcp = Some((median(d50), median(d99), median(p50s), median(p99s)));
     }
 
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = [load_before, load_average()];
+    if let [Some(before), Some(after)] = load {
+        println!("\nload average (1 min) before {before:.2}, after {after:.2}, on {cpus} CPU(s)");
+        if before.max(after) > cpus as f64 {
+            println!(
+                "the machine was busier than its CPUs: p99 figures measure its scheduler as much as the shims; run again when it is idle"
+            );
+        }
+    }
     println!();
     println!("{:<44} {:>10} {:>10}   target", "measurement", "p50", "p99");
     let hook_met = hook99 < HOOK_P99_TARGET;
