@@ -43,9 +43,9 @@ pub struct Context<'a> {
 pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Result<pb::Entry, Invalid> {
     let kind = Kind::try_from(new.kind).unwrap_or(Kind::Unspecified);
     match kind {
-        Kind::Decision | Kind::Outcome => {}
+        Kind::Decision | Kind::Outcome | Kind::ShimHeartbeat => {}
         Kind::Unspecified => {
-            return Err(Invalid("entry has no kind; set kind to decision or outcome".into()));
+            return Err(Invalid("entry has no kind; set kind to decision, outcome or shim_heartbeat".into()));
         }
         other => {
             return Err(Invalid(format!(
@@ -60,10 +60,12 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
     if new.agent.chars().any(char::is_control) {
         return Err(Invalid("agent name contains a control character; use printable text".into()));
     }
-    if new.tool.trim().is_empty() {
+    let decision = Decision::try_from(new.decision).unwrap_or(Decision::Unspecified);
+    if kind == Kind::ShimHeartbeat {
+        check_heartbeat(&new, decision)?;
+    } else if new.tool.trim().is_empty() {
         return Err(Invalid("entry has no tool; name the tool that was called".into()));
     }
-    let decision = Decision::try_from(new.decision).unwrap_or(Decision::Unspecified);
     if kind == Kind::Decision && decision == Decision::Unspecified {
         return Err(Invalid("a decision entry needs decision = allow or deny".into()));
     }
@@ -123,6 +125,23 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
     flags.dedup();
     entry.flags = flags.into_iter().map(String::from).collect();
     Ok(entry)
+}
+
+/// A heartbeat names its shim (`shim_id`; its `shim_seq` is the number of the shim's last
+/// decision, 0 before the first) and decides nothing, so it cannot be mistaken for a
+/// decision or an outcome. It needs no tool; the agent is checked like any other.
+fn check_heartbeat(new: &pb::NewEntry, decision: Decision) -> Result<(), Invalid> {
+    if new.shim_id.trim().is_empty() {
+        return Err(Invalid(
+            "a shim_heartbeat entry has no shim_id; send the id the shim puts in its decisions".into(),
+        ));
+    }
+    if decision != Decision::Unspecified || new.ref_seq.is_some() {
+        return Err(Invalid(
+            "a shim_heartbeat entry carries no decision and no ref_seq; send the decision as its own entry of kind decision".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves the claimed agent name to its registered id. An unknown or retired agent, or
@@ -245,6 +264,37 @@ mod tests {
         let mut e = decision();
         e.reason = "y".repeat(MAX_ENTRY_BYTES);
         assert!(accept(e, peer, "h", ctx).is_err());
+    }
+
+    fn heartbeat() -> pb::NewEntry {
+        pb::NewEntry {
+            kind: Kind::ShimHeartbeat as i32,
+            agent: "a".into(),
+            shim_id: "0123456789abcdef0123456789abcdef".into(),
+            shim_seq: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heartbeats_are_accepted_from_writers_and_identified_like_decisions() {
+        let state = State::default();
+        let redactor = redactor();
+        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let e = accept(heartbeat(), Peer::default(), "h", ctx).expect("a writer may send heartbeats");
+        assert_eq!((e.kind, e.shim_seq, e.tool.as_str()), (Kind::ShimHeartbeat as i32, 7, ""));
+        assert_eq!(e.flags, ["unknown_agent"], "the agent is checked as for a decision");
+        assert_eq!(e.policy_check, "", "a heartbeat decides nothing, so nothing is re-checked");
+
+        let mut no_id = heartbeat();
+        no_id.shim_id.clear();
+        assert!(accept(no_id, Peer::default(), "h", ctx).expect_err("no shim_id").0.contains("shim_id"));
+        let mut deciding = heartbeat();
+        deciding.decision = Decision::Allow as i32;
+        assert!(accept(deciding, Peer::default(), "h", ctx).is_err(), "a heartbeat cannot carry a decision");
+        let mut no_agent = heartbeat();
+        no_agent.agent.clear();
+        assert!(accept(no_agent, Peer::default(), "h", ctx).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod agent_index;
 pub mod auth;
+pub mod background;
 pub mod blocks;
 pub mod config;
 pub mod counters;

@@ -85,15 +85,36 @@ struct Proxy {
 
 impl Proxy {
     fn start(socket: &Path, agent: &str, server: &[&str], env: &[(&str, &Path)]) -> Proxy {
+        Proxy::start_with(socket, agent, &[], server, env, None)
+    }
+
+    /// Like `start`, with extra shim flags, and the proxy's stderr written to `stderr_file`.
+    fn start_with(
+        socket: &Path,
+        agent: &str,
+        flags: &[&str],
+        server: &[&str],
+        env: &[(&str, &Path)],
+        stderr_file: Option<&Path>,
+    ) -> Proxy {
         let mut cmd = Command::new(bin("ledgerctl"));
-        cmd.arg("--socket").arg(socket).args(["shim", "mcp", "--agent", agent, "--"]).args(server);
+        cmd.arg("--socket")
+            .arg(socket)
+            .args(["shim", "mcp", "--agent", agent])
+            .args(flags)
+            .arg("--")
+            .args(server);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let stderr = match stderr_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the stderr file")),
+            None => Stdio::inherit(),
+        };
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ledgerctl shim mcp");
         let stdin = child.stdin.take();
@@ -485,4 +506,248 @@ fn a_lost_decision_shows_as_a_gap_in_shim_seq() {
     let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!((row["n"].as_u64(), row["hi"].as_u64()), (Some(2), Some(3)), "one decision is missing: {row}");
     drop(keep);
+}
+
+/// Registers `agent` with a policy that allows `read_file` and denies everything else.
+fn reader_agent(daemon: &Daemon, dir: &Path, agent: &str) {
+    let policy = dir.join(format!("{agent}.policy"));
+    std::fs::write(&policy, "rule r: allow tool = \"read_file\"\ndefault deny\n").expect("write");
+    ok(&daemon.ctl(&["agents", "register", agent, "--owner", "o", "--purpose", "p"]));
+    let policy = policy.to_str().expect("utf-8");
+    ok(&daemon.ctl(&["policy", "set", agent, "--file", policy, "--author", "a", "--reason", "r"]));
+}
+
+/// The decisions and heartbeats in the ledger, in log order, as JSON rows (maybe none).
+fn shim_entries(daemon: &Daemon) -> Vec<Value> {
+    let out = daemon.ctl(&[
+        "query",
+        "kind in [decision, shim_heartbeat] | fields seq, kind, agent, agent_id, action, decision, shim_id, shim_seq, flags, details",
+        "--format",
+        "json",
+    ]);
+    // Exit 1: the query ran and found nothing.
+    let out = if out.status.code() == Some(1) { String::new() } else { ok(&out) };
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn heartbeats(rows: &[Value]) -> Vec<&Value> {
+    rows.iter().filter(|r| r["kind"] == "shim_heartbeat").collect()
+}
+
+/// Polls until `f` holds for the ledger's rows (heartbeats come on their own clock).
+fn wait_for(daemon: &Daemon, what: &str, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = shim_entries(daemon);
+        if f(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {rows:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 5: the proxy's heartbeats carry its shim_id and, in shim_seq, the number of its
+/// LAST decision (not a new number): every heartbeat equals the count of that shim's
+/// decisions before it in the log. A clean exit adds a final one (`action = exit`).
+#[test]
+fn heartbeats_carry_the_number_of_the_last_decision_and_one_is_sent_at_exit() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let daemon = Daemon::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("server.py");
+    std::fs::write(&server, SERVER).expect("write server");
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "f\n").expect("write");
+    reader_agent(&daemon, tmp.path(), "beater");
+    let log = tmp.path().join("server.log");
+    let mut proxy = Proxy::start_with(
+        &daemon.socket,
+        "beater",
+        &["--heartbeat", "200ms"],
+        &["python3", server.to_str().expect("utf-8")],
+        &[("SERVER_LOG", &log)],
+        None,
+    );
+    // Before any decision: heartbeats with no shim_seq (0, shown as missing).
+    let rows = wait_for(&daemon, "a heartbeat before any decision", |rows| !heartbeats(rows).is_empty());
+    assert_eq!(heartbeats(&rows)[0]["shim_seq"], Value::Null, "{rows:#?}");
+
+    assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
+    assert_eq!(
+        proxy.request(call(2, "write_file", json!({"path": file, "content": "x"})))["result"]["isError"],
+        true
+    );
+    wait_for(&daemon, "a heartbeat after the two decisions", |rows| {
+        heartbeats(rows).iter().any(|h| h["shim_seq"] == 2)
+    });
+    assert_eq!(proxy.finish(), Some(0));
+
+    let rows = shim_entries(&daemon);
+    let decisions: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "decision").collect();
+    assert_eq!(decisions.len(), 2, "{rows:#?}");
+    let shim_id = decisions[0]["shim_id"].as_str().expect("shim_id");
+    let beats = heartbeats(&rows);
+    assert!(beats.len() >= 3, "before, after, at exit: {rows:#?}");
+    let mut decided = 0u64;
+    for r in &rows {
+        assert_eq!(r["shim_id"], shim_id, "one proxy, one shim_id: {r}");
+        assert_eq!(r["agent"], "beater");
+        assert!(r["agent_id"].as_str().is_some_and(|id| !id.is_empty()), "identity resolved: {r}");
+        assert!(!r["flags"].to_string().contains("unknown_agent"), "{r}");
+        if r["kind"] == "decision" {
+            decided += 1;
+            continue;
+        }
+        let carried = r["shim_seq"].as_u64().unwrap_or(0);
+        assert_eq!(carried, decided, "a heartbeat carries the number of the last decision: {r}");
+        assert_eq!(r["decision"], Value::Null, "a heartbeat decides nothing: {r}");
+        let d: Value = serde_json::from_str(r["details"].as_str().expect("details")).expect("JSON");
+        assert_eq!(d["shim"], "mcp");
+    }
+    let last = beats.last().expect("a heartbeat");
+    assert_eq!((last["action"].as_str(), last["shim_seq"].as_u64()), (Some("exit"), Some(2)), "{rows:#?}");
+    assert_eq!(beats.iter().filter(|b| b["action"] == "exit").count(), 1, "{rows:#?}");
+    assert!(beats[..beats.len() - 1].iter().all(|b| b["action"] == "heartbeat"), "{rows:#?}");
+}
+
+/// Issue 5: with the daemon stopped, heartbeats fail (said on stderr) but the proxy keeps
+/// running, and a tools/call in that state is refused (fail closed). When the daemon is
+/// back, the heartbeats (and the exit heartbeat) carry the number of the lost decision, so
+/// the gap shows although no later decision follows it.
+#[test]
+fn a_failed_heartbeat_does_not_stop_the_proxy_and_reveals_the_lost_last_decision() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let keep = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("server.py");
+    std::fs::write(&server, SERVER).expect("write server");
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "f\n").expect("write");
+    reader_agent(&daemon, tmp.path(), "steady");
+    let socket = daemon.socket.canonicalize().expect("socket");
+    let log = tmp.path().join("server.log");
+    let errors = tmp.path().join("proxy.stderr");
+    let mut proxy = Proxy::start_with(
+        &socket,
+        "steady",
+        &["--heartbeat", "200ms"],
+        &["python3", server.to_str().expect("utf-8")],
+        &[("SERVER_LOG", &log)],
+        Some(&errors),
+    );
+    assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
+    assert!(daemon.stop());
+
+    // Heartbeats fail while the daemon is down; the proxy goes on.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&errors).unwrap_or_default().contains("heartbeat not recorded") {
+        assert!(Instant::now() < deadline, "no failed heartbeat reported on stderr");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(proxy.child.try_wait(), Ok(None)), "a failed heartbeat does not stop the proxy");
+    let lost = proxy.request(call(2, "read_file", json!({"path": file})));
+    assert_eq!(lost["result"]["isError"], true, "fail closed: {lost}");
+    assert!(text_of(&lost).contains("fail closed"), "{lost}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default().lines().count(),
+        1,
+        "the server saw only call 1"
+    );
+
+    let daemon = Daemon::start_in(&data_dir).expect("restart");
+    // No decision follows the lost one, yet the next heartbeat says there were two.
+    wait_for(&daemon, "a heartbeat naming the lost decision", |rows| {
+        heartbeats(rows).iter().any(|h| h["shim_seq"] == 2)
+    });
+    assert_eq!(proxy.finish(), Some(0));
+    let rows = shim_entries(&daemon);
+    let last = heartbeats(&rows).into_iter().last().expect("heartbeats");
+    assert_eq!((last["action"].as_str(), last["shim_seq"].as_u64()), (Some("exit"), Some(2)), "{rows:#?}");
+
+    // The query in docs/SHIMS.md: recorded decisions against the last number sent.
+    let out = ok(&daemon.ctl(&[
+        "query",
+        "kind in [decision, shim_heartbeat] | stats count(decision) as recorded, max(shim_seq) as sent by shim_id",
+        "--format",
+        "json",
+    ]));
+    let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((row["recorded"].as_u64(), row["sent"].as_u64()), (Some(1), Some(2)), "{row}");
+    drop(keep);
+}
+
+/// `--heartbeat off`: no periodic heartbeats, but the one at exit is still recorded.
+#[test]
+fn heartbeat_off_leaves_only_the_exit_heartbeat() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let daemon = Daemon::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("server.py");
+    std::fs::write(&server, SERVER).expect("write server");
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "f\n").expect("write");
+    reader_agent(&daemon, tmp.path(), "quiet");
+    let log = tmp.path().join("server.log");
+    let mut proxy = Proxy::start_with(
+        &daemon.socket,
+        "quiet",
+        &["--heartbeat", "off"],
+        &["python3", server.to_str().expect("utf-8")],
+        &[("SERVER_LOG", &log)],
+        None,
+    );
+    assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(heartbeats(&shim_entries(&daemon)).is_empty(), "no periodic heartbeat");
+    assert_eq!(proxy.finish(), Some(0));
+    let rows = shim_entries(&daemon);
+    let beats = heartbeats(&rows);
+    assert_eq!(beats.len(), 1, "{rows:#?}");
+    assert_eq!((beats[0]["action"].as_str(), beats[0]["shim_seq"].as_u64()), (Some("exit"), Some(1)));
+}
+
+/// SIGTERM (how MCP clients stop a server that does not exit on EOF) ends the proxy and its
+/// server, with an exit heartbeat recorded first.
+#[test]
+fn sigterm_ends_the_proxy_with_an_exit_heartbeat() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let daemon = Daemon::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("server.py");
+    std::fs::write(&server, SERVER).expect("write server");
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "f\n").expect("write");
+    reader_agent(&daemon, tmp.path(), "stopped");
+    let log = tmp.path().join("server.log");
+    let mut proxy = Proxy::start_with(
+        &daemon.socket,
+        "stopped",
+        &["--heartbeat", "off"],
+        &["python3", server.to_str().expect("utf-8")],
+        &[("SERVER_LOG", &log)],
+        None,
+    );
+    assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
+    let status = Command::new("kill").arg("-TERM").arg(proxy.child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(proxy.wait(), Some(2), "the server was killed, so there is no status of its own");
+    let rows = shim_entries(&daemon);
+    let beats = heartbeats(&rows);
+    assert_eq!(beats.len(), 1, "{rows:#?}");
+    assert_eq!((beats[0]["action"].as_str(), beats[0]["shim_seq"].as_u64()), (Some("exit"), Some(1)));
 }

@@ -167,11 +167,14 @@ enum ShimCommand {
     },
     /// MCP stdio proxy: runs the MCP server COMMAND and decides every tools/call it is sent
     #[command(
-        after_help = "Examples:\n  ledgerctl shim mcp --agent analyst -- npx -y @modelcontextprotocol/server-filesystem /data\n  ledgerctl shim mcp --agent analyst --token \"$TOKEN\" -- python3 my_server.py\n\nDenied calls get a tool result with isError: true naming the rule and the ledger seq; tools/list hides tools the policy never allows. Exit status: the server's (2 on a proxy error)."
+        after_help = "Examples:\n  ledgerctl shim mcp --agent analyst -- npx -y @modelcontextprotocol/server-filesystem /data\n  ledgerctl shim mcp --agent analyst --token \"$TOKEN\" -- python3 my_server.py\n  ledgerctl shim mcp --agent analyst --heartbeat 5m -- python3 my_server.py\n\nDenied calls get a tool result with isError: true naming the rule and the ledger seq; tools/list hides tools the policy never allows. Every --heartbeat and at exit the proxy records a shim_heartbeat entry holding the number of its last decision, so a lost decision shows as a gap. Exit status: the server's (2 on a proxy error)."
     )]
     Mcp {
         #[command(flatten)]
         shim: ShimArgs,
+        /// Record a shim_heartbeat this often (200ms, 30s, 5m, 1h); 0 or off: only the one at exit
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = ledger_client::shim::mcp::parse_heartbeat)]
+        heartbeat: std::time::Duration,
         /// The MCP server to run, and its arguments (after --)
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -215,12 +218,12 @@ fn shim(socket: PathBuf, cmd: ShimCommand) -> ExitCode {
         ShimCommand::ClaudeCode { shim } => {
             ledger_client::shim::claude::main(shim.options(socket, "claude-code"))
         }
-        ShimCommand::Mcp { shim, command } => {
+        ShimCommand::Mcp { shim, heartbeat, command } => {
             if shim.agent.is_none() && std::env::var("LEDGER_AGENT").map_or(true, |a| a.is_empty()) {
                 eprintln!("ledgerctl shim mcp: error: name the agent with --agent NAME (or $LEDGER_AGENT)");
                 return ExitCode::from(2);
             }
-            ledger_client::shim::mcp::main(shim.options(socket, ""), &command)
+            ledger_client::shim::mcp::main(shim.options(socket, ""), heartbeat, &command)
         }
     }
 }

@@ -15,8 +15,14 @@
 //!   forwarded (batches were removed from MCP in 2025-06-18, and a batch could otherwise
 //!   smuggle an undecided call). A server line that is not JSON is passed on unchanged.
 //! - Client EOF closes the child's stdin and waits for it to exit (killing it after
-//!   [`CHILD_GRACE`]); the child's exit (its stdout closing) ends the proxy. The proxy's exit
-//!   status is 0 when the child exited 0.
+//!   [`CHILD_GRACE`]); the child's exit (its stdout closing) ends the proxy, and so do
+//!   SIGTERM and SIGINT (the child is killed). The proxy's exit status is 0 when the child
+//!   exited 0.
+//! - Heartbeats: every `heartbeat` interval while it runs, and once when it ends, the proxy
+//!   records a `shim_heartbeat` entry whose `shim_seq` is the number of its last decision
+//!   ([`Decider::heartbeat`]), so a decision lost after the last one that was recorded still
+//!   shows as a gap. A heartbeat that cannot be recorded is reported on stderr and the proxy
+//!   carries on: heartbeats are not decisions, and decisions still fail closed.
 
 use std::collections::HashSet;
 use std::process::{ExitCode, Stdio};
@@ -31,6 +37,30 @@ use super::{Decider, ShimCall, ShimError, ShimOptions};
 
 /// How long the server gets to exit after its stdin is closed, before it is killed.
 pub const CHILD_GRACE: Duration = Duration::from_secs(5);
+
+/// The default interval between heartbeats (`--heartbeat`).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Parses a `--heartbeat` value: a number with a unit (`200ms`, `30s`, `5m`, `1h`), or `0`
+/// / `off` for no periodic heartbeats (`Duration::ZERO`; the one at exit is still sent).
+pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" || text.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let hint = "write a number and a unit (200ms, 30s, 5m, 1h), or 0 / off for none";
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a heartbeat interval; {hint}"))?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?} has no known unit; {hint}")),
+    };
+    millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long; use at most a few hours"))
+}
 
 /// State shared by both directions.
 struct Shared {
@@ -168,8 +198,43 @@ async fn from_server(shared: &Shared, line: String) -> String {
     msg.to_string()
 }
 
-/// Runs the proxy over the given client streams (stdin/stdout in production).
-pub async fn proxy<R, W>(opts: ShimOptions, command: &[String], input: R, output: W) -> Result<i32, ShimError>
+/// Sends a heartbeat every `every` (the first one interval after the start) until aborted.
+async fn heartbeats(shared: Arc<Shared>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = shared.decider.lock().await.heartbeat(false).await;
+        if let Err(e) = result {
+            eprintln!(
+                "ledgerctl shim mcp: heartbeat not recorded (the proxy carries on; calls are refused while no decision can be recorded): {e}"
+            );
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs the proxy over the given client streams (stdin/stdout in production), with a
+/// heartbeat every `heartbeat` (`Duration::ZERO`: only the one at exit).
+pub async fn proxy<R, W>(
+    opts: ShimOptions,
+    heartbeat: Duration,
+    command: &[String],
+    input: R,
+    output: W,
+) -> Result<i32, ShimError>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -192,6 +257,9 @@ where
         pending_lists: Mutex::new(HashSet::new()),
         client_info: Mutex::new(None),
     });
+
+    let beat = (!heartbeat.is_zero()).then(|| tokio::spawn(heartbeats(shared.clone(), heartbeat)));
+    let last_beat = shared.clone();
 
     // One writer for the client, fed by both directions.
     let (tx, mut rx) = mpsc::channel::<String>(64);
@@ -267,6 +335,14 @@ where
             // The server closed its stdout (it exited): nothing more can be answered.
             client.abort();
         }
+        () = terminated() => {
+            eprintln!("ledgerctl shim mcp: terminated by a signal; stopping the MCP server");
+            client.abort();
+            let _ = child.start_kill();
+        }
+    }
+    if let Some(beat) = beat {
+        beat.abort();
     }
     let status = match tokio::time::timeout(CHILD_GRACE, child.wait()).await {
         Ok(Ok(status)) => status.code().unwrap_or(2),
@@ -277,12 +353,16 @@ where
             2
         }
     };
+    // The last word: the number of the last decision, after every decision was made.
+    if let Err(e) = last_beat.decider.lock().await.heartbeat(true).await {
+        eprintln!("ledgerctl shim mcp: the exit heartbeat was not recorded: {e}");
+    }
     let _ = writer.await;
     Ok(status)
 }
 
 /// The whole command on stdin/stdout: exits with the server's status (2 on a proxy error).
-pub fn main(opts: ShimOptions, command: &[String]) -> ExitCode {
+pub fn main(opts: ShimOptions, heartbeat: Duration, command: &[String]) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -290,7 +370,7 @@ pub fn main(opts: ShimOptions, command: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(proxy(opts, command, tokio::io::stdin(), tokio::io::stdout()));
+    let result = runtime.block_on(proxy(opts, heartbeat, command, tokio::io::stdin(), tokio::io::stdout()));
     // A read of stdin may still be blocked in a thread: do not wait for it.
     runtime.shutdown_background();
     match result {
@@ -298,6 +378,28 @@ pub fn main(opts: ShimOptions, command: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("ledgerctl shim mcp: error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_intervals() {
+        assert_eq!(parse_heartbeat("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_heartbeat("60s"), Ok(DEFAULT_HEARTBEAT));
+        assert_eq!(parse_heartbeat("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_heartbeat("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_heartbeat("off"), Ok(Duration::ZERO));
+        assert_eq!(parse_heartbeat("0"), Ok(Duration::ZERO));
+        for bad in ["", "60", "s", "1.5s", "-1s", "10x", "99999999999999999h"] {
+            let err = parse_heartbeat(bad).expect_err(bad);
+            assert!(
+                err.contains("heartbeat") || err.contains("unit") || err.contains("too long"),
+                "{bad}: {err}"
+            );
         }
     }
 }

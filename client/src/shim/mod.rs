@@ -291,14 +291,45 @@ impl Decider {
 
     /// Appends one entry durably (on error the connection is dropped and re-made next time).
     pub async fn append(&mut self, entry: pb::NewEntry) -> Result<u64, ShimError> {
+        self.append_as("cannot record the decision in the ledger", entry).await
+    }
+
+    async fn append_as(&mut self, what: &str, entry: pb::NewEntry) -> Result<u64, ShimError> {
         let client = self.client().await?;
-        let result = timed("cannot record the decision in the ledger", client.append(entry)).await;
+        let result = timed(what, client.append(entry)).await;
         if result.is_err() {
             self.client = None;
         }
         Ok(result
             .map_err(|e| ShimError(format!("{e}; check that ledgerd is running and its disk is not full")))?
             .seq)
+    }
+
+    /// The number of the last decision this shim sent (or tried to send), 0 before the
+    /// first: what its heartbeats carry.
+    pub fn last_shim_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Records a `shim_heartbeat` entry: this shim's id and, in `shim_seq`, the number of
+    /// its last decision (not a new number), so a decision that never reached the ledger
+    /// shows as a gap even when no later decision follows it. `at_exit` marks the one sent
+    /// when the shim ends cleanly (`action` = `exit`, else `heartbeat`). A heartbeat is not
+    /// a decision: the caller reports a failure and carries on.
+    pub async fn heartbeat(&mut self, at_exit: bool) -> Result<u64, ShimError> {
+        let mut details = serde_json::Map::new();
+        details.insert("shim".into(), self.kind.into());
+        let entry = pb::NewEntry {
+            kind: pb::Kind::ShimHeartbeat as i32,
+            agent: self.opts.agent.clone(),
+            action: if at_exit { "exit" } else { "heartbeat" }.into(),
+            shim_id: self.shim_id.clone(),
+            shim_seq: self.seq,
+            details: serde_json::Value::Object(details).to_string(),
+            agent_token: self.opts.token.clone(),
+            ..Default::default()
+        };
+        self.append_as("cannot record the shim heartbeat in the ledger", entry).await
     }
 
     async fn fail_open(&mut self, call: &ShimCall, shim_seq: u64, error: &ShimError) -> Verdict {
