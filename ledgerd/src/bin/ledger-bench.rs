@@ -152,8 +152,7 @@ struct Daemon {
     _tmp: tempfile::TempDir,
     data_dir: std::path::PathBuf,
     socket: std::path::PathBuf,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    daemon: ledgerd::background::Background,
 }
 
 impl Daemon {
@@ -166,28 +165,8 @@ impl Daemon {
         if let Some(bytes) = args.cache_bytes {
             config.storage.cache_bytes = bytes;
         }
-        let socket = config.socket_path();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(ledgerd::run(
-                config,
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |ready| {
-                    let _ = ready_tx.send(ready.to_string());
-                },
-            ))
-        });
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let why = match thread.join() {
-                Ok(Err(e)) => e.to_string(),
-                _ => "it did not report ready within 30 s".into(),
-            };
-            anyhow::bail!("the daemon under test did not start: {why}");
-        }
+        let daemon = ledgerd::background::Background::start(config)?;
+        let socket = daemon.ready.socket.clone();
         rt.block_on(async {
             let mut client = Client::connect(&socket).await?;
             let admin = client.admin();
@@ -210,14 +189,13 @@ impl Daemon {
                 .await?;
             anyhow::Ok(())
         })?;
-        Ok(Daemon { _tmp: tmp, data_dir, socket, stop, thread })
+        Ok(Daemon { _tmp: tmp, data_dir, socket, daemon })
     }
 
     /// Stops the daemon; returns how many sled blob files it left (must be 0: see the
     /// `store` module on why values stay inline).
     fn stop(self) -> anyhow::Result<usize> {
-        let _ = self.stop.send(());
-        self.thread.join().map_err(|_| anyhow::anyhow!("daemon thread panicked"))??;
+        self.daemon.stop()?;
         let blobs = self.data_dir.join("store").join("blobs");
         Ok(std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0))
     }
