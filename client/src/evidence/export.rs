@@ -146,16 +146,18 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
     let cp = client.checkpoint(true).await?;
     let size = cp.size;
 
-    // Walk the log up to the checkpoint; keep the last entry before the period, the period
-    // and the first entry after it.
-    let bar = progress_bar(opts.progress, size);
+    // Walk the log from just before the period up to the checkpoint; keep the last entry
+    // before the period, the period and the first entry after it. Entry times never
+    // decrease along seq, so the daemon finds where the period starts by binary search.
+    let walk_from = first_at_or_after(client, opts.from_unix_nanos).await?.min(size).saturating_sub(1);
+    let bar = progress_bar(opts.progress, size - walk_from);
     let mut range: Vec<Read> = Vec::new();
     let mut before: Option<Read> = None;
     let mut first: Option<u64> = None;
-    let mut stream = client.entries(0, size, false).await?;
+    let mut stream = client.entries(walk_from, size, false).await?;
     while let Some(stored) = stream.message().await? {
         let entry = stored.entry.ok_or_else(|| ExportError::Malformed("an entry without contents".into()))?;
-        bar.set_position(entry.seq + 1);
+        bar.set_position(entry.seq + 1 - walk_from);
         let leaf = leaf::leaf_bytes(&entry);
         let hash = merkle::leaf_hash(&leaf);
         let read = Read { entry, leaf, hash };
@@ -275,6 +277,23 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
     write(dir, MANIFEST, signed.note.as_bytes())?;
 
     Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len() as u64 })
+}
+
+/// The seq of the first entry at or after `from` (ns), or `u64::MAX` if there is none,
+/// found by the daemon's query engine (a binary search over entry times).
+async fn first_at_or_after(client: &mut Client, from: i64) -> Result<u64, ExportError> {
+    let text = format!("time >= {} | fields seq | limit 1", time_text(from));
+    let mut rows = client.query(&text, "").await?;
+    while let Some(chunk) = rows.next_rows().await? {
+        if let Some(row) = chunk.first() {
+            return match row.first() {
+                Some(ledger_query::Value::Int(seq)) => u64::try_from(*seq)
+                    .map_err(|_| ExportError::Malformed(format!("the daemon answered seq {seq}"))),
+                other => Err(ExportError::Malformed(format!("the daemon answered {other:?} for a seq"))),
+            };
+        }
+    }
+    Ok(u64::MAX)
 }
 
 fn to_wire(files: Vec<ledger_proto::manifest::ManifestFile>) -> Vec<pb::ManifestFile> {
