@@ -13,6 +13,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
 pub mod shim;
+pub mod state;
+pub mod status;
 pub mod verify;
 pub mod wire;
 
@@ -174,6 +176,11 @@ impl Client {
         files: Vec<pb::ManifestFile>,
     ) -> Result<pb::SignedManifest, ClientError> {
         Ok(self.inner.sign_manifest(pb::SignManifestRequest { files }).await?.into_inner())
+    }
+
+    /// The daemon's health (`ledgerctl status`).
+    pub async fn status(&mut self) -> Result<pb::DaemonStatus, ClientError> {
+        Ok(self.admin.status(pb::StatusRequest {}).await?.into_inner())
     }
 
     /// The registry and policy service (same connection).

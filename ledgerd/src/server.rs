@@ -53,6 +53,8 @@ pub struct LedgerService {
     /// The ledger's own key, for evidence manifests (a clone of the one the log signs
     /// checkpoints with; the writer thread keeps the other).
     pub(crate) manifest_signer: Arc<NoteSigner>,
+    /// `limits.max_params_bytes` from the config.
+    pub(crate) max_params_bytes: usize,
 }
 
 impl LedgerService {
@@ -210,8 +212,12 @@ impl Ledger for LedgerService {
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
         let state = self.state();
-        let ctx =
-            intake::Context { state: &state, require_token: self.require_token, redactor: &self.redactor };
+        let ctx = intake::Context {
+            state: &state,
+            require_token: self.require_token,
+            redactor: &self.redactor,
+            max_params_bytes: self.max_params_bytes,
+        };
         let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
@@ -235,6 +241,7 @@ impl Ledger for LedgerService {
                 state: &state,
                 require_token: self.require_token,
                 redactor: &self.redactor,
+                max_params_bytes: self.max_params_bytes,
             };
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
