@@ -174,3 +174,91 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ledger with a few entries and a checkpoint, as a stopped daemon leaves it.
+    fn ledger(root: &Path) -> Config {
+        let config = Config { data_dir: root.join("data"), ..Config::default() };
+        let dir = DataDir::prepare(&config.data_dir).expect("data dir");
+        let signer = dir.signing_key_or_create(|| "test/ledgerd/00000001".into()).expect("key");
+        let store = Store::open(&dir.store(), 8 << 20).expect("store");
+        let (mut log, _) = Log::open(store, signer).expect("log");
+        let entry = pb::Entry {
+            kind: pb::Kind::Decision as i32,
+            agent: "a".into(),
+            tool: "t".into(),
+            decision: 1,
+            ..Default::default()
+        };
+        log.append(vec![vec![entry]], 1_000).expect("append");
+        log.sign_checkpoint(false, 1_000).expect("checkpoint");
+        config
+    }
+
+    fn key_in(dir: &DataDir) -> NoteSigner {
+        let text = fs::read_to_string(dir.signing_key()).expect("signing.key");
+        NoteSigner::from_private_key_string(text.trim()).expect("key")
+    }
+
+    #[test]
+    fn the_old_key_names_the_new_one_in_the_log_and_the_ledger_opens_with_the_new_key() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = ledger(tmp.path());
+        let dir = DataDir { root: config.data_dir.clone() };
+        let old = key_in(&dir);
+        let rotated = rotate_key(&config).expect("rotate");
+        let new = key_in(&dir);
+        assert_eq!(new.name(), old.name(), "the origin stays");
+        assert_eq!(rotated.new_key, new.verifier().to_vkey_string());
+        assert_eq!(fs::read_to_string(dir.verifier_key()).expect("vkey").trim(), rotated.new_key);
+        assert!(dir.root.join(&rotated.retired_file).exists());
+
+        let store = Store::open(&dir.store(), 8 << 20).expect("store");
+        let entry = store.entry(rotated.seq).expect("read").expect("entry");
+        assert_eq!(entry.kind, pb::Kind::KeyRotated as i32);
+        let details: serde_json::Value = serde_json::from_str(&entry.details).expect("json");
+        let statement = details["endorsement"].as_str().expect("endorsement");
+        let said = Rotation::verify(&old.verifier(), statement).expect("signed by the old key");
+        assert_eq!(said.new_key, rotated.new_key);
+        // Both keys signed the tree holding the entry; the newest checkpoint is the new key's.
+        let notes: Vec<String> = store
+            .checkpoints
+            .iter()
+            .map(|i| String::from_utf8(i.expect("read").1.to_vec()).expect("utf-8"))
+            .collect();
+        let size = rotated.size;
+        assert!(notes.iter().any(|n| old.verifier().verify_checkpoint(n).is_ok_and(|c| c.size == size)));
+        assert!(new.verifier().verify_checkpoint(notes.last().expect("last")).is_ok());
+        let (log, _) = Log::open(store, new).expect("opens with the new key");
+        assert_eq!(log.size(), size);
+    }
+
+    #[test]
+    fn an_interrupted_rotation_is_finished_or_discarded_at_the_next_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = ledger(tmp.path());
+        let dir = DataDir { root: config.data_dir.clone() };
+
+        // Before it took effect: a new key waits, no checkpoint by it. Discarded.
+        let old = key_in(&dir);
+        let stray = NoteSigner::generate(old.name()).expect("key");
+        write_private(&next_key(&dir), &stray.to_private_key_string()).expect("next");
+        resume(&dir, 8 << 20).expect("resume");
+        assert!(!next_key(&dir).exists());
+        assert_eq!(key_in(&dir).to_private_key_string(), old.to_private_key_string());
+
+        // After the new key signed, before the files moved: finished.
+        let rotated = rotate_key(&config).expect("rotate");
+        let new = key_in(&dir);
+        fs::rename(dir.signing_key(), next_key(&dir)).expect("undo step 5");
+        fs::rename(dir.root.join(&rotated.retired_file), dir.signing_key()).expect("undo step 5");
+        resume(&dir, 8 << 20).expect("resume");
+        assert_eq!(key_in(&dir).to_private_key_string(), new.to_private_key_string());
+        assert!(!next_key(&dir).exists());
+        let store = Store::open(&dir.store(), 8 << 20).expect("store");
+        Log::open(store, new).expect("opens with the new key");
+    }
+}

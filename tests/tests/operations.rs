@@ -296,6 +296,8 @@ fn every_checkpoint_reaches_a_dir_and_a_command_that_fails_three_times_without_b
             targets.iter().all(|t| t["pending"].as_u64() == Some(0) && t["failures"].as_u64() == Some(0))
         }) && s["publish"][1]["delivered_size"].as_u64() == s["checkpoint_size"].as_u64();
         if done {
+            let rate = s["appends_per_second"].as_f64().unwrap_or(0.0);
+            assert!(rate > 0.0, "appends were made within the last minute: {s}");
             break;
         }
         assert!(Instant::now() < deadline, "publishing did not catch up: {s}");
