@@ -147,6 +147,11 @@ impl Client {
         Ok(self.inner.get_checkpoint(pb::GetCheckpointRequest { sign_new, size: 0 }).await?.into_inner())
     }
 
+    /// The checkpoint signed at exactly this tree size (the latest of them if several).
+    pub async fn checkpoint_at(&mut self, size: u64) -> Result<pb::Checkpoint, ClientError> {
+        Ok(self.inner.get_checkpoint(pb::GetCheckpointRequest { sign_new: false, size }).await?.into_inner())
+    }
+
     /// The log's current size and root (durable, possibly not yet signed).
     pub async fn head(&mut self) -> Result<pb::Head, ClientError> {
         Ok(self.inner.get_head(pb::GetHeadRequest {}).await?.into_inner())

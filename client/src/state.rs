@@ -82,7 +82,7 @@ pub enum Alarm {
     Unreachable(String),
     #[error("FAILED: {0}")]
     Failed(String),
-    #[error("{0}")]
+    #[error("error: {0}")]
     Error(String),
 }
 

@@ -147,6 +147,7 @@ pub async fn run(
         redactor,
         manifest_signer,
         max_params_bytes: config.limits.max_params_bytes,
+        retired: Arc::new(crate::rotate::retired_verifiers(&dir)),
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()

@@ -23,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use ledger_proto::note::NoteSigner;
+use ledger_proto::note::{NoteSigner, NoteVerifier};
 use ledger_proto::pb;
 use ledger_proto::rotation::Rotation;
 
@@ -154,6 +154,30 @@ fn finish(dir: &DataDir, old: &NoteSigner) -> anyhow::Result<String> {
     // Rewrites verifier.vkey for the key now in place.
     dir.signing_key_or_create(String::new)?;
     Ok(retired)
+}
+
+/// The public halves of the keys kept by earlier rotations (`signing.key.retired-*`),
+/// so checkpoints signed before a rotation can still be served. Unreadable files are
+/// skipped with a warning.
+pub fn retired_verifiers(dir: &DataDir) -> Vec<NoteVerifier> {
+    let Ok(items) = fs::read_dir(&dir.root) else { return Vec::new() };
+    let mut keys = Vec::new();
+    for item in items.flatten() {
+        if !item.file_name().to_string_lossy().starts_with("signing.key.retired-") {
+            continue;
+        }
+        let path = item.path();
+        match fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| NoteSigner::from_private_key_string(text.trim()).map_err(|e| e.to_string()))
+        {
+            Ok(signer) => keys.push(signer.verifier()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a retired key; checkpoints it signed cannot be served by size")
+            }
+        }
+    }
+    keys
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -55,6 +55,9 @@ pub struct LedgerService {
     pub(crate) manifest_signer: Arc<NoteSigner>,
     /// `limits.max_params_bytes` from the config.
     pub(crate) max_params_bytes: usize,
+    /// Keys this ledger signed with before a rotation: checkpoints older than the rotation
+    /// verify with one of them.
+    pub(crate) retired: Arc<Vec<NoteVerifier>>,
 }
 
 impl LedgerService {
@@ -296,6 +299,7 @@ impl Ledger for LedgerService {
         let cp = self
             .verifier
             .verify_checkpoint(&note)
+            .or_else(|e| self.retired.iter().find_map(|k| k.verify_checkpoint(&note).ok()).ok_or(e))
             .map_err(|e| Status::internal(format!("stored checkpoint does not verify: {e}")))?;
         Ok(Response::new(pb::Checkpoint { note, size: cp.size, root: cp.root.to_vec() }))
     }

@@ -200,6 +200,16 @@ fn a_rotated_key_is_followed_by_verify_state_and_the_daemon_still_starts() {
     assert_eq!(code(&again), OK, "{}", said(&again));
     let full = d.ctl(&["verify", "--key", vkey.to_str().expect("utf-8")]);
     assert!(full.status.success(), "{}", said(&full));
+    // A checkpoint from before the rotation is still served by its size.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let early = runtime.block_on(async {
+        let mut client = d.client().await;
+        client.checkpoint_at(1).await
+    });
+    let early = early.unwrap_or_else(|e| panic!("the first checkpoint, signed by the old key: {e}"));
+    let old_verifier = ledger_proto::note::NoteVerifier::parse(&old_key).expect("old key");
+    assert!(old_verifier.verify_checkpoint(&early.note).is_ok(), "signed by the old key");
+    drop(runtime);
     let rotations = d.ctl(&["query", "kind = key_rotated | count"]);
     assert!(stdout(&rotations).contains('1'), "{}", said(&rotations));
     assert!(d.stop());

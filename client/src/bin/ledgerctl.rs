@@ -2,7 +2,8 @@
 //! only; the work is in the `ledger_client` library.
 //!
 //! Exit codes: 0 success; 1 a check failed (verification, proof); 2 an error (bad
-//! usage, daemon unreachable, refused call).
+//! usage, daemon unreachable, refused call). `verify --state` adds 3 to 7
+//! (`ledger_client::state::exit`).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use tokio_stream::StreamExt;
     name = "ledgerctl",
     version,
     about = "Talk to ledgerd: append decisions, read the log, prove and verify it.",
-    after_help = "The socket is --socket, else $LEDGER_SOCKET, else ${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock.\n\nExit codes: 0 success, 1 a check failed, 2 error.\n\nExamples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --params '{\"sql\":\"select 1\"}'\n  ledgerctl tail -n 20\n  ledgerctl checkpoint > pinned.note\n  ledgerctl verify --checkpoint pinned.note"
+    after_help = "The socket is --socket, else $LEDGER_SOCKET, else ${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock.\n\nExit codes: 0 success, 1 a check failed, 2 error (verify --state has more: see its --help).\n\nExamples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --params '{\"sql\":\"select 1\"}'\n  ledgerctl tail -n 20\n  ledgerctl checkpoint > pinned.note\n  ledgerctl verify --checkpoint pinned.note"
 )]
 struct Cli {
     /// Path of ledgerd's Unix socket
@@ -249,8 +250,8 @@ fn shim(socket: PathBuf, cmd: ShimCommand) -> ExitCode {
 const VERIFY_HELP: &str = "Examples:
   ledgerctl verify
   ledgerctl verify --checkpoint monday.note --checkpoint tuesday.note --key verifier.vkey
-  ledgerctl verify --state /var/lib/ledger-verify/state --key /etc/ledgerd/verifier.vkey --max-age 1h
-  ledgerctl verify --state /var/lib/ledger-verify/state --full
+  ledgerctl verify --state verify.state --key /etc/ledgerd/verifier.vkey --max-age 1h
+  ledgerctl verify --state verify.state --full
 
 Without --state: exit 0 when everything holds; 1 names the first entry or checkpoint that
 fails; 2 on an error.
