@@ -50,6 +50,8 @@ fn next_key(dir: &DataDir) -> std::path::PathBuf {
 
 /// Rotates the signing key of the ledger in `config`'s data dir (see the module docs).
 pub fn rotate_key(config: &Config) -> anyhow::Result<Rotated> {
+    // As in the daemon: nothing it creates is readable by others unless it says so.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dir = DataDir::prepare(&config.data_dir)?;
     resume(&dir, config.storage.cache_bytes)?;
     if !dir.signing_key().exists() {
