@@ -13,6 +13,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
 pub mod shim;
+pub mod state;
+pub mod status;
 pub mod verify;
 pub mod wire;
 
@@ -145,6 +147,11 @@ impl Client {
         Ok(self.inner.get_checkpoint(pb::GetCheckpointRequest { sign_new, size: 0 }).await?.into_inner())
     }
 
+    /// The checkpoint signed at exactly this tree size (the latest of them if several).
+    pub async fn checkpoint_at(&mut self, size: u64) -> Result<pb::Checkpoint, ClientError> {
+        Ok(self.inner.get_checkpoint(pb::GetCheckpointRequest { sign_new: false, size }).await?.into_inner())
+    }
+
     /// The log's current size and root (durable, possibly not yet signed).
     pub async fn head(&mut self) -> Result<pb::Head, ClientError> {
         Ok(self.inner.get_head(pb::GetHeadRequest {}).await?.into_inner())
@@ -174,6 +181,11 @@ impl Client {
         files: Vec<pb::ManifestFile>,
     ) -> Result<pb::SignedManifest, ClientError> {
         Ok(self.inner.sign_manifest(pb::SignManifestRequest { files }).await?.into_inner())
+    }
+
+    /// The daemon's health (`ledgerctl status`).
+    pub async fn status(&mut self) -> Result<pb::DaemonStatus, ClientError> {
+        Ok(self.admin.status(pb::StatusRequest {}).await?.into_inner())
     }
 
     /// The registry and policy service (same connection).

@@ -25,6 +25,8 @@ pub struct AdminService {
     pub(crate) host: Arc<str>,
     /// The role check shared with the ledger service (refusals are recorded).
     pub(crate) access: Access,
+    /// Where `Status` reads the daemon's health from.
+    pub(crate) status: crate::status::StatusSource,
 }
 
 impl AdminService {
@@ -382,5 +384,12 @@ impl Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::AccessReview { at_unix_nanos: t.unwrap_or_else(crate::log::now_nanos), rows }))
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::DaemonStatus>, Status> {
+        // Any role: health is what every operator and monitor needs, and it shows no
+        // entry, only sizes, times and the publishing targets' errors.
+        self.access.require(&req, Need::any(), "Status").await?;
+        Ok(Response::new(self.status.status().await?))
     }
 }

@@ -43,6 +43,126 @@ pub struct Config {
     pub roles: Option<RolesConfig>,
     /// What is redacted from an entry's params before it is stored (`docs/REDACTION.md`).
     pub redaction: RedactionConfig,
+    /// What one caller may send and how many may be connected.
+    pub limits: LimitsConfig,
+    /// Where every checkpoint is delivered besides the store (`[[publish]]`, see
+    /// [`crate::publish`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishConfig>,
+}
+
+/// One `[[publish]]` target: exactly one of `dir` and `command`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// A directory that receives one file per checkpoint (e.g. a write-once share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// A program and its arguments, run once per checkpoint with the note on stdin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// How long one delivery may take before it counts as failed (default "30s").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// The `[limits]` section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Params (JSON text, as sent) longer than this are refused and nothing is written.
+    /// Params under it but over `redaction.max_params_bytes` are stored cut.
+    pub max_params_bytes: usize,
+    /// Connections open at once; a caller beyond it is refused with a message saying so.
+    pub max_connections: usize,
+}
+
+/// Default of `limits.max_params_bytes`: 1 MiB.
+pub const DEFAULT_LIMIT_PARAMS_BYTES: usize = 1024 * 1024;
+/// Highest `limits.max_params_bytes`: a request larger than 4 MiB is refused by gRPC anyway.
+pub const MAX_LIMIT_PARAMS_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// Default of `limits.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_params_bytes: DEFAULT_LIMIT_PARAMS_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: usize, why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value: value.to_string(),
+            why,
+        };
+        if !(1..=MAX_LIMIT_PARAMS_BYTES).contains(&self.max_params_bytes) {
+            return Err(invalid(
+                "limits.max_params_bytes",
+                self.max_params_bytes,
+                format!("must be from 1 to {MAX_LIMIT_PARAMS_BYTES}"),
+            ));
+        }
+        if !(1..=65536).contains(&self.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                self.max_connections,
+                "must be from 1 to 65536".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Default of a `[[publish]]` target's `timeout`.
+pub const DEFAULT_PUBLISH_TIMEOUT: &str = "30s";
+
+impl PublishConfig {
+    /// How long one delivery may take.
+    pub fn timeout(&self) -> Result<Duration, String> {
+        parse_duration(self.timeout.as_deref().unwrap_or(DEFAULT_PUBLISH_TIMEOUT))
+    }
+
+    fn validate(&self, path: &Path, n: usize) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: String, why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            value,
+            why: format!("[[publish]] number {n}: {why}"),
+        };
+        match (&self.dir, &self.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid(
+                    "publish",
+                    format!("{self:?}"),
+                    "give exactly one of dir = \"/path\" or command = [\"program\", \"arg\"]; write two [[publish]] tables for both".into(),
+                ));
+            }
+            (Some(dir), None) if !dir.is_absolute() => {
+                return Err(invalid(
+                    "publish.dir",
+                    dir.display().to_string(),
+                    "write an absolute path (the daemon's working directory is not where you think)".into(),
+                ));
+            }
+            (None, Some(cmd)) if cmd.first().is_none_or(|p| p.trim().is_empty()) => {
+                return Err(invalid(
+                    "publish.command",
+                    format!("{cmd:?}"),
+                    "name the program first, e.g. [\"logger\", \"-t\", \"ledgerd-checkpoint\"]".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.timeout()
+            .map_err(|why| invalid("publish.timeout", self.timeout.clone().unwrap_or_default(), why))?;
+        Ok(())
+    }
 }
 
 /// A group named in the config: a name from `/etc/group`, or a gid (as a number or a
@@ -207,6 +327,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             roles: None,
             redaction: RedactionConfig::default(),
+            limits: LimitsConfig::default(),
+            publish: Vec::new(),
         }
     }
 }
@@ -279,6 +401,10 @@ impl Config {
             roles.validate(path)?;
         }
         self.redaction.validate(path)?;
+        self.limits.validate(path)?;
+        for (i, target) in self.publish.iter().enumerate() {
+            target.validate(path, i + 1)?;
+        }
         Ok(())
     }
 
@@ -481,6 +607,32 @@ mod tests {
             ("[redaction]\nmax_params_bytes = 10\n", "redaction.max_params_bytes"),
             ("[redaction]\nmax_params_bytes = 1000000\n", "redaction.max_params_bytes"),
             ("[redaction]\nenable = false\n", "enable"),
+        ] {
+            let err = Config::parse(text, Path::new("x.toml")).expect_err(text).to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn publish_targets_and_limits_are_read_and_checked() {
+        let text = "[[publish]]\ndir = \"/mnt/worm/ledger-checkpoints\"\n\n[[publish]]\ncommand = [\"logger\", \"-t\", \"ledgerd-checkpoint\"]\ntimeout = \"5s\"\n\n[limits]\nmax_params_bytes = 65536\nmax_connections = 8\n";
+        let c = Config::parse(text, Path::new("x.toml")).expect("parse");
+        assert_eq!(c.publish.len(), 2);
+        assert_eq!(c.publish[0].dir.as_deref(), Some(Path::new("/mnt/worm/ledger-checkpoints")));
+        assert_eq!(c.publish[1].command.as_deref().map(<[String]>::len), Some(3));
+        assert_eq!(c.publish[1].timeout(), Ok(Duration::from_secs(5)));
+        assert_eq!(c.publish[0].timeout(), Ok(Duration::from_secs(30)));
+        assert_eq!((c.limits.max_params_bytes, c.limits.max_connections), (65536, 8));
+        assert_eq!(Config::parse(&c.to_toml(), Path::new("effective.toml")).expect("round trip"), c);
+        for (text, key) in [
+            ("[[publish]]\n", "exactly one of"),
+            ("[[publish]]\ndir = \"/a\"\ncommand = [\"x\"]\n", "exactly one of"),
+            ("[[publish]]\ndir = \"relative\"\n", "publish.dir"),
+            ("[[publish]]\ncommand = []\n", "publish.command"),
+            ("[[publish]]\ncommand = [\"x\"]\ntimeout = \"never\"\n", "publish.timeout"),
+            ("[[publish]]\ndirectory = \"/a\"\n", "line 2"),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            ("[limits]\nmax_params_bytes = 0\n", "limits.max_params_bytes"),
         ] {
             let err = Config::parse(text, Path::new("x.toml")).expect_err(text).to_string();
             assert!(err.contains(key), "{text}: {err}");

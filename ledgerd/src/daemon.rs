@@ -8,18 +8,24 @@ use std::sync::Arc;
 
 use ledger_proto::pb::{self, admin_server::AdminServer, ledger_server::LedgerServer};
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::admin::AdminService;
 use crate::auth::{AccountFiles, Roles};
 use crate::config::{Config, GroupSpec};
+use crate::connections::Connections;
 use crate::datadir::DataDir;
 use crate::intake::Peer;
 use crate::log::{Log, hex};
+use crate::publish::Publisher;
 use crate::redact::Redactor;
 use crate::server::{Access, LedgerService};
+use crate::status::{Rate, StatusSource};
 use crate::store::Store;
 use crate::writer::{self, WriterHandle};
+
+/// How long the stop waits for the publishing targets to take the last checkpoints
+/// (well within systemd's `TimeoutStopSec=30s`).
+const PUBLISH_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the daemon prints once it serves: the line tests and scripts wait for.
 #[derive(Clone, Debug)]
@@ -56,6 +62,7 @@ pub async fn run(
     let (socket_group, socket_mode) = socket_permissions(&config)?;
     let dir = DataDir::prepare(&config.data_dir)?;
     let host: Arc<str> = gethostname::gethostname().to_string_lossy().into();
+    crate::rotate::resume(&dir, config.storage.cache_bytes)?;
     let signer = dir.signing_key_or_create(|| key_name(&host))?;
     let redactor = Arc::new(
         Redactor::new(&config.redaction, dir.redaction_key_or_create()?)
@@ -82,6 +89,19 @@ pub async fn run(
     let store = log.store().clone();
     let shared = log.shared();
     let (writer, writer_thread) = writer::spawn(log);
+    // Publishing reads the stored checkpoints on its own tasks: never on the write path.
+    let publisher = Publisher::start(&config.publish, &dir.root, &store)?;
+    let connections = Connections::new(config.limits.max_connections);
+    let status = StatusSource {
+        started_unix_nanos: crate::log::now_nanos(),
+        head: writer.head(),
+        store: store.clone(),
+        data_dir: dir.root.clone(),
+        connections: connections.clone(),
+        publish: publisher.board(),
+        verifier_key: verifier.to_vkey_string(),
+        rate: Rate::start(writer.head()),
+    };
 
     // Monitoring gaps must be visible: every start is in the log, with what it found.
     let details = serde_json::json!({
@@ -114,6 +134,7 @@ pub async fn run(
         shared: shared.clone(),
         host: host.clone(),
         access: access.clone(),
+        status,
     };
     let service = LedgerService {
         writer: writer.clone(),
@@ -125,12 +146,15 @@ pub async fn run(
         access,
         redactor,
         manifest_signer,
+        max_params_bytes: config.limits.max_params_bytes,
+        retired: Arc::new(crate::rotate::retired_verifiers(&dir)),
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(Connections::gate))
         .add_service(LedgerServer::new(service))
         .add_service(AdminServer::new(admin))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(connections.incoming(listener), shutdown)
         .await;
     ticker.abort();
     let _ = std::fs::remove_file(&socket);
@@ -138,6 +162,9 @@ pub async fn run(
     let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
     let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
     let final_cp = writer.checkpoint(false).await;
+    // The final checkpoint goes out too, if the targets take it promptly; otherwise it
+    // is delivered after the next start (each target keeps a cursor).
+    publisher.finish(PUBLISH_GRACE).await;
     writer.stop().await;
     let joined = tokio::task::spawn_blocking(move || writer_thread.join()).await?;
     served?;

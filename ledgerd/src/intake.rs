@@ -35,6 +35,8 @@ pub struct Context<'a> {
     pub state: &'a State,
     pub require_token: bool,
     pub redactor: &'a Redactor,
+    /// `limits.max_params_bytes`: params longer than this (as sent) are refused.
+    pub max_params_bytes: usize,
 }
 
 /// Checks `new` and builds the entry to append: stamps the writer, resolves the agent
@@ -68,6 +70,13 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
     }
     if kind == Kind::Decision && decision == Decision::Unspecified {
         return Err(Invalid("a decision entry needs decision = allow or deny".into()));
+    }
+    if new.params.len() > ctx.max_params_bytes {
+        return Err(Invalid(format!(
+            "params are {} bytes, over limits.max_params_bytes = {}; nothing was written. Send less (a digest or a reference to the data), or raise the limit in ledgerd's config",
+            new.params.len(),
+            ctx.max_params_bytes
+        )));
     }
     check_json("params", &new.params)?;
     check_json("details", &new.details)?;
@@ -239,7 +248,8 @@ mod tests {
         let peer = Peer { uid: 1, gid: 2, pid: 3 };
         let state = State::default();
         let redactor = redactor();
-        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let ctx =
+            Context { state: &state, require_token: false, redactor: &redactor, max_params_bytes: 1 << 20 };
         let e = accept(decision(), peer, "h", ctx).expect("valid");
         assert_eq!(e.flags, ["unknown_agent"]);
         assert_eq!(e.policy_check, "no_policy");
@@ -251,7 +261,8 @@ mod tests {
         let peer = Peer::default();
         let state = State::default();
         let redactor = redactor();
-        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let ctx =
+            Context { state: &state, require_token: false, redactor: &redactor, max_params_bytes: 1 << 20 };
         let mut e = decision();
         e.kind = Kind::DaemonStarted as i32;
         assert!(accept(e, peer, "h", ctx).is_err());
@@ -264,6 +275,11 @@ mod tests {
         let mut e = decision();
         e.reason = "y".repeat(MAX_ENTRY_BYTES);
         assert!(accept(e, peer, "h", ctx).is_err());
+        let mut e = decision();
+        e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(100));
+        let small = Context { max_params_bytes: 64, ..ctx };
+        let err = accept(e, peer, "h", small).expect_err("over the limit").0;
+        assert!(err.contains("limits.max_params_bytes = 64"), "{err}");
     }
 
     fn heartbeat() -> pb::NewEntry {
@@ -280,7 +296,8 @@ mod tests {
     fn heartbeats_are_accepted_from_writers_and_identified_like_decisions() {
         let state = State::default();
         let redactor = redactor();
-        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let ctx =
+            Context { state: &state, require_token: false, redactor: &redactor, max_params_bytes: 1 << 20 };
         let e = accept(heartbeat(), Peer::default(), "h", ctx).expect("a writer may send heartbeats");
         assert_eq!((e.kind, e.shim_seq, e.tool.as_str()), (Kind::ShimHeartbeat as i32, 7, ""));
         assert_eq!(e.flags, ["unknown_agent"], "the agent is checked as for a decision");
@@ -301,7 +318,8 @@ mod tests {
     fn params_are_redacted_and_cut_before_they_are_stored() {
         let state = State::default();
         let redactor = redactor();
-        let ctx = Context { state: &state, require_token: false, redactor: &redactor };
+        let ctx =
+            Context { state: &state, require_token: false, redactor: &redactor, max_params_bytes: 1 << 20 };
         let mut e = decision();
         e.params = r#"{"password":"hunter2","path":"/tmp"}"#.into();
         let stored = accept(e, Peer::default(), "h", ctx).expect("valid");

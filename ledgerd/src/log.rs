@@ -313,6 +313,12 @@ impl Log {
         &self.verifier
     }
 
+    /// Signs later checkpoints with `signer` (a key rotation: see [`crate::rotate`]).
+    pub fn set_signer(&mut self, signer: NoteSigner) {
+        self.verifier = signer.verifier();
+        self.signer = signer;
+    }
+
     /// Appends groups of entries (one group per caller) as one group commit and makes
     /// them durable.
     ///

@@ -14,7 +14,7 @@ use ledgerd::Config;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Examples:\n  ledgerd                                  # ./ledger-data, socket ./ledger-data/ledgerd.sock\n  ledgerd --data-dir /var/lib/ledgerd --socket /run/ledgerd/ledgerd.sock\n  ledgerd --config /etc/ledgerd/ledgerd.toml\n  ledgerd --check-config /etc/ledgerd/ledgerd.toml"
+    after_help = "Examples:\n  ledgerd                                  # ./ledger-data, socket ./ledger-data/ledgerd.sock\n  ledgerd --data-dir /var/lib/ledgerd --socket /run/ledgerd/ledgerd.sock\n  ledgerd --config /etc/ledgerd/ledgerd.toml\n  ledgerd --check-config /etc/ledgerd/ledgerd.toml\n  ledgerd --config /etc/ledgerd/ledgerd.toml --rotate-key   # with ledgerd stopped"
 )]
 struct Args {
     /// Data directory (created with mode 0700) [default: $LEDGERD_DATA_DIR or ./ledger-data]
@@ -33,6 +33,10 @@ struct Args {
     /// (the daemon must be stopped)
     #[arg(long)]
     rebuild_projections: bool,
+    /// Rotate the signing key, then exit (the daemon must be stopped): the log gets a
+    /// `key_rotated` entry signed by the old key naming the new one (docs/DEPLOY.md)
+    #[arg(long, conflicts_with = "rebuild_projections")]
+    rotate_key: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let n = ledgerd::daemon::rebuild_projections(&config)?;
         println!(
             "rebuilt the registry and policies from {n} admin entries, the agent index and the hourly counters"
+        );
+        return Ok(());
+    }
+    if args.rotate_key {
+        let r = ledgerd::rotate::rotate_key(&config)?;
+        println!(
+            "rotated: entry {} (key_rotated) names the new key; the tree of {} entries is signed by both keys\nold key (kept as {}): {}\nnew key (now in verifier.vkey): {}\nGive the new verifier.vkey to your verifiers; `ledgerctl verify --state` follows the rotation by itself.",
+            r.seq, r.size, r.retired_file, r.old_key, r.new_key
         );
         return Ok(());
     }

@@ -53,6 +53,11 @@ pub struct LedgerService {
     /// The ledger's own key, for evidence manifests (a clone of the one the log signs
     /// checkpoints with; the writer thread keeps the other).
     pub(crate) manifest_signer: Arc<NoteSigner>,
+    /// `limits.max_params_bytes` from the config.
+    pub(crate) max_params_bytes: usize,
+    /// Keys this ledger signed with before a rotation: checkpoints older than the rotation
+    /// verify with one of them.
+    pub(crate) retired: Arc<Vec<NoteVerifier>>,
 }
 
 impl LedgerService {
@@ -210,8 +215,12 @@ impl Ledger for LedgerService {
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
         let state = self.state();
-        let ctx =
-            intake::Context { state: &state, require_token: self.require_token, redactor: &self.redactor };
+        let ctx = intake::Context {
+            state: &state,
+            require_token: self.require_token,
+            redactor: &self.redactor,
+            max_params_bytes: self.max_params_bytes,
+        };
         let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
@@ -235,6 +244,7 @@ impl Ledger for LedgerService {
                 state: &state,
                 require_token: self.require_token,
                 redactor: &self.redactor,
+                max_params_bytes: self.max_params_bytes,
             };
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
@@ -289,6 +299,7 @@ impl Ledger for LedgerService {
         let cp = self
             .verifier
             .verify_checkpoint(&note)
+            .or_else(|e| self.retired.iter().find_map(|k| k.verify_checkpoint(&note).ok()).ok_or(e))
             .map_err(|e| Status::internal(format!("stored checkpoint does not verify: {e}")))?;
         Ok(Response::new(pb::Checkpoint { note, size: cp.size, root: cp.root.to_vec() }))
     }

@@ -612,7 +612,12 @@ mod tests {
     fn a_format_1_store_is_moved_to_blocks_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = sled::Config::new().path(dir.path()).segment_size(SEGMENT_SIZE).open().expect("sled");
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(SEGMENT_SIZE)
+                .flush_every_ms(None)
+                .open()
+                .expect("sled");
             let old = db.open_tree("entries").expect("tree");
             for seq in 0..50u64 {
                 let bytes = record::encode(&record::Record::from(entry(seq))).expect("encode");

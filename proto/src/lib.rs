@@ -4,12 +4,14 @@
 //! - [`leaf`]: the canonical leaf bytes of an entry and their hash;
 //! - [`merkle`]: RFC 9162-shaped BLAKE3 tree hashing, proof generation and verification;
 //! - [`note`]: the C2SP signed checkpoint note (Ed25519);
-//! - [`manifest`]: the signed manifest body of an evidence bundle.
+//! - [`manifest`]: the signed manifest body of an evidence bundle;
+//! - [`rotation`]: the old key's signed statement naming its successor.
 
 pub mod leaf;
 pub mod manifest;
 pub mod merkle;
 pub mod note;
+pub mod rotation;
 
 /// Lowercase hex of bytes (hashes, key IDs), as every message and output shows them.
 pub fn hex(bytes: &[u8]) -> String {

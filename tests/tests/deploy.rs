@@ -199,7 +199,7 @@ fn verify_service_and_timer_run_as_another_user() {
     unit.expect("Type", "oneshot");
     unit.expect(
         "ExecStart",
-        "/usr/local/bin/ledgerctl --socket /run/ledgerd/ledgerd.sock verify --key /etc/ledgerd/verifier.vkey",
+        "/usr/local/bin/ledgerctl --socket /run/ledgerd/ledgerd.sock verify --state /var/lib/ledger-verify/state --key /etc/ledgerd/verifier.vkey --full --max-age 1h",
     );
     // It verifies through the socket only: no access to ledgerd's directories.
     assert!(
@@ -803,13 +803,14 @@ fn every_system_call_ledgerd_makes_is_allowed_by_its_unit() {
     }
     // ledger-verify.service's command, traced too, against that unit's filter.
     let verify_trace = tmp.path().join("verify-trace");
+    let state = tmp.path().join("verify-state").display().to_string();
     let out = Command::new("strace")
         .args(["-f", "-qq", "-o"])
         .arg(&verify_trace)
         .arg(bin("ledgerctl"))
         .arg("--socket")
         .arg(&socket)
-        .args(verify)
+        .args(["verify", "--state", state.as_str(), "--key", vkey.as_str(), "--full", "--max-age", "1h"])
         .output()
         .expect("strace ledgerctl verify");
     assert!(out.status.success(), "ledgerctl verify under strace: {}", stderr(&out));

@@ -2,7 +2,8 @@
 //! only; the work is in the `ledger_client` library.
 //!
 //! Exit codes: 0 success; 1 a check failed (verification, proof); 2 an error (bad
-//! usage, daemon unreachable, refused call).
+//! usage, daemon unreachable, refused call). `verify --state` adds 3 to 7
+//! (`ledger_client::state::exit`).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledger_client::state::Alarm;
 use ledger_client::verify::{self, Failure, LogWalk, Pinned};
 use ledger_client::{Client, default_data_dir, default_socket};
 use ledger_proto::note::NoteVerifier;
@@ -21,7 +23,7 @@ use tokio_stream::StreamExt;
     name = "ledgerctl",
     version,
     about = "Talk to ledgerd: append decisions, read the log, prove and verify it.",
-    after_help = "The socket is --socket, else $LEDGER_SOCKET, else ${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock.\n\nExit codes: 0 success, 1 a check failed, 2 error.\n\nExamples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --params '{\"sql\":\"select 1\"}'\n  ledgerctl tail -n 20\n  ledgerctl checkpoint > pinned.note\n  ledgerctl verify --checkpoint pinned.note"
+    after_help = "The socket is --socket, else $LEDGER_SOCKET, else ${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock.\n\nExit codes: 0 success, 1 a check failed, 2 error (verify --state has more: see its --help).\n\nExamples:\n  ledgerctl append --agent billing-bot --tool db.query --decision allow --params '{\"sql\":\"select 1\"}'\n  ledgerctl tail -n 20\n  ledgerctl checkpoint > pinned.note\n  ledgerctl verify --checkpoint pinned.note"
 )]
 struct Cli {
     /// Path of ledgerd's Unix socket
@@ -58,16 +60,36 @@ enum Command {
         #[command(flatten)]
         key: KeyArg,
     },
-    /// Recompute every leaf and the root, check the latest checkpoint and any pinned ones
-    #[command(
-        after_help = "Examples:\n  ledgerctl verify\n  ledgerctl verify --checkpoint monday.note --checkpoint tuesday.note --key verifier.vkey\n\nExit 0 when everything holds; 1 names the first entry or checkpoint that fails."
-    )]
+    /// Recompute every leaf and the root, check the latest checkpoint and any pinned ones;
+    /// or, with --state, check the log only grew since the checkpoint trusted last time
+    #[command(after_help = VERIFY_HELP)]
     Verify {
         /// A checkpoint note saved earlier; the log must still contain it (repeatable)
-        #[arg(long = "checkpoint", value_name = "FILE")]
+        #[arg(long = "checkpoint", value_name = "FILE", conflicts_with = "state")]
         checkpoints: Vec<PathBuf>,
         #[command(flatten)]
         key: KeyArg,
+        /// Keep the last trusted checkpoint (and the pinned key) in FILE: check the latest
+        /// against it, then replace it; created on first use
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// With --state: also recompute every leaf and the root (without --state, verify
+        /// always does)
+        #[arg(long, requires = "state")]
+        full: bool,
+        /// With --state: exit 6 if the latest checkpoint is older than this while the log
+        /// holds entries past it (ledgerd stopped signing), e.g. "15m", "1h"
+        #[arg(long, value_name = "DURATION", requires = "state")]
+        max_age: Option<String>,
+    },
+    /// Show the daemon's health: tree, checkpoint age, publishing, uptime, load
+    #[command(
+        after_help = "Examples:\n  ledgerctl status\n  ledgerctl status --format json | jq .publish\n\nAny role may ask. A publishing target that keeps failing shows its failures, last error and next retry."
+    )]
+    Status {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
     },
     /// Run a query over the log (docs/QUERY.md); exit 0 rows found, 1 none, 2 error
     #[command(after_help = QUERY_HELP)]
@@ -228,6 +250,28 @@ fn shim(socket: PathBuf, cmd: ShimCommand) -> ExitCode {
     }
 }
 
+const VERIFY_HELP: &str = "Examples:
+  ledgerctl verify
+  ledgerctl verify --checkpoint monday.note --checkpoint tuesday.note --key verifier.vkey
+  ledgerctl verify --state verify.state --key /etc/ledgerd/verifier.vkey --max-age 1h
+  ledgerctl verify --state verify.state --full
+
+Without --state: exit 0 when everything holds; 1 names the first entry or checkpoint that
+fails; 2 on an error.
+
+With --state FILE, one line on stdout (ok) or stderr (anything else), and the exit code:
+  0  ok: the log grew consistently (or trusted on first use: no FILE yet; or a key
+     rotation, named by the pinned key in a key_rotated entry, was followed)
+  1  FAILED: another verification failure (bad signature, bad proof, a changed entry)
+  2  error: bad usage, unreadable FILE or key, a refused call
+  3  ROLLBACK: the latest checkpoint covers fewer entries than the trusted one
+  4  FORK: the log does not extend the trusted checkpoint (same or larger size)
+  5  KEY CHANGED: the checkpoint is signed by a key the pinned key never named
+  6  STALE: the latest checkpoint is older than --max-age and the log grew past it
+  7  UNREACHABLE: the daemon cannot be reached
+FILE is replaced (atomically) only when the exit code is 0. --key is the key pinned on
+first use; afterwards FILE's key is used.";
+
 const QUERY_HELP: &str = "Examples:
   ledgerctl query 'during 2026-Q1 agent = \"build-bot\" and decision = deny | sort time desc'
   ledgerctl query 'last 7d decision = deny | count by bin(time, 1h) | sort count desc | limit 24'
@@ -250,6 +294,12 @@ struct OutputArgs {
 enum Format {
     Table,
     Csv,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum StatusFormat {
+    Table,
     Json,
 }
 
@@ -552,6 +602,11 @@ fn main() -> ExitCode {
             eprintln!("ledgerctl: error: {message}");
             ExitCode::from(2)
         }
+        Err(e) if e.downcast_ref::<Alarm>().is_some() => {
+            let code = e.downcast_ref::<Alarm>().map_or(2, Alarm::exit_code);
+            eprintln!("ledgerctl: {e}");
+            ExitCode::from(code)
+        }
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
             eprintln!("ledgerctl: FAILED: {e}");
             ExitCode::from(1)
@@ -594,7 +649,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write_out(cp.note.as_bytes())
         }
         Command::Prove { seq, checkpoint, key } => prove(&socket, seq, checkpoint.as_deref(), &key).await,
-        Command::Verify { checkpoints, key } => verify_log(&socket, &checkpoints, &key).await,
+        Command::Verify { state: Some(state), key, full, max_age, .. } => {
+            verify_state(&socket, state, &key, full, max_age.as_deref()).await
+        }
+        Command::Verify { checkpoints, key, .. } => verify_log(&socket, &checkpoints, &key).await,
+        Command::Status { format } => status(&socket, format).await,
         Command::Tail { n, follow } => tail(&socket, n, follow).await,
         Command::Query { query, out } => run_query(&socket, &query, &out).await,
         Command::Export(args) => export(&socket, &args).await,
@@ -860,6 +919,56 @@ async fn verify_log(socket: &Path, pinned_files: &[PathBuf], key: &KeyArg) -> an
         )
         .as_bytes(),
     )
+}
+
+async fn verify_state(
+    socket: &Path,
+    state: PathBuf,
+    key: &KeyArg,
+    full: bool,
+    max_age: Option<&str>,
+) -> anyhow::Result<()> {
+    use ledger_client::state;
+    let max_age = match max_age {
+        Some(text) => {
+            let d: jiff::SignedDuration =
+                text.parse().map_err(|e| anyhow!("--max-age {text:?}: {e}; write e.g. \"15m\" or \"1h\""))?;
+            Some(std::time::Duration::try_from(d).map_err(|_| anyhow!("--max-age cannot be negative"))?)
+        }
+        None => None,
+    };
+    let pinned = state::load(&state)?;
+    // The key matters only on first use; afterwards the state file's key (which follows
+    // rotations) is the one that counts.
+    let key = match &pinned {
+        None => Some(load_key(socket, key)?),
+        Some(s) => {
+            if let Some(path) = &key.key
+                && let Ok(text) = std::fs::read_to_string(path)
+                && text.trim() != s.key
+            {
+                eprintln!(
+                    "ledgerctl: note: {} differs from the key pinned in {} (which follows key rotations); using the pinned key",
+                    path.display(),
+                    state.display()
+                );
+            }
+            None
+        }
+    };
+    let opts = state::Options { state, key, full, max_age };
+    let report = state::check(socket, &opts).await?;
+    write_out(format!("{}\n", report.line).as_bytes())
+}
+
+async fn status(socket: &Path, format: StatusFormat) -> anyhow::Result<()> {
+    let status = Client::connect(socket).await?.status().await?;
+    match format {
+        StatusFormat::Table => write_out(ledger_client::status::table(&status).as_bytes()),
+        StatusFormat::Json => write_out(
+            format!("{}\n", serde_json::to_string_pretty(&ledger_client::status::json(&status))?).as_bytes(),
+        ),
+    }
 }
 
 async fn tail(socket: &Path, n: u64, follow: bool) -> anyhow::Result<()> {
