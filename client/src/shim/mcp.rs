@@ -198,6 +198,14 @@ async fn from_server(shared: &Shared, line: String) -> String {
     msg.to_string()
 }
 
+/// A message and its newline as one buffer: one write, so the line goes out whole at once
+/// (tokio's stdout hands each write to a thread; two writes would be two round trips).
+fn with_newline(line: String) -> Vec<u8> {
+    let mut bytes = line.into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Sends a heartbeat every `every` (the first one interval after the start) until aborted.
 async fn heartbeats(shared: Arc<Shared>, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -266,10 +274,7 @@ where
     let writer = tokio::spawn(async move {
         let mut output = output;
         while let Some(line) = rx.recv().await {
-            if output.write_all(line.as_bytes()).await.is_err()
-                || output.write_all(b"\n").await.is_err()
-                || output.flush().await.is_err()
-            {
+            if output.write_all(&with_newline(line)).await.is_err() || output.flush().await.is_err() {
                 break;
             }
         }
@@ -304,8 +309,7 @@ where
             }
             match from_client(&shared, line).await {
                 ClientLine::Forward(line) => {
-                    let ok = child_in.write_all(line.as_bytes()).await.is_ok()
-                        && child_in.write_all(b"\n").await.is_ok()
+                    let ok = child_in.write_all(&with_newline(line)).await.is_ok()
                         && child_in.flush().await.is_ok();
                     if !ok {
                         break;

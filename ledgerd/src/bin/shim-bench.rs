@@ -7,7 +7,8 @@
 //! 2. The MCP proxy's added latency per `tools/call`: the npm
 //!    `@modelcontextprotocol/server-filesystem` driven directly and through `ledgerctl shim
 //!    mcp`, the same allowed `read_text_file` of a small file, calls alternating between the
-//!    two so that both see the same machine load; added = proxied − direct, per percentile.
+//!    two so that both see the same machine load; added = proxied − direct, per percentile,
+//!    within each run.
 //!
 //! Every figure is the median over `--runs`. The `ledgerctl` it runs is the one built next
 //! to this binary (same target dir and profile). Run it with
@@ -111,9 +112,33 @@ fn ms(d: Duration) -> String {
 }
 
 /// Signed difference in milliseconds (a proxy can measure faster than direct in the noise).
-fn added_ms(with: Duration, without: Duration) -> (f64, String) {
-    let added = (with.as_secs_f64() - without.as_secs_f64()) * 1e3;
-    (added, format!("{added:+.2} ms"))
+fn added_ms(with: Duration, without: Duration) -> f64 {
+    (with.as_secs_f64() - without.as_secs_f64()) * 1e3
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// One run's MCP figures (or their medians): p50 and p99 directly and through the proxy,
+/// and the added milliseconds at p50 and p99.
+struct McpFigures {
+    direct: (Duration, Duration),
+    proxied: (Duration, Duration),
+    added: (f64, f64),
+}
+
+impl McpFigures {
+    fn median(runs: &[McpFigures]) -> McpFigures {
+        let d = |f: fn(&McpFigures) -> Duration| median(runs.iter().map(f).collect());
+        let a = |f: fn(&McpFigures) -> f64| median_f64(runs.iter().map(f).collect());
+        McpFigures {
+            direct: (d(|r| r.direct.0), d(|r| r.direct.1)),
+            proxied: (d(|r| r.proxied.0), d(|r| r.proxied.1)),
+            added: (a(|r| r.added.0), a(|r| r.added.1)),
+        }
+    }
 }
 
 /// The 1-minute load average (Linux), to say how busy the machine was.
@@ -458,26 +483,32 @@ fn main() -> anyhow::Result<()> {
     let (hook50, hook99) = (median(hook50), median(hook99));
 
     let missing = mcp_missing(&server);
-    let mut mcp = None;
+    // Per MCP figure, the median over runs; the added latency is taken within each run
+    // (proxied − direct, both measured under the same load) and then its median.
+    let mut mcp: Option<McpFigures> = None;
     if missing.is_none() {
-        let (mut d50, mut d99, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut runs = Vec::new();
         for run in 1..=args.runs {
             let (without, with) =
                 mcp_run(&ctl, &socket, &fs_token, &server, &fs_dir, (args.warmup, args.mcp_calls))?;
             let ((a50, a99), (b50, b99)) = (p50_p99(without), p50_p99(with));
+            let f = McpFigures {
+                direct: (a50, a99),
+                proxied: (b50, b99),
+                added: (added_ms(b50, a50), added_ms(b99, a99)),
+            };
             eprintln!(
-                "  run {run}: MCP direct p50 {} p99 {}; proxied p50 {} p99 {}",
+                "  run {run}: MCP direct p50 {} p99 {}; proxied p50 {} p99 {}; added p50 {:+.2} ms p99 {:+.2} ms",
                 ms(a50),
                 ms(a99),
                 ms(b50),
-                ms(b99)
+                ms(b99),
+                f.added.0,
+                f.added.1
             );
-            d50.push(a50);
-            d99.push(a99);
-            p50s.push(b50);
-            p99s.push(b99);
+            runs.push(f);
         }
-        mcp = Some((median(d50), median(d99), median(p50s), median(p99s)));
+        mcp = Some(McpFigures::median(&runs));
     }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -502,22 +533,25 @@ fn main() -> anyhow::Result<()> {
         verdict(hook_met)
     );
     match (&mcp, &missing) {
-        (Some((d50, d99, p50, p99)), _) => {
-            println!("{:<44} {:>10} {:>10}", "MCP tools/call, server directly", ms(*d50), ms(*d99));
+        (Some(f), _) => {
+            println!(
+                "{:<44} {:>10} {:>10}",
+                "MCP tools/call, server directly",
+                ms(f.direct.0),
+                ms(f.direct.1)
+            );
             println!(
                 "{:<44} {:>10} {:>10}",
                 "MCP tools/call, through ledgerctl shim mcp",
-                ms(*p50),
-                ms(*p99)
+                ms(f.proxied.0),
+                ms(f.proxied.1)
             );
-            let (_, added50) = added_ms(*p50, *d50);
-            let (added99, added99_text) = added_ms(*p99, *d99);
-            let met = added99 < PROXY_ADDED_P99_TARGET.as_secs_f64() * 1e3;
+            let met = f.added.1 < PROXY_ADDED_P99_TARGET.as_secs_f64() * 1e3;
             println!(
                 "{:<44} {:>10} {:>10}   {:<18} {}",
                 "MCP proxy, added per tools/call",
-                added50,
-                added99_text,
+                format!("{:+.2} ms", f.added.0),
+                format!("{:+.2} ms", f.added.1),
                 "added p99 < 3 ms",
                 verdict(met)
             );
@@ -539,7 +573,7 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(n)
     })?;
-    let per_run = (args.warmup + args.hook_calls) + mcp.map_or(0, |_| args.warmup + args.mcp_calls);
+    let per_run = (args.warmup + args.hook_calls) + mcp.as_ref().map_or(0, |_| args.warmup + args.mcp_calls);
     println!(
         "
 decisions recorded by the daemon: {recorded} (expected {})",
