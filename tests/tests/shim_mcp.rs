@@ -7,7 +7,7 @@
 //! Skips (with a printed reason) when `python3` is not installed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -509,6 +509,39 @@ fn a_lost_decision_shows_as_a_gap_in_shim_seq() {
 }
 
 /// Registers `agent` with a policy that allows `read_file` and denies everything else.
+/// A Python MCP server behind the proxy for agent `agent` (allowed to read `file`), with
+/// `--heartbeat beat`; the server logs each call it sees to `log`, the proxy its stderr to
+/// `errors`.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    file: PathBuf,
+    log: PathBuf,
+    errors: PathBuf,
+    proxy: Proxy,
+}
+
+impl Fixture {
+    fn start(socket: &Path, daemon: &Daemon, agent: &str, beat: &str) -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let server = tmp.path().join("server.py");
+        std::fs::write(&server, SERVER).expect("write server");
+        let file = tmp.path().join("f.txt");
+        std::fs::write(&file, "f\n").expect("write");
+        reader_agent(daemon, tmp.path(), agent);
+        let log = tmp.path().join("server.log");
+        let errors = tmp.path().join("proxy.stderr");
+        let proxy = Proxy::start_with(
+            socket,
+            agent,
+            &["--heartbeat", beat],
+            &["python3", server.to_str().expect("utf-8")],
+            &[("SERVER_LOG", &log)],
+            Some(&errors),
+        );
+        Fixture { tmp, file, log, errors, proxy }
+    }
+}
+
 fn reader_agent(daemon: &Daemon, dir: &Path, agent: &str) {
     let policy = dir.join(format!("{agent}.policy"));
     std::fs::write(&policy, "rule r: allow tool = \"read_file\"\ndefault deny\n").expect("write");
@@ -557,21 +590,8 @@ fn heartbeats_carry_the_number_of_the_last_decision_and_one_is_sent_at_exit() {
         return;
     }
     let daemon = Daemon::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = tmp.path().join("server.py");
-    std::fs::write(&server, SERVER).expect("write server");
-    let file = tmp.path().join("f.txt");
-    std::fs::write(&file, "f\n").expect("write");
-    reader_agent(&daemon, tmp.path(), "beater");
-    let log = tmp.path().join("server.log");
-    let mut proxy = Proxy::start_with(
-        &daemon.socket,
-        "beater",
-        &["--heartbeat", "200ms"],
-        &["python3", server.to_str().expect("utf-8")],
-        &[("SERVER_LOG", &log)],
-        None,
-    );
+    let Fixture { tmp: _tmp, file, mut proxy, .. } =
+        Fixture::start(&daemon.socket, &daemon, "beater", "200ms");
     // Before any decision: heartbeats with no shim_seq (0, shown as missing).
     let rows = wait_for(&daemon, "a heartbeat before any decision", |rows| !heartbeats(rows).is_empty());
     assert_eq!(heartbeats(&rows)[0]["shim_seq"], Value::Null, "{rows:#?}");
@@ -627,23 +647,9 @@ fn a_failed_heartbeat_does_not_stop_the_proxy_and_reveals_the_lost_last_decision
     let mut daemon = Daemon::start();
     let keep = daemon.keep_dir();
     let data_dir = daemon.data_dir.clone();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = tmp.path().join("server.py");
-    std::fs::write(&server, SERVER).expect("write server");
-    let file = tmp.path().join("f.txt");
-    std::fs::write(&file, "f\n").expect("write");
-    reader_agent(&daemon, tmp.path(), "steady");
     let socket = daemon.socket.canonicalize().expect("socket");
-    let log = tmp.path().join("server.log");
-    let errors = tmp.path().join("proxy.stderr");
-    let mut proxy = Proxy::start_with(
-        &socket,
-        "steady",
-        &["--heartbeat", "200ms"],
-        &["python3", server.to_str().expect("utf-8")],
-        &[("SERVER_LOG", &log)],
-        Some(&errors),
-    );
+    let Fixture { tmp: _tmp, file, log, errors, mut proxy } =
+        Fixture::start(&socket, &daemon, "steady", "200ms");
     assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
     assert!(daemon.stop());
 
@@ -693,21 +699,7 @@ fn heartbeat_off_leaves_only_the_exit_heartbeat() {
         return;
     }
     let daemon = Daemon::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = tmp.path().join("server.py");
-    std::fs::write(&server, SERVER).expect("write server");
-    let file = tmp.path().join("f.txt");
-    std::fs::write(&file, "f\n").expect("write");
-    reader_agent(&daemon, tmp.path(), "quiet");
-    let log = tmp.path().join("server.log");
-    let mut proxy = Proxy::start_with(
-        &daemon.socket,
-        "quiet",
-        &["--heartbeat", "off"],
-        &["python3", server.to_str().expect("utf-8")],
-        &[("SERVER_LOG", &log)],
-        None,
-    );
+    let Fixture { tmp: _tmp, file, mut proxy, .. } = Fixture::start(&daemon.socket, &daemon, "quiet", "off");
     assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
     std::thread::sleep(Duration::from_millis(600));
     assert!(heartbeats(&shim_entries(&daemon)).is_empty(), "no periodic heartbeat");
@@ -727,21 +719,8 @@ fn sigterm_ends_the_proxy_with_an_exit_heartbeat() {
         return;
     }
     let daemon = Daemon::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = tmp.path().join("server.py");
-    std::fs::write(&server, SERVER).expect("write server");
-    let file = tmp.path().join("f.txt");
-    std::fs::write(&file, "f\n").expect("write");
-    reader_agent(&daemon, tmp.path(), "stopped");
-    let log = tmp.path().join("server.log");
-    let mut proxy = Proxy::start_with(
-        &daemon.socket,
-        "stopped",
-        &["--heartbeat", "off"],
-        &["python3", server.to_str().expect("utf-8")],
-        &[("SERVER_LOG", &log)],
-        None,
-    );
+    let Fixture { tmp: _tmp, file, mut proxy, .. } =
+        Fixture::start(&daemon.socket, &daemon, "stopped", "off");
     assert_eq!(proxy.request(call(1, "read_file", json!({"path": file})))["result"]["isError"], false);
     let status = Command::new("kill").arg("-TERM").arg(proxy.child.id().to_string()).status().expect("kill");
     assert!(status.success());
