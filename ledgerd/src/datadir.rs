@@ -109,20 +109,9 @@ impl DataDir {
         let vkey_path = self.verifier_key();
         let vkey = format!("{}\n", signer.verifier().to_vkey_string());
         if fs::read_to_string(&vkey_path).ok().as_deref() != Some(vkey.as_str()) {
-            let tmp = self.root.join("verifier.vkey.tmp");
-            let vio = |source| DataDirError::Io { path: vkey_path.clone(), source };
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)
-                .map_err(vio)?;
-            file.write_all(vkey.as_bytes()).map_err(vio)?;
-            // Public by design; set explicitly since the daemon's umask is 077.
-            file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(vio)?;
-            file.sync_all().map_err(vio)?;
-            fs::rename(&tmp, &vkey_path).map_err(vio)?;
+            // Public by design.
+            replace_file(&vkey_path, vkey.as_bytes(), 0o644)
+                .map_err(|source| DataDirError::Io { path: vkey_path.clone(), source })?;
         }
         Ok(signer)
     }
@@ -166,6 +155,22 @@ fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(key)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never
+/// a mix: a hidden temporary file next to it is written with `mode` (set explicitly: the
+/// daemon's umask is 077), synced, renamed over `path`, and the directory synced.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -14,9 +14,7 @@
 //! by a task of its own (so a slow target never fills sled's subscriber queue, which
 //! would block the writer).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -339,22 +337,9 @@ fn write_file(dir: &Path, name: &str, note: &[u8]) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(|e| io("create", &tmp, e))?;
-    file.write_all(note).map_err(|e| io("write", &tmp, e))?;
-    // Checkpoints are public; the daemon's umask is 077.
-    file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(|e| io("chmod", &tmp, e))?;
-    file.sync_all().map_err(|e| io("sync", &tmp, e))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(|e| io("rename into", &path, e))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("sync directory", dir, e))?;
+    // Checkpoints are public.
+    crate::datadir::replace_file(&path, note, 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -405,16 +390,10 @@ fn read_cursor(path: &Path) -> Option<Key> {
     Some(key)
 }
 
-/// Replaces the cursor file atomically (temporary file, sync, rename).
+/// Replaces the cursor file atomically (see [`crate::datadir::replace_file`]).
 fn write_cursor(path: &Path, key: &Key, label: &str) -> Result<(), String> {
-    let tmp = path.with_extension("cursor.tmp");
     let text = format!("{}\n{label}\n", ledger_proto::hex(key));
-    let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
+    let write = || crate::datadir::replace_file(path, text.as_bytes(), 0o600);
     write().map_err(|e| {
         format!("delivered, but cannot record it in {}: {e}; check the data dir", path.display())
     })
