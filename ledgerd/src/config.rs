@@ -43,6 +43,10 @@ pub struct Config {
     pub roles: Option<RolesConfig>,
     /// What is redacted from an entry's params before it is stored (`docs/REDACTION.md`).
     pub redaction: RedactionConfig,
+    /// Severity scoring: weights, action classes, baselines (`docs/SEVERITY.md`).
+    pub scorer: crate::scorer::ScorerConfig,
+    /// Where entries at or above a severity are sent as they are committed.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// A group named in the config: a name from `/etc/group`, or a gid (as a number or a
@@ -207,6 +211,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             roles: None,
             redaction: RedactionConfig::default(),
+            scorer: crate::scorer::ScorerConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -232,6 +238,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
     Invalid { path: PathBuf, key: &'static str, value: String, why: String },
+    #[error("config file {path}: [{section}] {why}")]
+    Section { path: PathBuf, section: &'static str, why: String },
     #[error("cannot read {path} to look up the users and groups named in the config: {source}")]
     Accounts { path: PathBuf, source: std::io::Error },
 }
@@ -279,6 +287,11 @@ impl Config {
             roles.validate(path)?;
         }
         self.redaction.validate(path)?;
+        let section = |section: &'static str| {
+            move |why: String| ConfigError::Section { path: path.to_path_buf(), section, why }
+        };
+        crate::scorer::Scorer::new(self.scorer.clone()).map_err(|e| section("scorer")(e.0))?;
+        self.alerts.validate().map_err(section("alerts"))?;
         Ok(())
     }
 

@@ -17,8 +17,10 @@ use crate::datadir::DataDir;
 use crate::intake::Peer;
 use crate::log::{Log, hex};
 use crate::redact::Redactor;
+use crate::scoring::Scoring;
 use crate::server::{Access, LedgerService};
 use crate::store::Store;
+use crate::watch::Feed;
 use crate::writer::{self, WriterHandle};
 
 /// What the daemon prints once it serves: the line tests and scripts wait for.
@@ -76,12 +78,23 @@ pub async fn run(
             "took in entries that reached disk just before a crash but were never acknowledged"
         );
     }
+    // Baselines are a projection of the log: replayed on every start (docs/SEVERITY.md).
+    let mut scoring = Scoring::new(&config.scorer).map_err(|e| anyhow::anyhow!("[{e}]"))?;
+    let (log, scoring, replayed) = tokio::task::spawn_blocking(move || {
+        scoring.rebuild(log.store(), log.size()).map(|replayed| (log, scoring, replayed))
+    })
+    .await??;
+    if scoring.enabled() {
+        tracing::info!(entries = replayed.entries, took = ?replayed.took, "scorer baselines rebuilt from the log");
+    }
     let previous_size = log.size();
     let previous_checkpoint = log.last_checkpoint().map(|c| c.checkpoint.size);
     let verifier = Arc::new(log.verifier().clone());
     let store = log.store().clone();
     let shared = log.shared();
-    let (writer, writer_thread) = writer::spawn(log);
+    let feed = Feed::new();
+    let (writer, writer_thread) = writer::spawn(log, scoring, feed.clone());
+    let alerts = crate::alerts::spawn(&config.alerts, &feed);
 
     // Monitoring gaps must be visible: every start is in the log, with what it found.
     let details = serde_json::json!({
@@ -125,6 +138,14 @@ pub async fn run(
         access,
         redactor,
         manifest_signer,
+        feed: feed.clone(),
+    };
+    // Open `Watch` streams end when the server stops, or its graceful shutdown would
+    // wait for them forever.
+    let closing = feed.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
     let served = tonic::transport::Server::builder()
@@ -140,6 +161,12 @@ pub async fn run(
     let final_cp = writer.checkpoint(false).await;
     writer.stop().await;
     let joined = tokio::task::spawn_blocking(move || writer_thread.join()).await?;
+    // With the writer and the server gone, the feed closes and the alerts thread ends
+    // once it has sent what it holds.
+    drop(feed);
+    if let Some(alerts) = alerts {
+        let _ = tokio::task::spawn_blocking(move || alerts.join()).await;
+    }
     served?;
     stopped?;
     final_cp?;

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agent_index;
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod counters;
@@ -20,9 +21,11 @@ pub mod projection;
 pub mod record;
 pub mod redact;
 pub mod scorer;
+pub mod scoring;
 pub mod server;
 pub mod store;
 pub mod tiles;
+pub mod watch;
 pub mod writer;
 
 pub use config::Config;

@@ -33,6 +33,9 @@ pub struct InvalidConfig(pub String);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScorerConfig {
+    /// Score entries at all. Off: every entry is stored with severity 0 ("not scored")
+    /// and no scorer flags (intake's flags stay), and no baselines are kept.
+    pub enabled: bool,
     /// Where every score starts (clamped to at least 1).
     pub base: u32,
     pub weights: Weights,
@@ -46,6 +49,7 @@ pub struct ScorerConfig {
 impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig {
+            enabled: true,
             base: 1,
             weights: Weights::default(),
             classes: ClassPatterns::default(),
@@ -198,7 +202,7 @@ pub struct DenyBurstConfig {
 
 impl Default for DenyBurstConfig {
     fn default() -> Self {
-        DenyBurstConfig { count: 5, window: "60s".into() }
+        DenyBurstConfig { count: 3, window: "60s".into() }
     }
 }
 
@@ -333,12 +337,17 @@ impl Scorer {
     /// Forgets every baseline and learns them again from `entries` (the log, in seq
     /// order), leaving the same state as scoring those entries one by one.
     pub fn rebuild(&mut self, entries: impl IntoIterator<Item = pb::Entry>) {
-        self.agents.clear();
-        self.overflow = Baseline::default();
-        self.shims.clear();
+        self.reset();
         for entry in entries {
             self.score(&entry);
         }
+    }
+
+    /// Forgets every baseline (before a replay of the log).
+    pub fn reset(&mut self) {
+        self.agents.clear();
+        self.overflow = Baseline::default();
+        self.shims.clear();
     }
 
     /// The action class of a tool name.
@@ -398,7 +407,11 @@ impl Scorer {
 
         if !entry.shim_id.is_empty() {
             if let Some(last) = self.shims.get_mut(&entry.shim_id) {
-                if entry.shim_seq > last.saturating_add(1) {
+                // A decision carries the next number; a heartbeat repeats the number of
+                // the last decision its shim sent. Either way, a number beyond the next
+                // expected one means decisions that never arrived.
+                let expected = if kind == Kind::ShimHeartbeat { *last } else { last.saturating_add(1) };
+                if entry.shim_seq > expected {
                     add(w.shim_gap, Some("shim_gap"));
                 }
                 *last = entry.shim_seq;

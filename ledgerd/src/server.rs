@@ -53,6 +53,8 @@ pub struct LedgerService {
     /// The ledger's own key, for evidence manifests (a clone of the one the log signs
     /// checkpoints with; the writer thread keeps the other).
     pub(crate) manifest_signer: Arc<NoteSigner>,
+    /// Committed entries, for `Watch`.
+    pub(crate) feed: crate::watch::Feed,
 }
 
 impl LedgerService {
@@ -406,6 +408,14 @@ impl Ledger for LedgerService {
             let _ = tx.blocking_send(last);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        // Entries in full, as Query and GetEntries give them: the auditor's read access.
+        self.require(&req, Role::Auditor, "Watch").await?;
+        Ok(Response::new(Box::pin(self.feed.stream(req.into_inner()))))
     }
 
     async fn get_inclusion_proof(

@@ -75,12 +75,14 @@ fn five_denies_in_thirty_seconds_are_a_burst() {
     let denies: Vec<Score> = (0..5)
         .map(|i| s.score(&decision("prober", "fs.read_file", Decision::Deny, at(7, 10, 0, i * 7))))
         .collect();
-    assert!(denies[..4].iter().all(|d| d.severity < 8 && !d.flags.contains(&"deny_burst")), "{denies:?}");
-    assert!(denies[4].severity >= 8, "{denies:?}");
-    assert!(denies[4].flags.contains(&"deny_burst"));
-    // Severity rises with the number of denies in the window.
+    // The first two could be mistakes; from the third on (3 in the 60 s window) it is
+    // probing, and each further deny in the window scores one more, up to 10.
+    assert!(denies[..2].iter().all(|d| d.severity < 8 && !d.flags.contains(&"deny_burst")), "{denies:?}");
+    assert!(denies[2..].iter().all(|d| d.severity >= 8 && d.flags.contains(&"deny_burst")), "{denies:?}");
+    let severities: Vec<u32> = denies.iter().map(|d| d.severity).collect();
+    assert_eq!(severities, [3, 3, 8, 9, 10], "docs/SEVERITY.md says so");
     let sixth = s.score(&decision("prober", "fs.read_file", Decision::Deny, at(7, 10, 0, 31)));
-    assert!(sixth.severity > denies[4].severity && sixth.flags.contains(&"deny_burst"), "{sixth:?}");
+    assert!(sixth.severity == 10 && sixth.flags.contains(&"deny_burst"), "{sixth:?}");
     // A minute later the window has emptied.
     let later = s.score(&decision("prober", "fs.read_file", Decision::Deny, at(7, 10, 2, 0)));
     assert!(!later.flags.contains(&"deny_burst"), "{later:?}");
@@ -139,6 +141,35 @@ fn a_shim_seq_gap_is_flagged() {
     assert!(!shim("s2", 8, 5).flags.contains(&"shim_gap"));
     let plain = shim("s3", 1, 6);
     assert!(plain.severity < gap.severity, "{plain:?} {gap:?}");
+}
+
+/// A heartbeat repeats the number of the last decision its shim sent: equal to the last
+/// one seen is fine, beyond it means decisions went missing (issue 5's silent shim).
+#[test]
+fn a_heartbeat_ahead_of_the_decisions_is_a_gap() {
+    let mut s = scorer();
+    let mut send = |kind: Kind, seq: u64, minute: i64| {
+        let mut e = decision("a", "kv.get", Decision::Allow, at(0, 10, minute, 0));
+        e.kind = kind as i32;
+        if kind == Kind::ShimHeartbeat {
+            e.tool.clear();
+            e.decision = 0;
+        }
+        e.shim_id = "mcp-1".into();
+        e.shim_seq = seq;
+        s.score(&e)
+    };
+    let no_gap = |score: Score| !score.flags.contains(&"shim_gap");
+    assert!(no_gap(send(Kind::Decision, 1, 0)));
+    assert!(no_gap(send(Kind::Decision, 2, 1)));
+    let beat = send(Kind::ShimHeartbeat, 2, 2);
+    assert_eq!((beat.severity, beat.flags.len()), (1, 0), "nothing missing: {beat:?}");
+    let beat = send(Kind::ShimHeartbeat, 4, 3);
+    assert_eq!(beat.flags, ["shim_gap"], "decisions 3 and 4 never arrived");
+    assert_eq!(beat.severity, 1 + 3);
+    // The gap is reported once: the decision after it is the next number.
+    assert!(no_gap(send(Kind::Decision, 5, 4)));
+    assert!(no_gap(send(Kind::ShimHeartbeat, 5, 5)));
 }
 
 #[test]
