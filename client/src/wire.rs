@@ -177,7 +177,8 @@ mod tests {
         assert_eq!(v["decision"], "deny");
         assert_eq!(v["severity"], 9);
         assert_eq!(v["flags"], serde_json::json!(["deny_burst", "first_use"]));
-        assert_eq!(v["params"], serde_json::json!({"cmd": "ls"}));
+        // As `ledgerctl query --format json` shows it: the JSON text.
+        assert_eq!(v["params"], r#"{"cmd":"ls"}"#);
         assert_eq!(v["rule"], serde_json::Value::Null);
         let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
         assert_eq!(keys.len(), ledger_query::DEFAULT_COLUMNS.len());
