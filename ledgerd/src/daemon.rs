@@ -78,14 +78,20 @@ pub async fn run(
             "took in entries that reached disk just before a crash but were never acknowledged"
         );
     }
-    // Baselines are a projection of the log: replayed on every start (docs/SEVERITY.md).
+    // Baselines are a projection of the log: the snapshot of the last clean stop plus a
+    // replay of what came after it, or a replay of the whole log (docs/SEVERITY.md).
     let mut scoring = Scoring::new(&config.scorer).map_err(|e| anyhow::anyhow!("[{e}]"))?;
     let (log, scoring, replayed) = tokio::task::spawn_blocking(move || {
-        scoring.rebuild(log.store(), log.size()).map(|replayed| (log, scoring, replayed))
+        scoring.resume(log.store(), log.size()).map(|replayed| (log, scoring, replayed))
     })
     .await??;
     if scoring.enabled() {
-        tracing::info!(entries = replayed.entries, took = ?replayed.took, "scorer baselines rebuilt from the log");
+        tracing::info!(
+            from = replayed.from,
+            replayed = replayed.entries,
+            took = ?replayed.took,
+            "scorer baselines brought up to date"
+        );
     }
     let previous_size = log.size();
     let previous_checkpoint = log.last_checkpoint().map(|c| c.checkpoint.size);

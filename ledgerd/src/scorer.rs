@@ -269,7 +269,7 @@ pub struct Scorer {
 
 /// What is normal for one agent. Bounded: a capped tool set, 24 counters, an average,
 /// and a ring of at most `deny_burst.count + 16` deny times.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Baseline {
     tools: HashSet<String>,
     hours: [u64; 24],
@@ -277,9 +277,26 @@ struct Baseline {
     /// The hour (since the epoch) being counted, and its count so far.
     current_hour: i64,
     current_count: u64,
+    /// Kept by its bits in snapshots: a decimal round trip may change the last digit.
+    #[serde(with = "f64_bits")]
     ewma: f64,
     active_hours: u32,
     denies: VecDeque<i64>,
+}
+
+/// Everything the scorer has learned, as [`Scorer::snapshot`] writes it.
+type Learned = (HashMap<String, Baseline>, Baseline, HashMap<String, u64>);
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
 }
 
 impl Scorer {
@@ -341,6 +358,24 @@ impl Scorer {
         for entry in entries {
             self.score(&entry);
         }
+    }
+
+    /// What the scorer has learned, as JSON: restored by [`Scorer::restore`], it gives
+    /// exactly this state again (floats are kept by their bits).
+    pub fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&(&self.agents, &self.overflow, &self.shims))
+    }
+
+    /// Replaces the baselines with a [`Scorer::snapshot`]. On error nothing changes.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), serde_json::Error> {
+        let (agents, overflow, shims): Learned = serde_json::from_slice(snapshot)?;
+        (self.agents, self.overflow, self.shims) = (agents, overflow, shims);
+        Ok(())
+    }
+
+    /// Whether two scorers have learned the same (for tests of replays and snapshots).
+    pub fn same_baselines(&self, other: &Scorer) -> bool {
+        self.agents == other.agents && self.overflow == other.overflow && self.shims == other.shims
     }
 
     /// Forgets every baseline (before a replay of the log).

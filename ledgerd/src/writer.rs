@@ -264,6 +264,10 @@ fn run(
             while let Ok(cmd) = rx.try_recv() {
                 refuse(cmd);
             }
+            // So the next start need not replay the whole log into the baselines.
+            if let Err(e) = scoring.save(log.store(), log.size(), &log.root()) {
+                tracing::warn!(error = %e, "cannot save the scorer's baselines; the next start replays the whole log");
+            }
             let _ = reply.send(());
             return Ok(log);
         }

@@ -244,3 +244,35 @@ fn the_worked_example_in_severity_md_holds() {
     let line = format!("severity = {}, flags = [{}]", score.severity, score.flags.join(", "));
     assert!(doc.contains(&line), "docs/SEVERITY.md should show `{line}`");
 }
+
+/// The `[scorer]` block in docs/SEVERITY.md is the whole default section: it must parse,
+/// as part of a config file, to exactly the defaults in the code.
+#[test]
+fn the_documented_scorer_section_is_the_default() {
+    let doc = include_str!("../../docs/SEVERITY.md");
+    let block = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|b| b.starts_with("[scorer]"))
+        .expect("docs/SEVERITY.md has the [scorer] section");
+    let config = ledgerd::Config::parse(block, std::path::Path::new("SEVERITY.md")).expect("parses");
+    assert_eq!(config.scorer, ScorerConfig::default());
+    assert!(config.scorer.enabled);
+}
+
+#[test]
+fn scorer_and_alerts_settings_are_checked_with_their_line() {
+    let parse = |text: &str| ledgerd::Config::parse(text, std::path::Path::new("x.toml"));
+    let c = parse("[scorer]\nenabled = false\n[scorer.deny_burst]\ncount = 4\n").expect("parses");
+    assert_eq!((c.scorer.enabled, c.scorer.deny_burst.count), (false, 4));
+    let err =
+        parse("[scorer]\nbase = 1\n\n[scorer.weights]\ndenny = 3\n").expect_err("unknown key").to_string();
+    assert!(err.contains("denny") && err.contains("line 5"), "{err}");
+    let err = parse("[scorer.rate]\nalpha = 0.0\n").expect_err("bad alpha").to_string();
+    assert!(err.contains("[scorer]") && err.contains("rate.alpha"), "{err}");
+    let err = parse("[alerts]\nmin_severity = 0\n").expect_err("bad threshold").to_string();
+    assert!(err.contains("[alerts]") && err.contains("1 to 10"), "{err}");
+    let err = parse("[alerts]\nfile = \"/tmp/a\"\nexec = [\"x\"]\n").expect_err("unknown key").to_string();
+    assert!(err.contains("exec") && err.contains("line 3"), "{err}");
+}

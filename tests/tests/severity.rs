@@ -295,7 +295,8 @@ fn scored(e: &pb::Entry) -> (String, u32, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselines_rebuilt_at_restart_score_like_the_live_ones() {
-    // Daemon A restarts between the two halves of the traffic; daemon B does not.
+    // Daemon A stops cleanly between the two halves of the traffic (and resumes from the
+    // baselines it saved), C is killed there (and replays its whole log); B runs on.
     let tmp_a = tempfile::tempdir().expect("tempdir");
     let data_a = tmp_a.path().join("data");
     let a = Daemon::start_in(&data_a).expect("start A");
@@ -306,6 +307,16 @@ async fn baselines_rebuilt_at_restart_score_like_the_live_ones() {
     let mut client_a = a.client().await;
     let after_a = traffic(&mut client_a, &token_a, true).await;
 
+    let tmp_c = tempfile::tempdir().expect("tempdir");
+    let data_c = tmp_c.path().join("data");
+    let c = Daemon::start_in(&data_c).expect("start C");
+    let token_c = register(&c, tmp_c.path());
+    traffic(&mut c.client().await, &token_c, false).await;
+    c.kill();
+    let c = Daemon::start_in(&data_c).expect("restart C");
+    let mut client_c = c.client().await;
+    let after_c = traffic(&mut client_c, &token_c, true).await;
+
     let b = Daemon::start();
     let token_b = register(&b, b.data_dir.parent().expect("tmp"));
     let mut client_b = b.client().await;
@@ -314,18 +325,23 @@ async fn baselines_rebuilt_at_restart_score_like_the_live_ones() {
 
     let mut second_a = Vec::new();
     let mut second_b = Vec::new();
-    for (sa, sb) in after_a.iter().zip(&after_b) {
+    let mut second_c = Vec::new();
+    for ((sa, sb), sc) in after_a.iter().zip(&after_b).zip(&after_c) {
         second_a.push(scored(&stored(&mut client_a, *sa).await));
         second_b.push(scored(&stored(&mut client_b, *sb).await));
+        second_c.push(scored(&stored(&mut client_c, *sc).await));
     }
-    assert_eq!(second_a, second_b, "after the restart the same traffic scores the same");
+    assert_eq!(second_a, second_b, "after a clean restart the same traffic scores the same");
+    assert_eq!(second_c, second_b, "after a crash and a full replay the same traffic scores the same");
     // And the baselines did matter: the tools are known, the denies continue a burst.
     assert!(second_a.iter().all(|(_, _, flags)| !flags.iter().any(|f| f == "first_use")), "{second_a:?}");
     assert!(second_a[2].2.contains(&"deny_burst".to_string()), "{second_a:?}");
     assert!(second_a[2].1 >= 8 && second_a[3].1 >= 8, "{second_a:?}");
 
     // A replay of the whole stored log scores every entry as it was scored live.
-    for log in [all_entries(&mut client_a).await, all_entries(&mut client_b).await] {
+    for log in
+        [all_entries(&mut client_a).await, all_entries(&mut client_b).await, all_entries(&mut client_c).await]
+    {
         let mut replay = Scorer::new(ScorerConfig::default()).expect("default config");
         for e in &log {
             let mut again = e.clone();
@@ -336,7 +352,7 @@ async fn baselines_rebuilt_at_restart_score_like_the_live_ones() {
             assert_eq!((again.severity, &again.flags), (e.severity, &e.flags), "seq {}", e.seq);
         }
     }
-    assert!(a.stop() && b.stop());
+    assert!(a.stop() && b.stop() && c.stop());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
