@@ -275,11 +275,12 @@ fn run(
     Ok(log)
 }
 
-/// Relearns the baselines from the log after a commit that was scored but not written
-/// (an entry too large to store: intake's size check makes this all but impossible), so
-/// that live scoring goes on to agree with a replay.
+/// Relearns the baselines from the log (the last snapshot and what follows it) after a
+/// commit that was scored but not written (an entry too large to store: intake's size
+/// check makes this all but impossible), so that live scoring goes on to agree with a
+/// replay.
 fn resync(scoring: &mut Scoring, log: &Log) -> Result<(), LogError> {
-    let replayed = scoring.rebuild(log.store(), log.size())?;
+    let replayed = scoring.resume(log.store(), log.size())?;
     tracing::warn!(entries = replayed.entries, took = ?replayed.took, "relearned the scorer's baselines after a refused commit");
     Ok(())
 }
