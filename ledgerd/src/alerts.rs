@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use ledger_client::wire::EntryRenderer;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 
-use crate::watch::{Committed, Feed};
+use crate::watch::{Feed, Subscription};
 
 /// How long an alert command may run before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,9 +75,10 @@ pub fn spawn(config: &AlertsConfig, feed: &Feed) -> Option<thread::JoinHandle<()
     if !config.any() {
         return None;
     }
-    let rx = feed.subscribe();
+    let subscription = feed.subscribe(config.min_severity);
     let config = config.clone();
-    let spawned = thread::Builder::new().name("ledger-alerts".into()).spawn(move || run(&config, rx));
+    let spawned =
+        thread::Builder::new().name("ledger-alerts".into()).spawn(move || run(&config, subscription));
     match spawned {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -87,10 +88,10 @@ pub fn spawn(config: &AlertsConfig, feed: &Feed) -> Option<thread::JoinHandle<()
     }
 }
 
-fn run(config: &AlertsConfig, mut rx: broadcast::Receiver<Committed>) {
+fn run(config: &AlertsConfig, mut subscription: Subscription) {
     let render = EntryRenderer::default();
     loop {
-        let entry = match rx.blocking_recv() {
+        let entry = match subscription.blocking_recv() {
             Ok(entry) => entry,
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -147,10 +148,19 @@ fn run_command(command: &[String], line: &str) -> Result<(), String> {
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
+    // Written from a thread of its own (not joined): a command that does not read its
+    // stdin must not block the alerts past the timeout; killing it ends the write.
     if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its stdin is its own business.
-        let _ = stdin.write_all(line.as_bytes());
+        let line = line.to_string();
+        thread::spawn(move || {
+            let _ = stdin.write_all(line.as_bytes());
+        });
     }
+    wait_or_kill(&mut child, program)
+}
+
+/// Waits for the command at most [`COMMAND_TIMEOUT`], then kills it.
+fn wait_or_kill(child: &mut std::process::Child, program: &str) -> Result<(), String> {
     let deadline = Instant::now() + COMMAND_TIMEOUT;
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {

@@ -23,6 +23,9 @@ use crate::store::Store;
 use crate::watch::Feed;
 use crate::writer::{self, WriterHandle};
 
+/// How long a stop waits for open streams to finish before it goes on without them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the daemon prints once it serves: the line tests and scripts wait for.
 #[derive(Clone, Debug)]
 pub struct Ready {
@@ -149,16 +152,37 @@ pub async fn run(
     // Open `Watch` streams end when the server stops, or its graceful shutdown would
     // wait for them forever.
     let closing = feed.clone();
+    let (stopping, stop_started) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         closing.close();
+        let _ = stopping.send(());
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(LedgerServer::new(service))
         .add_service(AdminServer::new(admin))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+    // A client that stopped reading a stream (`watch`, `tail --follow`) keeps its answer
+    // unfinished; after a grace period the stop goes on without it, so the stop is still
+    // recorded and checkpointed.
+    let grace = async {
+        if stop_started.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = serve => served,
+        () = grace => {
+            tracing::warn!(
+                "a client still had an unfinished stream {}s after the stop began (a stalled `ledgerctl watch` or `tail --follow`?); stopping without it",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     ticker.abort();
     let _ = std::fs::remove_file(&socket);
 
@@ -168,10 +192,18 @@ pub async fn run(
     writer.stop().await;
     let joined = tokio::task::spawn_blocking(move || writer_thread.join()).await?;
     // With the writer and the server gone, the feed closes and the alerts thread ends
-    // once it has sent what it holds.
+    // once it has sent what it holds (a stream left behind by the grace period above
+    // keeps the feed open: then the stop goes on after a while).
     drop(feed);
     if let Some(alerts) = alerts {
-        let _ = tokio::task::spawn_blocking(move || alerts.join()).await;
+        let joined = tokio::time::timeout(
+            crate::alerts::COMMAND_TIMEOUT + SHUTDOWN_GRACE,
+            tokio::task::spawn_blocking(move || alerts.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("the alerts thread did not finish; stopping without it");
+        }
     }
     served?;
     stopped?;

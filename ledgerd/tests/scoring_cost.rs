@@ -88,7 +88,7 @@ fn scoring_cost_per_entry() {
 
     // With a watcher or alerts subscribed, the writer also copies and publishes each entry.
     let feed = ledgerd::watch::Feed::new();
-    let mut rx = feed.subscribe();
+    let mut subscription = feed.subscribe(0);
     let started = Instant::now();
     let mut published = 0usize;
     for (i, chunk) in batch.chunks(8192).enumerate() {
@@ -96,7 +96,7 @@ fn scoring_cost_per_entry() {
         published += copies.as_ref().map_or(0, Vec::len);
         feed.publish(copies);
         // The subscriber reads what it can, as a fast watcher would.
-        while rx.try_recv().is_ok() {}
+        while subscription.try_recv().is_ok() {}
     }
     let per_entry = started.elapsed().as_nanos() as f64 / n as f64;
     println!("feed: copied and published {published} entries ({per_entry:.0} ns/entry)");

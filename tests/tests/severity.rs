@@ -90,6 +90,7 @@ async fn all_entries(client: &mut Client) -> Vec<pb::Entry> {
 struct Watcher {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
+    errors: mpsc::Receiver<String>,
 }
 
 impl Watcher {
@@ -114,7 +115,21 @@ impl Watcher {
                 }
             }
         });
-        Watcher { child, lines }
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, errors) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { child, lines, errors }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{sig}");
     }
 
     fn next(&self, within: Duration) -> Option<(Instant, serde_json::Value)> {
@@ -412,6 +427,57 @@ async fn scoring_can_be_turned_off() {
         );
     }
     assert!(daemon.stop());
+}
+
+/// A watcher that stops reading falls behind, is told on stderr how many entries it
+/// missed (delivered + missed = committed), and holds up neither appends nor the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watcher_is_told_what_it_missed_and_holds_nothing_up() {
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let watcher = Watcher::start(&daemon.socket, &["--format", "json"]);
+    wait_until_watching(&mut client, &watcher).await;
+    watcher.signal("STOP");
+    let total = 20_000u64;
+    let entries = (0..total).map(|i| pb::NewEntry {
+        kind: pb::Kind::Decision as i32,
+        agent: "bulk".into(),
+        tool: "kv.get".into(),
+        decision: pb::Decision::Allow as i32,
+        params: format!(r#"{{"n":{i}}}"#),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let appended = client.append_stream(tokio_stream::iter(entries)).await.expect("append stream");
+    eprintln!("{total} entries appended in {:?} with a stalled watcher", started.elapsed());
+    assert_eq!(appended.count, total);
+    watcher.signal("CONT");
+    let (mut delivered, mut missed) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered + missed < total && Instant::now() < deadline {
+        while let Ok(line) = watcher.errors.try_recv() {
+            let n = line
+                .strip_prefix("ledgerctl: missed ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("unexpected stderr: {line}"));
+            assert!(line.contains("this watcher fell behind"), "{line}");
+            missed += n;
+        }
+        if let Some((_, v)) = watcher.next(Duration::from_millis(50)) {
+            assert_eq!(v["agent"], "bulk", "{v}");
+            delivered += 1;
+        }
+    }
+    assert!(missed > 0, "a watcher stalled for {total} entries falls behind");
+    assert_eq!(delivered + missed, total, "every entry is delivered or counted as missed");
+    // Stalled again, it does not hold up the daemon's stop.
+    watcher.signal("STOP");
+    client.append(call("", "kv.get", true)).await.expect("append");
+    let stopping = Instant::now();
+    assert!(daemon.stop(), "ledgerd stops with a stalled watcher");
+    assert!(stopping.elapsed() < Duration::from_secs(10), "{:?}", stopping.elapsed());
+    watcher.signal("CONT");
 }
 
 #[test]
