@@ -212,4 +212,15 @@ impl Client {
     ) -> Result<tonic::Streaming<pb::StoredEntry>, ClientError> {
         Ok(self.inner.get_entries(pb::GetEntriesRequest { start, end, follow }).await?.into_inner())
     }
+
+    /// Entries as they are committed from now on, of at least `min_severity` (0: all)
+    /// and of `agent` ("": all), with `missed` events when this watcher falls behind.
+    pub async fn watch(
+        &mut self,
+        min_severity: u32,
+        agent: &str,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, ClientError> {
+        let request = pb::WatchRequest { min_severity, agent: agent.to_string() };
+        Ok(self.inner.watch(request).await?.into_inner())
+    }
 }

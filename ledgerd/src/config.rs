@@ -49,6 +49,10 @@ pub struct Config {
     /// [`crate::publish`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PublishConfig>,
+    /// Severity scoring: weights, action classes, baselines (`docs/SEVERITY.md`).
+    pub scorer: crate::scorer::ScorerConfig,
+    /// Where entries at or above a severity are sent as they are committed.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// One `[[publish]]` target: exactly one of `dir` and `command`.
@@ -329,6 +333,8 @@ impl Default for Config {
             redaction: RedactionConfig::default(),
             limits: LimitsConfig::default(),
             publish: Vec::new(),
+            scorer: crate::scorer::ScorerConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -354,6 +360,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {key} = {value:?} is not valid: {why}")]
     Invalid { path: PathBuf, key: &'static str, value: String, why: String },
+    #[error("config file {path}: [{section}] {why}")]
+    Section { path: PathBuf, section: &'static str, why: String },
     #[error("cannot read {path} to look up the users and groups named in the config: {source}")]
     Accounts { path: PathBuf, source: std::io::Error },
 }
@@ -405,6 +413,11 @@ impl Config {
         for (i, target) in self.publish.iter().enumerate() {
             target.validate(path, i + 1)?;
         }
+        let section = |section: &'static str| {
+            move |why: String| ConfigError::Section { path: path.to_path_buf(), section, why }
+        };
+        crate::scorer::Scorer::new(self.scorer.clone()).map_err(|e| section("scorer")(e.0))?;
+        self.alerts.validate().map_err(section("alerts"))?;
         Ok(())
     }
 

@@ -18,14 +18,18 @@ use crate::intake::Peer;
 use crate::log::{Log, hex};
 use crate::publish::Publisher;
 use crate::redact::Redactor;
+use crate::scoring::Scoring;
 use crate::server::{Access, LedgerService};
 use crate::status::{Rate, StatusSource};
 use crate::store::Store;
+use crate::watch::Feed;
 use crate::writer::{self, WriterHandle};
 
 /// How long the stop waits for the publishing targets to take the last checkpoints
 /// (well within systemd's `TimeoutStopSec=30s`).
 const PUBLISH_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stop waits for open streams to finish before it goes on without them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the daemon prints once it serves: the line tests and scripts wait for.
 #[derive(Clone, Debug)]
@@ -83,12 +87,29 @@ pub async fn run(
             "took in entries that reached disk just before a crash but were never acknowledged"
         );
     }
+    // Baselines are a projection of the log: the snapshot of the last clean stop plus a
+    // replay of what came after it, or a replay of the whole log (docs/SEVERITY.md).
+    let mut scoring = Scoring::new(&config.scorer).map_err(|e| anyhow::anyhow!("[{e}]"))?;
+    let (log, scoring, replayed) = tokio::task::spawn_blocking(move || {
+        scoring.resume(log.store(), log.size()).map(|replayed| (log, scoring, replayed))
+    })
+    .await??;
+    if scoring.enabled() {
+        tracing::info!(
+            from = replayed.from,
+            replayed = replayed.entries,
+            took = ?replayed.took,
+            "scorer baselines brought up to date"
+        );
+    }
     let previous_size = log.size();
     let previous_checkpoint = log.last_checkpoint().map(|c| c.checkpoint.size);
     let verifier = Arc::new(log.verifier().clone());
     let store = log.store().clone();
     let shared = log.shared();
-    let (writer, writer_thread) = writer::spawn(log);
+    let feed = Feed::new();
+    let (writer, writer_thread) = writer::spawn(log, scoring, feed.clone());
+    let alerts = crate::alerts::spawn(&config.alerts, &feed);
     // Publishing reads the stored checkpoints on its own tasks: never on the write path.
     let publisher = Publisher::start(&config.publish, &dir.root, &store)?;
     let connections = Connections::new(config.limits.max_connections);
@@ -148,14 +169,43 @@ pub async fn run(
         manifest_signer,
         max_params_bytes: config.limits.max_params_bytes,
         retired: Arc::new(crate::rotate::retired_verifiers(&dir)),
+        feed: feed.clone(),
+    };
+    // Open `Watch` streams end when the server stops, or its graceful shutdown would
+    // wait for them forever.
+    let closing = feed.clone();
+    let (stopping, stop_started) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+        let _ = stopping.send(());
     };
     let ticker = tokio::spawn(checkpoint_ticker(writer.clone(), interval));
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(Connections::gate))
         .add_service(LedgerServer::new(service))
         .add_service(AdminServer::new(admin))
-        .serve_with_incoming_shutdown(connections.incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(connections.incoming(listener), shutdown);
+    // A client that stopped reading a stream (`watch`, `tail --follow`) keeps its answer
+    // unfinished; after a grace period the stop goes on without it, so the stop is still
+    // recorded and checkpointed.
+    let grace = async {
+        if stop_started.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = serve => served,
+        () = grace => {
+            tracing::warn!(
+                "a client still had an unfinished stream {}s after the stop began (a stalled `ledgerctl watch` or `tail --follow`?); stopping without it",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     ticker.abort();
     let _ = std::fs::remove_file(&socket);
 
@@ -167,6 +217,20 @@ pub async fn run(
     publisher.finish(PUBLISH_GRACE).await;
     writer.stop().await;
     let joined = tokio::task::spawn_blocking(move || writer_thread.join()).await?;
+    // With the writer and the server gone, the feed closes and the alerts thread ends
+    // once it has sent what it holds (a stream left behind by the grace period above
+    // keeps the feed open: then the stop goes on after a while).
+    drop(feed);
+    if let Some(alerts) = alerts {
+        let joined = tokio::time::timeout(
+            crate::alerts::COMMAND_TIMEOUT + SHUTDOWN_GRACE,
+            tokio::task::spawn_blocking(move || alerts.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("the alerts thread did not finish; stopping without it");
+        }
+    }
     served?;
     stopped?;
     final_cp?;

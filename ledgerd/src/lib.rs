@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agent_index;
+pub mod alerts;
 pub mod auth;
 pub mod background;
 pub mod blocks;
@@ -25,10 +26,12 @@ pub mod record;
 pub mod redact;
 pub mod rotate;
 pub mod scorer;
+pub mod scoring;
 pub mod server;
 pub mod status;
 pub mod store;
 pub mod tiles;
+pub mod watch;
 pub mod writer;
 
 pub use config::Config;

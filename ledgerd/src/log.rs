@@ -244,6 +244,11 @@ impl Log {
         self.range.root()
     }
 
+    /// The receive time of the last entry: the next commit is stamped no earlier.
+    pub fn last_time(&self) -> i64 {
+        self.last_time
+    }
+
     /// The store this log writes to.
     pub fn store(&self) -> &Store {
         &self.store

@@ -33,6 +33,9 @@ pub struct InvalidConfig(pub String);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScorerConfig {
+    /// Score entries at all. Off: every entry is stored with severity 0 ("not scored")
+    /// and no scorer flags (intake's flags stay), and no baselines are kept.
+    pub enabled: bool,
     /// Where every score starts (clamped to at least 1).
     pub base: u32,
     pub weights: Weights,
@@ -46,6 +49,7 @@ pub struct ScorerConfig {
 impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig {
+            enabled: true,
             base: 1,
             weights: Weights::default(),
             classes: ClassPatterns::default(),
@@ -198,7 +202,7 @@ pub struct DenyBurstConfig {
 
 impl Default for DenyBurstConfig {
     fn default() -> Self {
-        DenyBurstConfig { count: 5, window: "60s".into() }
+        DenyBurstConfig { count: 3, window: "60s".into() }
     }
 }
 
@@ -265,7 +269,7 @@ pub struct Scorer {
 
 /// What is normal for one agent. Bounded: a capped tool set, 24 counters, an average,
 /// and a ring of at most `deny_burst.count + 16` deny times.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Baseline {
     tools: HashSet<String>,
     hours: [u64; 24],
@@ -273,9 +277,26 @@ struct Baseline {
     /// The hour (since the epoch) being counted, and its count so far.
     current_hour: i64,
     current_count: u64,
+    /// Kept by its bits in snapshots: a decimal round trip may change the last digit.
+    #[serde(with = "f64_bits")]
     ewma: f64,
     active_hours: u32,
     denies: VecDeque<i64>,
+}
+
+/// Everything the scorer has learned, as [`Scorer::snapshot`] writes it.
+type Learned = (HashMap<String, Baseline>, Baseline, HashMap<String, u64>);
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
 }
 
 impl Scorer {
@@ -333,12 +354,35 @@ impl Scorer {
     /// Forgets every baseline and learns them again from `entries` (the log, in seq
     /// order), leaving the same state as scoring those entries one by one.
     pub fn rebuild(&mut self, entries: impl IntoIterator<Item = pb::Entry>) {
-        self.agents.clear();
-        self.overflow = Baseline::default();
-        self.shims.clear();
+        self.reset();
         for entry in entries {
             self.score(&entry);
         }
+    }
+
+    /// What the scorer has learned, as JSON: restored by [`Scorer::restore`], it gives
+    /// exactly this state again (floats are kept by their bits).
+    pub fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&(&self.agents, &self.overflow, &self.shims))
+    }
+
+    /// Replaces the baselines with a [`Scorer::snapshot`]. On error nothing changes.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), serde_json::Error> {
+        let (agents, overflow, shims): Learned = serde_json::from_slice(snapshot)?;
+        (self.agents, self.overflow, self.shims) = (agents, overflow, shims);
+        Ok(())
+    }
+
+    /// Whether two scorers have learned the same (for tests of replays and snapshots).
+    pub fn same_baselines(&self, other: &Scorer) -> bool {
+        self.agents == other.agents && self.overflow == other.overflow && self.shims == other.shims
+    }
+
+    /// Forgets every baseline (before a replay of the log).
+    pub fn reset(&mut self) {
+        self.agents.clear();
+        self.overflow = Baseline::default();
+        self.shims.clear();
     }
 
     /// The action class of a tool name.
@@ -398,7 +442,11 @@ impl Scorer {
 
         if !entry.shim_id.is_empty() {
             if let Some(last) = self.shims.get_mut(&entry.shim_id) {
-                if entry.shim_seq > last.saturating_add(1) {
+                // A decision carries the next number; a heartbeat repeats the number of
+                // the last decision its shim sent. Either way, a number beyond the next
+                // expected one means decisions that never arrived.
+                let expected = if kind == Kind::ShimHeartbeat { *last } else { last.saturating_add(1) };
+                if entry.shim_seq > expected {
                     add(w.shim_gap, Some("shim_gap"));
                 }
                 *last = entry.shim_seq;

@@ -58,6 +58,8 @@ pub struct LedgerService {
     /// Keys this ledger signed with before a rotation: checkpoints older than the rotation
     /// verify with one of them.
     pub(crate) retired: Arc<Vec<NoteVerifier>>,
+    /// Committed entries, for `Watch`.
+    pub(crate) feed: crate::watch::Feed,
 }
 
 impl LedgerService {
@@ -417,6 +419,14 @@ impl Ledger for LedgerService {
             let _ = tx.blocking_send(last);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        // Entries in full, as Query and GetEntries give them: the auditor's read access.
+        self.require(&req, Role::Auditor, "Watch").await?;
+        Ok(Response::new(Box::pin(self.feed.stream(req.into_inner()))))
     }
 
     async fn get_inclusion_proof(

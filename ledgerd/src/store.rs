@@ -72,6 +72,10 @@ pub enum StoreError {
     TooLarge { size: usize },
     #[error("cannot serialize entry: {0}")]
     Encode(String),
+    #[error(
+        "{path} is in use by another process (another ledgerd on this data dir?); stop it first, or give this one its own --data-dir"
+    )]
+    Locked { path: PathBuf },
 }
 
 /// An open store. Cloning is cheap; clones share the database.
@@ -94,13 +98,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .segment_size(SEGMENT_SIZE)
             // Our own commits flush; the background flusher would only add writes.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_locked(&config, dir)?;
         let store = Store {
             blocks: db.open_tree("blocks")?,
             tiles: db.open_tree("tiles")?,
@@ -462,6 +466,25 @@ impl Syncer {
     }
 }
 
+/// Opens sled, which takes an exclusive lock on its files. The lock of a store closed in
+/// this process is released once sled's I/O threads let go of it, a moment after the last
+/// handle is dropped: a reopen waits for that (up to 5 s). A lock still held after that
+/// belongs to another process.
+fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked { path: dir.to_path_buf() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Reads entries by seq, keeping the last block read (see [`Store::reader`]).
 pub struct EntryReader<'a> {
     store: &'a Store,
@@ -595,6 +618,17 @@ mod tests {
         assert_eq!(store.entries_end().expect("end"), 18);
         assert_eq!(store.entry(17).expect("read"), Some(entry(17)));
         assert_eq!(store.entry(18).expect("read"), None);
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_with_the_reason_and_free_once_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Store::open(dir.path(), 8 << 20).expect("open");
+        let err = Store::open(dir.path(), 8 << 20).err().expect("the lock is held");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another ledgerd"), "{err}");
+        drop(first);
+        Store::open(dir.path(), 8 << 20).expect("reopened once closed");
     }
 
     #[test]

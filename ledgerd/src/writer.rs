@@ -16,7 +16,9 @@ use ledger_proto::pb;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
+use crate::scoring::Scoring;
 use crate::store::StoreError;
+use crate::watch::Feed;
 
 /// Most entries in one group commit.
 pub const MAX_BATCH_ENTRIES: usize = 8192;
@@ -120,12 +122,19 @@ impl WriterHandle {
 
 /// Starts the writer thread. It runs until [`WriterHandle::stop`] (or until every handle
 /// is dropped), and returns the log when it ends (or the error that stopped it).
-pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
+///
+/// Every entry is scored by `scoring` in commit order before it is appended, and
+/// published on `feed` once it is durable.
+pub fn spawn(
+    log: Log,
+    scoring: Scoring,
+    feed: Feed,
+) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
     let join = thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || run(log, rx, head_tx))
+        .spawn(move || run(log, rx, head_tx, scoring, feed))
         .map_err(|e| e.to_string());
     let join = match join {
         Ok(j) => j,
@@ -137,7 +146,13 @@ pub fn spawn(log: Log) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError
     (WriterHandle { tx, head }, join)
 }
 
-fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>) -> Result<Log, LogError> {
+fn run(
+    mut log: Log,
+    mut rx: mpsc::Receiver<Command>,
+    head: watch::Sender<Head>,
+    mut scoring: Scoring,
+    feed: Feed,
+) -> Result<Log, LogError> {
     let mut stopping: Option<oneshot::Sender<()>> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut groups = Vec::new();
@@ -166,15 +181,23 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
         }
 
         if !groups.is_empty() {
-            match log.append(groups, now_nanos()) {
+            // The one time the log stamps on this commit (it never goes back), so the
+            // scorer sees exactly the stored time.
+            let time = now_nanos().max(log.last_time());
+            scoring.score(groups.iter_mut().flatten(), time);
+            let committed = feed.capture(groups.iter().flatten(), log.size(), time);
+            match log.append(groups, time) {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
+                    feed.publish(committed);
                     for (group, reply) in acks.into_iter().zip(waiting) {
                         let _ = reply.send(Ok(group));
                     }
                 }
                 Err(LogError::Store(StoreError::TooLarge { size })) => {
-                    // Nothing was written: refuse the batch and go on.
+                    // Nothing was written: refuse the batch and go on, with baselines
+                    // that never learned it.
+                    resync(&mut scoring, &log)?;
                     let msg = StoreError::TooLarge { size }.to_string();
                     for reply in waiting {
                         let _ = reply.send(Err(WriterError::Rejected(msg.clone())));
@@ -199,9 +222,13 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                 let _ = reply.send(Err(WriterError::Rejected(refused.0)));
                 continue;
             }
-            match log.append(vec![vec![entry.clone()]], now_nanos()) {
+            let time = now_nanos().max(log.last_time());
+            scoring.score([&mut entry], time);
+            let committed = feed.capture([&entry], log.size(), time);
+            match log.append(vec![vec![entry.clone()]], time) {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
+                    feed.publish(committed);
                     if let Some(ack) = acks.first().and_then(|g| g.first()) {
                         entry.seq = ack.seq;
                     }
@@ -209,6 +236,7 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
                     let _ = reply.send(Ok(committed));
                 }
                 Err(LogError::Store(StoreError::TooLarge { size })) => {
+                    resync(&mut scoring, &log)?;
                     let _ = reply.send(Err(WriterError::Rejected(StoreError::TooLarge { size }.to_string())));
                 }
                 Err(e) => {
@@ -236,11 +264,25 @@ fn run(mut log: Log, mut rx: mpsc::Receiver<Command>, head: watch::Sender<Head>)
             while let Ok(cmd) = rx.try_recv() {
                 refuse(cmd);
             }
+            // So the next start need not replay the whole log into the baselines.
+            if let Err(e) = scoring.save(log.store(), log.size(), &log.root()) {
+                tracing::warn!(error = %e, "cannot save the scorer's baselines; the next start replays the whole log");
+            }
             let _ = reply.send(());
             return Ok(log);
         }
     }
     Ok(log)
+}
+
+/// Relearns the baselines from the log (the last snapshot and what follows it) after a
+/// commit that was scored but not written (an entry too large to store: intake's size
+/// check makes this all but impossible), so that live scoring goes on to agree with a
+/// replay.
+fn resync(scoring: &mut Scoring, log: &Log) -> Result<(), LogError> {
+    let replayed = scoring.resume(log.store(), log.size())?;
+    tracing::warn!(entries = replayed.entries, took = ?replayed.took, "relearned the scorer's baselines after a refused commit");
+    Ok(())
 }
 
 /// Answers a command that arrived after the writer stopped.

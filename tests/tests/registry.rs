@@ -123,11 +123,8 @@ fn registry_commands_and_their_change_log() {
         ok(&daemon.ctl(&["query", "kind = decision | fields agent, agent_id, flags", "--format", "csv"]));
     let rows: Vec<&str> = flags.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "{flags}");
-    assert!(
-        rows[0].starts_with(&format!("billing-bot,{id},")) && rows[0].ends_with(','),
-        "no flags: {}",
-        rows[0]
-    );
+    // No identity flag: only the scorer's first use of the tool (docs/SEVERITY.md).
+    assert_eq!(rows[0], format!("billing-bot,{id},\"[\"\"first_use\"\"]\""), "no identity flags");
     assert!(
         rows[1].contains("bad_token") && rows[2].contains("bad_token") && !rows[3].contains("bad_token"),
         "{flags}"
@@ -308,13 +305,14 @@ fn a_decision_that_contradicts_its_policy_is_stored_and_flagged() {
     ]));
     let found = ok(&daemon.ctl(&[
         "query",
-        "kind = decision and policy_check = mismatch | fields seq, flags",
+        "kind = decision and policy_check = mismatch | fields seq, severity, flags",
         "--format",
         "csv",
     ]));
+    // A mismatch always scores 10 (docs/SEVERITY.md); first_use is the scorer's too.
     assert_eq!(
         found.lines().nth(1),
-        Some(format!("{},\"[\"\"policy_mismatch\"\"]\"", seq.trim()).as_str()),
+        Some(format!("{},10,\"[\"\"first_use\"\",\"\"policy_mismatch\"\"]\"", seq.trim()).as_str()),
         "{found}"
     );
     let flagged = ok(&daemon.ctl(&["query", "flags has policy_mismatch | fields seq"]));

@@ -205,6 +205,8 @@ admin   = {{ users = ["root"] }}
     let out = as_user(&auditor, &["tail", "-n", "3"]);
     assert!(out.status.success() && stdout(&out).contains("roles-test"), "auditor tail: {}", stderr(&out));
     assert_refused(&as_user(&auditor, &append), "Append", "the writer role", &auditor);
+    // Watching the log is reading it.
+    assert_refused(&as_user(&writer, &["watch"]), "Watch", "the auditor role", &writer);
 
     // A user with no role is refused whatever it tries, checkpoints and the head included;
     // retries within ten seconds are refused too but recorded once.
@@ -242,6 +244,7 @@ admin   = {{ users = ["root"] }}
     let expected: BTreeSet<(u64, u64, String, String)> = [
         (&writer, "Query", "auditor"),
         (&writer, "GetEntries", "auditor"),
+        (&writer, "Watch", "auditor"),
         (&auditor, "Append", "writer"),
         (&nobody, "Append", "writer"),
         (&nobody, "Query", "auditor"),

@@ -174,6 +174,29 @@ enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Stream entries as they are committed, with their severity and flags
+    #[command(
+        after_help = "Examples:\n  ledgerctl watch --min-severity 8\n  ledgerctl watch --agent billing-bot --format json | jq .flags\n\nOne entry per line as soon as it is durable (json: every field, as `ledgerctl query --format json` shows it). A watcher that reads too slowly is told on stderr how many entries it missed; appends never wait for it. Runs until interrupted; exit 2 if the daemon is unreachable or goes away."
+    )]
+    Watch {
+        /// Only entries of at least this severity (1-10; docs/SEVERITY.md)
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+        min_severity: u32,
+        /// Only this agent's entries
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = WatchFormat::Table)]
+        format: WatchFormat,
+    },
+}
+
+/// `watch` prints as it goes: a table (no CSV: its header would come once, its widths
+/// never fit) or JSON lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WatchFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -655,6 +678,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { checkpoints, key, .. } => verify_log(&socket, &checkpoints, &key).await,
         Command::Status { format } => status(&socket, format).await,
         Command::Tail { n, follow } => tail(&socket, n, follow).await,
+        Command::Watch { min_severity, agent, format } => {
+            watch(&socket, min_severity, agent.as_deref().unwrap_or(""), format).await
+        }
         Command::Query { query, out } => run_query(&socket, &query, &out).await,
         Command::Export(args) => export(&socket, &args).await,
         Command::Evidence(args) => evidence(&socket, &args).await,
@@ -1002,6 +1028,36 @@ async fn tail(socket: &Path, n: u64, follow: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn watch(socket: &Path, min_severity: u32, agent: &str, format: WatchFormat) -> anyhow::Result<()> {
+    let mut stream = Client::connect(socket).await?.watch(min_severity, agent).await?;
+    let render = ledger_client::wire::EntryRenderer::default();
+    // The `tail` columns, with the severity and its flags after the time.
+    let columns = ["SEQ", "TIME", "SEV", "FLAGS", "KIND", "AGENT", "TOOL", "DECISION", "RULE", "REASON"];
+    if format == WatchFormat::Table {
+        print_table_rows(&columns, &[], true)?;
+    }
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(pb::watch_event::Event::Entry(e)) => match format {
+                WatchFormat::Json => write_out(render.json_line(&e).as_bytes())?,
+                WatchFormat::Table => {
+                    let mut cells = row(&e);
+                    cells.insert(2, e.severity.to_string());
+                    cells.insert(3, e.flags.join(","));
+                    print_table_rows(&columns, &[cells], false)?;
+                }
+            },
+            Some(pb::watch_event::Event::Missed(n)) => {
+                eprintln!(
+                    "ledgerctl: missed {n} entries: this watcher fell behind; find them with `ledgerctl query`"
+                )
+            }
+            None => {}
+        }
+    }
+    bail!("ledgerd closed the stream (it is stopping); run `ledgerctl watch` again once it is back")
 }
 
 fn row(e: &pb::Entry) -> Vec<String> {
