@@ -158,10 +158,11 @@ struct Daemon {
 impl Daemon {
     /// Starts a daemon on a fresh data dir, with a registered agent and its policy, so
     /// every append pays for identity resolution and the policy re-check.
-    fn start(args: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<Daemon> {
+    fn start(args: &Args, rt: &tokio::runtime::Runtime, scoring: Scoring) -> anyhow::Result<Daemon> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().join("data");
         let mut config = ledgerd::Config { data_dir: data_dir.clone(), ..Default::default() };
+        config.scorer.enabled = scoring == Scoring::On;
         if let Some(bytes) = args.cache_bytes {
             config.storage.cache_bytes = bytes;
         }
@@ -199,6 +200,44 @@ impl Daemon {
         let blobs = self.data_dir.join("store").join("blobs");
         Ok(std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0))
     }
+}
+
+/// Whether the daemon under test scores entries (`[scorer] enabled`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scoring {
+    On,
+    Off,
+}
+
+/// One run of `scenario` on a fresh daemon, into `figures`; returns the sled blob files
+/// the daemon left.
+fn run_once(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    scoring: Scoring,
+    figures: &mut Figures,
+    scenario: Scenario,
+) -> anyhow::Result<usize> {
+    let daemon = Daemon::start(args, rt, scoring)?;
+    let cpu = cpu_time();
+    let (s, appends) = match scenario {
+        Scenario::Unary(writers) => {
+            let s = rt.block_on(unary(&daemon.socket, writers, args.seconds))?;
+            let appends = s.rate * args.seconds;
+            (s, appends)
+        }
+        Scenario::Stream => {
+            (rt.block_on(stream(&daemon.socket, args.stream_entries))?, args.stream_entries as f64)
+        }
+    };
+    figures.add(s, cpu_time().saturating_sub(cpu), appends);
+    daemon.stop()
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    Unary(usize),
+    Stream,
 }
 
 /// CPU time this process has used (the daemon's threads and the benchmark's clients).
@@ -279,29 +318,37 @@ fn main() -> anyhow::Result<()> {
     println!();
     print_header();
     let mut blob_files = 0;
-    let mut results = Vec::new();
+    let mut results: Vec<(usize, f64)> = Vec::new();
+    // The 64-writer and stream scenarios also run with scoring off, interleaved with the
+    // runs with it on, so that both see the same background load.
+    let mut off_64 = Figures::default();
+    let mut cpu_64 = (Vec::new(), Vec::new());
+    let mut p99_1 = Duration::ZERO;
     for writers in [1usize, 16, 64] {
         let mut figures = Figures::default();
         for _ in 0..args.runs {
-            let daemon = Daemon::start(&args, &rt)?;
-            let cpu = cpu_time();
-            let s = rt.block_on(unary(&daemon.socket, writers, args.seconds))?;
-            let appends = s.rate * args.seconds;
-            figures.add(s, cpu_time().saturating_sub(cpu), appends);
-            blob_files += daemon.stop()?;
+            blob_files += run_once(&args, &rt, Scoring::On, &mut figures, Scenario::Unary(writers))?;
+            if writers == 64 {
+                blob_files += run_once(&args, &rt, Scoring::Off, &mut off_64, Scenario::Unary(64))?;
+            }
+        }
+        if writers == 64 {
+            cpu_64 = (figures.cpu_per_append.clone(), off_64.cpu_per_append.clone());
+        }
+        if writers == 1 {
+            p99_1 = median_dur(figures.p99.clone());
         }
         let name = format!("unary, {writers} writer(s)");
         let rate = print_line(&name, figures, true, disk_rate(1), disk_rate(writers.min(64)));
         results.push((writers, rate));
     }
     let mut figures = Figures::default();
+    let mut off_stream = Figures::default();
     for _ in 0..args.runs {
-        let daemon = Daemon::start(&args, &rt)?;
-        let cpu = cpu_time();
-        let s = rt.block_on(stream(&daemon.socket, args.stream_entries))?;
-        figures.add(s, cpu_time().saturating_sub(cpu), args.stream_entries as f64);
-        blob_files += daemon.stop()?;
+        blob_files += run_once(&args, &rt, Scoring::On, &mut figures, Scenario::Stream)?;
+        blob_files += run_once(&args, &rt, Scoring::Off, &mut off_stream, Scenario::Stream)?;
     }
+    let cpu_stream = (figures.cpu_per_append.clone(), off_stream.cpu_per_append.clone());
     let stream_rate = print_line(
         &format!("stream, 1 writer ({}k entries)", args.stream_entries / 1000),
         figures,
@@ -309,10 +356,18 @@ fn main() -> anyhow::Result<()> {
         disk_rate(1),
         disk_rate(64),
     );
+    let off_64_rate = print_line("unary, 64 writers, scoring off", off_64, true, disk_rate(1), disk_rate(64));
+    let off_stream_rate = print_line(
+        &format!("stream ({}k), scoring off", args.stream_entries / 1000),
+        off_stream,
+        false,
+        disk_rate(1),
+        disk_rate(64),
+    );
 
     // Sustained: one daemon, the stream again and again, so the log grows to millions of
     // entries; the last chunk shows the rate on a large log.
-    let daemon = Daemon::start(&args, &rt)?;
+    let daemon = Daemon::start(&args, &rt, Scoring::On)?;
     let mut chunk_rates = Vec::new();
     let mut last = Figures::default();
     for chunk in 0..args.sustained_chunks {
@@ -338,8 +393,25 @@ fn main() -> anyhow::Result<()> {
 
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let rate_of = |w: usize| results.iter().find(|(x, _)| *x == w).map_or(0.0, |(_, r)| *r);
+    // The scorer's cost: throughput lost and CPU added per append, scoring on against off.
+    let cost = |on: f64, off: f64| 100.0 * (off - on) / off;
+    let cpu_cost = |(on, off): (Vec<Duration>, Vec<Duration>)| {
+        let (on, off) = (median_dur(on).as_secs_f64(), median_dur(off).as_secs_f64());
+        100.0 * (on - off) / off.max(f64::MIN_POSITIVE)
+    };
+    let (lost_64, lost_stream) = (cost(rate_of(64), off_64_rate), cost(stream_rate, off_stream_rate));
+    let (cpu_64, cpu_stream) = (cpu_cost(cpu_64), cpu_cost(cpu_stream));
+    println!(
+        "\nscoring on vs off: 64 writers {lost_64:+.1}% throughput lost, {:+.1}% CPU/append; stream {lost_stream:+.1}% throughput lost, {:+.1}% CPU/append",
+        cpu_64, cpu_stream,
+    );
     println!("\ntargets:");
     println!("  64 unary writers >= 25000/s: {}", met(rate_of(64) >= 25_000.0));
+    println!("  1 unary writer p99 < 2 ms: {} ({p99_1:.3?})", met(p99_1 < Duration::from_millis(2)));
+    println!(
+        "  scoring costs < 10%: {} (CPU/append, the steadier measure on a shared machine)",
+        met(cpu_64 < 10.0 && cpu_stream < 10.0)
+    );
     println!(
         "  one stream >= 100000/s: {} (fresh log), {} (after {}k)",
         met(stream_rate >= 100_000.0),
