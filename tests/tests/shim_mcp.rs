@@ -688,6 +688,17 @@ fn a_failed_heartbeat_does_not_stop_the_proxy_and_reveals_the_lost_last_decision
     ]));
     let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!((row["recorded"].as_u64(), row["sent"].as_u64()), (Some(1), Some(2)), "{row}");
+    // And the scorer flags the first heartbeat that names a decision it never saw, so one
+    // filter finds the gap (docs/SHIMS.md).
+    let out = ok(&daemon.ctl(&[
+        "query",
+        "kind = shim_heartbeat and flags has \"shim_gap\" | fields shim_seq, flags",
+        "--format",
+        "json",
+    ]));
+    let gaps: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(gaps.len(), 1, "flagged once: {out}");
+    assert_eq!(gaps[0]["shim_seq"], 2, "{out}");
     drop(keep);
 }
 
