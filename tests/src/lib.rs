@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use ledger_client::Client;
 
+pub mod accounts;
+
 /// The directory holding this profile's binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use ledger_tests::accounts::{OsAccounts, User, for_all, run, skip_reason};
 use ledger_tests::{bin, stderr, stdout};
 
 /// The workspace root (this package is `tests/`).
@@ -346,105 +347,6 @@ fn systemd_analyze_verify_accepts_the_units() {
 
 // ---- as root: ledgerd as its own user ----
 
-/// Why this machine cannot run the root test, if it cannot.
-fn skip_reason() -> Option<String> {
-    let euid = rustix::process::geteuid().as_raw();
-    if euid != 0 {
-        return Some(format!(
-            "it runs as euid {euid}, and creating OS users needs root (CI runs it as root)"
-        ));
-    }
-    for tool in ["useradd", "userdel", "groupadd", "groupdel", "setpriv", "runuser"] {
-        if Command::new(tool).arg("--help").output().is_err() {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
-}
-
-/// OS users and groups created for the test, deleted when it ends, panicking or not.
-#[derive(Default)]
-struct OsAccounts {
-    users: Vec<String>,
-    groups: Vec<String>,
-}
-
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl OsAccounts {
-    fn group(&mut self, name: &str) -> u32 {
-        let out = run("groupadd", &["--system", name]);
-        assert!(out.status.success(), "groupadd {name}: {}", stderr(&out));
-        self.groups.push(name.into());
-        id_of("group", name)
-    }
-
-    /// A system user whose primary group is `primary`, or a group of its own.
-    fn user(&mut self, name: &str, primary: Option<&str>, groups: &[&str]) -> User {
-        let mut args = vec!["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"];
-        match primary {
-            Some(group) => args.extend(["--gid", group]),
-            None => args.push("--user-group"),
-        }
-        let list = groups.join(",");
-        if !groups.is_empty() {
-            args.extend(["--groups", &list]);
-        }
-        args.push(name);
-        let out = run("useradd", &args);
-        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
-        self.users.push(name.into());
-        let gid = id_of("group", primary.unwrap_or(name));
-        User { name: name.into(), uid: id_of("passwd", name), gid }
-    }
-}
-
-impl Drop for OsAccounts {
-    fn drop(&mut self) {
-        for user in &self.users {
-            let _ = run("userdel", &[user]);
-            let _ = Command::new("groupdel").arg(user).stderr(Stdio::null()).status();
-        }
-        for group in &self.groups {
-            let _ = run("groupdel", &[group]);
-        }
-    }
-}
-
-fn id_of(file: &str, name: &str) -> u32 {
-    let text = std::fs::read_to_string(format!("/etc/{file}")).expect("read account file");
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))
-        .and_then(|f| f.get(2)?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /etc/{file}"))
-}
-
-fn runnable_by_all(path: &Path) -> bool {
-    path.ancestors().all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-}
-
-/// A workspace binary where every user can run it: where cargo built it, or a copy in `dir`.
-fn for_all(name: &str, dir: &Path) -> PathBuf {
-    let built = bin(name);
-    if runnable_by_all(&built) {
-        return built;
-    }
-    let copy = dir.join(name);
-    std::fs::copy(&built, &copy).expect("copy binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    assert!(runnable_by_all(&copy), "{} is not reachable by other users", copy.display());
-    copy
-}
-
 fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) {
     std::fs::create_dir_all(path).expect("mkdir");
     if let Some((uid, gid)) = owner {
@@ -530,7 +432,7 @@ fn as_user(user: &User, program: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn as_its_own_user_ledgerd_keeps_its_data_private_and_serves_only_mapped_users() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&["setpriv", "runuser"]) {
         println!("skipped: {why}");
         return;
     }

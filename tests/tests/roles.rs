@@ -5,109 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use ledger_tests::{Daemon, bin, stderr, stdout};
-
-/// Why this machine cannot run the test, if it cannot.
-fn skip_reason() -> Option<String> {
-    let euid = rustix::process::geteuid().as_raw();
-    if euid != 0 {
-        return Some(format!(
-            "it runs as euid {euid}, and creating OS users needs root (CI runs it as root)"
-        ));
-    }
-    for tool in ["useradd", "userdel", "groupadd", "groupdel", "setpriv"] {
-        if Command::new(tool).arg("--help").output().is_err() {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
-}
-
-/// OS users and groups created for one test, deleted when it ends, panicking or not.
-#[derive(Default)]
-struct OsAccounts {
-    users: Vec<String>,
-    groups: Vec<String>,
-}
-
-/// One created user.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl OsAccounts {
-    fn group(&mut self, name: &str) -> u32 {
-        let out = run("groupadd", &["--system", name]);
-        assert!(out.status.success(), "groupadd {name}: {}", stderr(&out));
-        self.groups.push(name.into());
-        id_of("group", name)
-    }
-
-    fn user(&mut self, name: &str, groups: &[&str]) -> User {
-        let mut args = vec!["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin"];
-        let list = groups.join(",");
-        if !groups.is_empty() {
-            args.extend(["--groups", &list]);
-        }
-        args.push(name);
-        let out = run("useradd", &args);
-        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
-        self.users.push(name.into());
-        User { name: name.into(), uid: id_of("passwd", name), gid: id_of("group", name) }
-    }
-}
-
-impl Drop for OsAccounts {
-    fn drop(&mut self) {
-        for user in &self.users {
-            let _ = run("userdel", &[user]);
-            // The user's own group, where userdel leaves it (USERGROUPS_ENAB no).
-            let _ = Command::new("groupdel").arg(user).stderr(std::process::Stdio::null()).status();
-        }
-        for group in &self.groups {
-            let _ = run("groupdel", &[group]);
-        }
-    }
-}
-
-/// The id of a user (`passwd`) or group (`group`) name, from the account files.
-fn id_of(file: &str, name: &str) -> u32 {
-    let text = std::fs::read_to_string(format!("/etc/{file}")).expect("read account file");
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))
-        .and_then(|f| f.get(2)?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /etc/{file}"))
-}
-
-/// Whether every user may run the file at `path`: it and each directory above it are
-/// executable by others.
-fn runnable_by_all(path: &Path) -> bool {
-    path.ancestors().all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-}
-
-/// `ledgerctl` where every user can run it: where cargo built it, or a copy in `dir`.
-fn ledgerctl_for_all(dir: &Path) -> PathBuf {
-    let built = bin("ledgerctl");
-    if runnable_by_all(&built) {
-        return built;
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let copy = dir.join("ledgerctl");
-    std::fs::copy(&built, &copy).expect("copy ledgerctl");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    assert!(runnable_by_all(&copy), "{} is not reachable by other users", copy.display());
-    copy
-}
+use ledger_tests::accounts::{OsAccounts, User, for_all, skip_reason};
+use ledger_tests::{Daemon, stderr, stdout};
 
 /// Runs `ledgerctl --socket SOCKET ARGS` as `user`, with the user's groups from
 /// `/etc/group` (needed to open the socket, whose group is a supplementary one).
@@ -135,7 +37,7 @@ fn assert_refused(out: &Output, rpc: &str, needs: &str, user: &User) {
 
 #[test]
 fn writer_auditor_and_unmapped_users_get_exactly_their_roles_and_refusals_are_logged() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = skip_reason(&["setpriv"]) {
         println!("skipped: {why}");
         return;
     }
@@ -146,9 +48,9 @@ fn writer_auditor_and_unmapped_users_get_exactly_their_roles_and_refusals_are_lo
     let auditors = format!("lgg{tag}");
     let socket_gid = accounts.group(&socket_group);
     accounts.group(&auditors);
-    let writer = accounts.user(&format!("lgw{tag}"), &[&socket_group]);
-    let auditor = accounts.user(&format!("lga{tag}"), &[&socket_group, &auditors]);
-    let nobody = accounts.user(&format!("lgn{tag}"), &[&socket_group]);
+    let writer = accounts.user(&format!("lgw{tag}"), None, &[&socket_group]);
+    let auditor = accounts.user(&format!("lga{tag}"), None, &[&socket_group, &auditors]);
+    let nobody = accounts.user(&format!("lgn{tag}"), None, &[&socket_group]);
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let run_dir = tmp.path().join("run");
@@ -157,7 +59,7 @@ fn writer_auditor_and_unmapped_users_get_exactly_their_roles_and_refusals_are_lo
     std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin_copy = tmp.path().join("bin");
     std::fs::create_dir(&bin_copy).expect("mkdir");
-    let ledgerctl = ledgerctl_for_all(&bin_copy);
+    let ledgerctl = for_all("ledgerctl", &bin_copy);
     let socket = run_dir.join("ledgerd.sock");
     // The daemon runs as root and holds every role anyway; root is listed to say so.
     let config = format!(
