@@ -42,6 +42,8 @@ struct Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: in journald or a log file they are escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEDGERD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
