@@ -7,18 +7,7 @@ use std::process::Output;
 use ledger_client::evidence::{self, CHECKPOINT, EVENTS, LEAVES, MANIFEST, VKEY};
 use ledger_proto::note::{Checkpoint, NoteSigner, NoteVerifier};
 use ledger_proto::pb;
-use ledger_tests::{Daemon, stderr, stdout};
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
+use ledger_tests::{Daemon, ok, stderr, stdout};
 
 const V1: &str = "rule read-invoices: allow tool = \"db.query\" and params.sql ~ /(?i)^select /\n\
 rule no-shell: deny tool ~ \"shell.*\"\n\

@@ -8,19 +8,8 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use ledger_proto::pb;
-use ledger_tests::{Daemon, stderr, stdout};
+use ledger_tests::{Daemon, ok};
 use serde_json::Value;
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
 
 const PASSWORD: &str = "hunter2-correct-horse";
 const BEARER: &str = "tok-ABCDEF1234567890xyz";

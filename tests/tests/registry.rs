@@ -4,18 +4,7 @@
 
 use std::path::Path;
 
-use ledger_tests::{Daemon, stderr, stdout};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
+use ledger_tests::{Daemon, ok, stderr, stdout};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

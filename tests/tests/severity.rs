@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ledger_client::Client;
 use ledger_proto::pb;
-use ledger_tests::{Daemon, bin, stderr, stdout};
+use ledger_tests::{Daemon, bin, ok, stderr};
 use ledgerd::scorer::{Scorer, ScorerConfig};
 
 const AGENT: &str = "billing-bot";
@@ -22,17 +22,6 @@ const POLICY: &str = "# billing-bot: reads only\n\
 rule reads: allow tool in [\"fs.read_file\", \"fs.list_dir\", \"kv.get\"]\n\
 default deny\n";
 const READS: [&str; 3] = ["fs.read_file", "fs.list_dir", "kv.get"];
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
-}
 
 /// Registers [`AGENT`] with [`POLICY`] (version 1) and returns its token.
 fn register(daemon: &Daemon, dir: &Path) -> String {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ledger_tests::{Daemon, stderr, stdout};
+use ledger_tests::{Daemon, ok, stderr, stdout};
 use serde_json::Value;
 
 const POLICY: &str = "# coder, confined to /srv/repo\n\
@@ -16,17 +16,6 @@ default deny\n";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/claude-code")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
 }
 
 /// One entry as JSON (the `--format json` row).

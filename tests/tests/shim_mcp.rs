@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ledger_tests::{Daemon, bin, stderr, stdout};
+use ledger_tests::{Daemon, bin, ok};
 use serde_json::{Value, json};
 
 /// A newline-delimited JSON-RPC MCP server with two tools over real files. It logs every
@@ -63,17 +63,6 @@ for line in sys.stdin:
 
 fn have_python() -> bool {
     Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-    stdout(out)
 }
 
 /// A running proxy with its server, driven line by line.
