@@ -38,10 +38,11 @@ pub fn default_data_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot connect to ledgerd at {}: {source}. Is ledgerd running? Start it with `ledgerd`, or point to its socket with --socket or $LEDGER_SOCKET",
+        "cannot connect to ledgerd at {}: {cause}. Is ledgerd running? Start it with `ledgerd`, or point to its socket with --socket or $LEDGER_SOCKET",
         socket.display()
     )]
-    Connect { socket: PathBuf, source: std::io::Error },
+    // Not a `source`: the message already says it, and error chains would repeat it.
+    Connect { socket: PathBuf, cause: std::io::Error },
     /// The daemon answered with an error; its message is already meant for people (and
     /// is not repeated as a "source").
     #[error("ledgerd refused: {}", .0.message())]
@@ -108,7 +109,7 @@ impl Client {
         // Fail early with the real OS error (no such file, permission denied, refused).
         UnixStream::connect(&socket)
             .await
-            .map_err(|source| ClientError::Connect { socket: socket.clone(), source })?;
+            .map_err(|cause| ClientError::Connect { socket: socket.clone(), cause })?;
         let path = socket.clone();
         // The URI is required by the API but unused: the connector dials the socket.
         let channel = Endpoint::from_static("http://ledgerd.invalid")
