@@ -237,6 +237,16 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
     assert_eq!(events.lines().count(), 23, "{events}");
     assert!(events.contains(",'=SUM(A1),") && events.contains(",'-no shell,"), "{events}");
     assert!(!events.contains("before the period") && !events.contains("after the period"));
+    // The same period through `ledgerctl export`: the bundle's rows are the export's rows,
+    // column for column, with the leaf hash added.
+    let exported = ok(&daemon.ctl(&["export", "--from", &from, "--to", &to]));
+    let bundle_lines: Vec<&str> = events.lines().collect();
+    let export_lines: Vec<&str> = exported.lines().collect();
+    assert_eq!(bundle_lines.len(), export_lines.len(), "{exported}");
+    for (b, e) in bundle_lines.iter().zip(&export_lines) {
+        let cut = b.rfind(',').expect("a leaf_hash column");
+        assert_eq!(&b[..cut], *e, "a bundle row and its export row differ");
+    }
     let html = std::fs::read_to_string(bundle.join("summary.html")).expect("html");
     assert!(html.contains("<svg") && !html.contains("<script>") && html.contains("&lt;script&gt;"));
     assert!(html.contains("daemon_stopped") && html.contains("daemon_started"), "monitoring gaps");

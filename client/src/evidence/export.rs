@@ -248,7 +248,7 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
         .iter()
         .filter(|r| (first_seq..=last_seq).contains(&r.entry.seq) && wanted(&r.entry.agent))
         .collect();
-    let events = csv_bytes(&super::EVENT_COLUMNS, period.iter().map(|r| event_row(&r.entry, &r.hash)))
+    let events = csv_bytes(&super::event_columns(), period.iter().map(|r| event_row(&r.entry, &r.hash)))
         .map_err(ExportError::Malformed)?;
     write(dir, EVENTS, &events)?;
 

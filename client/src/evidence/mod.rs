@@ -33,34 +33,12 @@ pub const VKEY: &str = "verifier.vkey";
 /// The `format` value of `proof.json`.
 pub const PROOF_FORMAT: &str = "ledgerd evidence proof v1";
 
-/// The columns of `events.csv`, in order: every field of the entry, then its leaf hash.
-pub const EVENT_COLUMNS: [&str; 25] = [
-    "seq",
-    "time",
-    "kind",
-    "agent",
-    "agent_id",
-    "session",
-    "action",
-    "tool",
-    "params",
-    "decision",
-    "rule",
-    "policy_version",
-    "reason",
-    "writer_uid",
-    "writer_gid",
-    "writer_pid",
-    "host",
-    "severity",
-    "flags",
-    "policy_check",
-    "shim_id",
-    "shim_seq",
-    "ref_seq",
-    "details",
-    "leaf_hash",
-];
+/// The columns of `events.csv`, in order: those of `ledgerctl export` (every field, in
+/// [`ledger_query::DEFAULT_COLUMNS`] order, so a bundle's rows line up with an export's),
+/// then the leaf hash.
+pub fn event_columns() -> Vec<&'static str> {
+    ledger_query::DEFAULT_COLUMNS.iter().copied().chain(["leaf_hash"]).collect()
+}
 
 /// `proof.json`: which leaves the bundle holds and how they tie to the checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,38 +69,16 @@ pub fn time_text(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| ns.to_string(), |t| t.to_string())
 }
 
-/// The `events.csv` row of an entry: every field, formatted as documented in
-/// docs/FORMAT.md, before formula neutralisation.
+/// The `events.csv` row of an entry, before formula neutralisation: each field exactly as
+/// `ledgerctl export` writes it (times in UTC; see docs/FORMAT.md), then the leaf hash.
 pub fn event_row(e: &pb::Entry, leaf_hash: &Hash) -> Vec<String> {
-    let decision =
-        if e.decision == 0 { String::new() } else { pb::Decision::name_of(e.decision).to_string() };
-    vec![
-        e.seq.to_string(),
-        time_text(e.time_unix_nanos),
-        pb::Kind::name_of(e.kind).to_string(),
-        e.agent.clone(),
-        e.agent_id.clone(),
-        e.session.clone(),
-        e.action.clone(),
-        e.tool.clone(),
-        e.params.clone(),
-        decision,
-        e.rule.clone(),
-        e.policy_version.to_string(),
-        e.reason.clone(),
-        e.writer_uid.to_string(),
-        e.writer_gid.to_string(),
-        e.writer_pid.to_string(),
-        e.host.clone(),
-        e.severity.to_string(),
-        serde_json::Value::from(e.flags.clone()).to_string(),
-        e.policy_check.clone(),
-        e.shim_id.clone(),
-        e.shim_seq.to_string(),
-        e.ref_seq.map(|s| s.to_string()).unwrap_or_default(),
-        e.details.clone(),
-        crate::verify::hex(leaf_hash),
-    ]
+    static RENDERER: std::sync::LazyLock<crate::wire::EntryRenderer> =
+        std::sync::LazyLock::new(crate::wire::EntryRenderer::default);
+    let utc = jiff::tz::TimeZone::UTC;
+    let mut cells: Vec<String> =
+        RENDERER.row(e).iter().map(|v| ledger_query::format_value(v, &utc)).collect();
+    cells.push(crate::verify::hex(leaf_hash));
+    cells
 }
 
 /// Appends one leaf to `leaves.bin`: its length as u32 big-endian, then its bytes.

@@ -10,8 +10,8 @@ use ledger_proto::{leaf, manifest, pb};
 use ledger_query::unneutralise;
 
 use super::{
-    CHECKPOINT, EVENT_COLUMNS, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row,
-    manifest_files, parse_hash, rebuild_root, unframe_leaves,
+    CHECKPOINT, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row, manifest_files,
+    parse_hash, rebuild_root, unframe_leaves,
 };
 
 /// Where the verifier key came from.
@@ -241,8 +241,9 @@ fn check_events(
         Some(Err(e)) => return Err(fail(EVENTS, format!("header: {e}"))),
         None => return Err(fail(EVENTS, "it is empty (no header)")),
     };
-    if !header.iter().eq(EVENT_COLUMNS.iter().copied()) {
-        return Err(fail(EVENTS, format!("the header is not {}", EVENT_COLUMNS.join(","))));
+    let columns = super::event_columns();
+    if !header.iter().eq(columns.iter().copied()) {
+        return Err(fail(EVENTS, format!("the header is not {}", columns.join(","))));
     }
     let wanted = |agent: &str| proof.agents.is_empty() || proof.agents.iter().any(|a| a == agent);
     let expected = entries
@@ -262,10 +263,10 @@ fn check_events(
                 ));
             }
         };
-        if record.len() != EVENT_COLUMNS.len() {
+        if record.len() != columns.len() {
             return Err(fail(
                 EVENTS,
-                format!("line {line} has {} cells, expected {}", record.len(), EVENT_COLUMNS.len()),
+                format!("line {line} has {} cells, expected {}", record.len(), columns.len()),
             ));
         }
         let cells: Vec<String> = record.iter().map(|c| unneutralise(c).into_owned()).collect();
@@ -279,7 +280,7 @@ fn check_events(
             ));
         }
         let want = event_row(entry, hash);
-        for ((column, have), want) in EVENT_COLUMNS.iter().zip(&cells).zip(&want) {
+        for ((column, have), want) in columns.iter().zip(&cells).zip(&want) {
             if have != want {
                 return Err(fail(
                     EVENTS,
