@@ -72,14 +72,23 @@ pub fn time_text(ns: i64) -> String {
 /// The `events.csv` row of an entry, before formula neutralisation: each field exactly as
 /// `ledgerctl export` writes it (times in UTC; see docs/FORMAT.md), then the leaf hash.
 pub fn event_row(e: &pb::Entry, leaf_hash: &Hash) -> Vec<String> {
-    static RENDERER: std::sync::LazyLock<crate::wire::EntryRenderer> =
-        std::sync::LazyLock::new(crate::wire::EntryRenderer::default);
+    use ledger_query::Record;
     let utc = jiff::tz::TimeZone::UTC;
-    let mut cells: Vec<String> =
-        RENDERER.row(e).iter().map(|v| ledger_query::format_value(v, &utc)).collect();
+    let record = crate::wire::EntryRecord(e);
+    // As a query row holds them: an empty string or list is missing, an empty cell.
+    let cells_of = |f| {
+        let v = record.get(f);
+        if v.is_missing() { String::new() } else { ledger_query::format_value(&v, &utc) }
+    };
+    let mut cells: Vec<String> = EVENT_FIELDS.iter().map(cells_of).collect();
     cells.push(crate::verify::hex(leaf_hash));
     cells
 }
+
+/// The fields of [`ledger_query::DEFAULT_COLUMNS`], resolved once.
+static EVENT_FIELDS: std::sync::LazyLock<Vec<ledger_query::Field>> = std::sync::LazyLock::new(|| {
+    ledger_query::DEFAULT_COLUMNS.iter().filter_map(|name| ledger_query::Field::from_name(name)).collect()
+});
 
 /// Appends one leaf to `leaves.bin`: its length as u32 big-endian, then its bytes.
 pub fn frame_leaf(out: &mut Vec<u8>, leaf: &[u8]) -> Result<(), String> {
@@ -242,6 +251,12 @@ pub fn parse_hash(text: &str) -> Option<Hash> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_export_column_is_a_field() {
+        assert_eq!(EVENT_FIELDS.len(), ledger_query::DEFAULT_COLUMNS.len());
+        assert_eq!(event_columns().len(), EVENT_FIELDS.len() + 1);
+    }
 
     #[test]
     fn range_proofs_rebuild_every_root() {
