@@ -459,3 +459,61 @@ fn merged_agent_seqs(
         Some(Ok(seq))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_query::{DEFAULT_COLUMNS, format_value};
+
+    /// The daemon reads stored entries through `View`, clients read entries off the wire
+    /// through `ledger_client::wire::EntryRecord` (`watch`, alerts, evidence bundles): both
+    /// must show every field alike, or a bundle row would differ from its export row.
+    #[test]
+    fn stored_and_wire_entries_read_the_same() {
+        let full = pb::Entry {
+            seq: 7,
+            time_unix_nanos: 1_767_225_600_500_000_000,
+            kind: pb::Kind::Decision as i32,
+            agent: "ops-bot".into(),
+            agent_id: "0b7c".into(),
+            session: "s1".into(),
+            action: "run".into(),
+            tool: "shell.exec".into(),
+            params: r#"{"cmd":"ls"}"#.into(),
+            decision: pb::Decision::Deny as i32,
+            rule: "no-shell".into(),
+            policy_version: 3,
+            reason: "=cmd".into(),
+            writer_uid: 1000,
+            writer_gid: 1000,
+            writer_pid: 42,
+            host: "vm".into(),
+            severity: 9,
+            flags: vec!["deny_burst".into(), "first_use".into()],
+            policy_check: "match".into(),
+            shim_id: "abc".into(),
+            shim_seq: 5,
+            ref_seq: Some(3),
+            details: r#"{"a":1}"#.into(),
+        };
+        let unset = pb::Entry { seq: 0, kind: 0, ..Default::default() };
+        let odd = pb::Entry { kind: 99, decision: 7, ref_seq: Some(0), ..full.clone() };
+        let tz = jiff::tz::TimeZone::UTC;
+        for entry in [full, unset, odd] {
+            let bytes = record::encode(&record::Record::from(entry.clone())).expect("encode");
+            record::with_archived(&bytes, |archived| {
+                let (stored, wire) = (View(archived), ledger_client::wire::EntryRecord(&entry));
+                for name in DEFAULT_COLUMNS {
+                    let field = Field::from_name(name).expect("a field");
+                    let (a, b) = (stored.get(&field), wire.get(&field));
+                    assert_eq!(
+                        (a.is_missing(), format_value(&a, &tz)),
+                        (b.is_missing(), format_value(&b, &tz)),
+                        "{name} of {entry:?}"
+                    );
+                }
+            })
+            .expect("archived");
+        }
+    }
+}
