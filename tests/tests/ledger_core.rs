@@ -166,6 +166,45 @@ fn ledgerctl_append_prints_the_seq_and_jsonl_stops_at_a_bad_line() {
     assert!(head.starts_with("SEQ") && head.contains("DECISION"), "{table}");
 }
 
+/// `tail --follow` prints rows as they come; each lines up with the header as long as its
+/// cells fit the widths (only a longer cell pushes the rest of its own row).
+#[test]
+fn tail_follow_rows_line_up_with_the_header() {
+    use std::io::{BufRead, BufReader};
+    let daemon = Daemon::start();
+    let mut child = std::process::Command::new(ledger_tests::bin("ledgerctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["tail", "-n", "1", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tail --follow");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let header = lines.next().expect("a header").expect("text");
+    let first = lines.next().expect("the daemon_started row").expect("text");
+    for (agent, tool) in [("a", "fs.read"), ("billing-bot", "db.query")] {
+        assert!(
+            daemon.ctl(&["append", "--agent", agent, "--tool", tool, "--decision", "allow"]).status.success()
+        );
+    }
+    let later: Vec<String> = (0..2).map(|_| lines.next().expect("a followed row").expect("text")).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    for column in ["TIME", "KIND", "AGENT", "TOOL", "DECISION"] {
+        let at = header.find(column).expect("column in header");
+        for row in std::iter::once(&first).chain(&later) {
+            if row.len() <= at {
+                continue; // empty trailing cells are trimmed (daemon_started has no tool)
+            }
+            assert!(
+                row.get(at.saturating_sub(2)..at).is_some_and(|gap| gap == "  ")
+                    && row[at..].chars().next().is_some_and(|c| c != ' '),
+                "{column} is not at {at} in {row:?} (header {header:?})"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_nothing_acknowledged_and_the_sequence_continues() {
     let mut daemon = Daemon::start();

@@ -1004,27 +1004,27 @@ async fn tail(socket: &Path, n: u64, follow: bool) -> anyhow::Result<()> {
     let mut stream = client.entries(start, if follow { 0 } else { head.size }, follow).await?;
     let mut rows = Vec::new();
     let columns = ["SEQ", "TIME", "KIND", "AGENT", "TOOL", "DECISION", "RULE", "REASON"];
-    // Without --follow the whole table is known, so widths fit it; with --follow rows
-    // are printed as they come, in the widths of the first screenful.
-    while let Some(item) = stream.next().await {
+    // Without --follow the whole table is known, so widths fit it; with --follow the first
+    // screenful sets them (at least the stream widths) and later rows keep them.
+    // (With nothing to show yet, a follower starts with the header alone.)
+    while start < head.size
+        && let Some(item) = stream.next().await
+    {
         let item = item?;
         let Some(e) = item.entry else { continue };
         rows.push(row(&e));
         if follow && e.seq + 1 >= head.size {
-            print_table(&columns, &rows)?;
-            rows.clear();
             break;
         }
     }
     if !follow {
         return print_table(&columns, &rows);
     }
-    if head.size == 0 || n == 0 {
-        print_table(&columns, &[])?;
-    }
+    let widths = table_widths(&columns, &rows, &stream_widths(&columns));
+    print_aligned(&widths, &columns, &rows, true)?;
     while let Some(item) = stream.next().await {
         if let Some(e) = item?.entry {
-            print_table_rows(&columns, &[row(&e)], false)?;
+            print_aligned(&widths, &columns, &[row(&e)], false)?;
         }
     }
     Ok(())
@@ -1035,8 +1035,9 @@ async fn watch(socket: &Path, min_severity: u32, agent: &str, format: WatchForma
     let render = ledger_client::wire::EntryRenderer::default();
     // The `tail` columns, with the severity and its flags after the time.
     let columns = ["SEQ", "TIME", "SEV", "FLAGS", "KIND", "AGENT", "TOOL", "DECISION", "RULE", "REASON"];
+    let widths = table_widths(&columns, &[], &stream_widths(&columns));
     if format == WatchFormat::Table {
-        print_table_rows(&columns, &[], true)?;
+        print_aligned(&widths, &columns, &[], true)?;
     }
     while let Some(event) = stream.message().await? {
         match event.event {
@@ -1046,7 +1047,7 @@ async fn watch(socket: &Path, min_severity: u32, agent: &str, format: WatchForma
                     let mut cells = row(&e);
                     cells.insert(2, e.severity.to_string());
                     cells.insert(3, e.flags.join(","));
-                    print_table_rows(&columns, &[cells], false)?;
+                    print_aligned(&widths, &columns, &[cells], false)?;
                 }
             },
             Some(pb::watch_event::Event::Missed(n)) => {
@@ -1074,21 +1075,54 @@ fn row(e: &pb::Entry) -> Vec<String> {
 }
 
 fn print_table(columns: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    print_table_rows(columns, rows, true)
+    print_aligned(&table_widths(columns, rows, &[]), columns, rows, true)
 }
 
-/// Left-aligned columns separated by two spaces; widths fit the rows given.
-fn print_table_rows(columns: &[&str], rows: &[Vec<String>], header: bool) -> anyhow::Result<()> {
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+/// Column widths that fit the header and `rows`, and are at least `min` (by position).
+fn table_widths(columns: &[&str], rows: &[Vec<String>], min: &[usize]) -> Vec<usize> {
+    let mut widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.chars().count().max(min.get(i).copied().unwrap_or(0)))
+        .collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    widths
+}
+
+/// Widths for tables printed a row at a time (`tail --follow`, `watch`): wide enough for
+/// typical cells, so that later rows line up with the header (a longer cell only pushes
+/// the rest of its own row).
+const STREAM_WIDTHS: &[(&str, usize)] = &[
+    ("SEQ", 6),
+    ("TIME", 24),
+    ("SEV", 3),
+    ("FLAGS", 24),
+    ("KIND", 14),
+    ("AGENT", 16),
+    ("TOOL", 24),
+    ("DECISION", 8),
+    ("RULE", 16),
+];
+
+fn stream_widths(columns: &[&str]) -> Vec<usize> {
+    columns.iter().map(|c| STREAM_WIDTHS.iter().find(|(n, _)| n == c).map_or(0, |(_, w)| *w)).collect()
+}
+
+/// Left-aligned columns of the given widths, separated by two spaces.
+fn print_aligned(
+    widths: &[usize],
+    columns: &[&str],
+    rows: &[Vec<String>],
+    header: bool,
+) -> anyhow::Result<()> {
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+        for (i, (cell, w)) in cells.zip(widths).enumerate() {
             if i > 0 {
                 l.push_str("  ");
             }
