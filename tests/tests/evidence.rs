@@ -270,6 +270,13 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
     assert!(ok(&verify(&daemon, &narrowed, &key)).starts_with("ok: "));
     let again = daemon.ctl(&["evidence", "--from", &from, "--to", &to, "--out", narrowed_str]);
     assert_eq!(again.status.code(), Some(2), "a non-empty --out is refused: {}", stderr(&again));
+    // A period without entries is refused, and no half-written bundle is left behind.
+    let empty = tmp.path().join("empty-period");
+    let empty_str = empty.to_str().expect("utf-8");
+    let out = daemon.ctl(&["evidence", "--from", "2001-01-01", "--to", "2001-02-01", "--out", empty_str]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no entries"), "{}", stderr(&out));
+    assert!(!empty.exists(), "the partial bundle was removed");
 
     let case = |name: &str| {
         let dir = tmp.path().join(name);

@@ -4,7 +4,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
@@ -113,13 +114,6 @@ fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// One entry of the range, as read from the daemon.
-pub(super) struct Read {
-    pub entry: pb::Entry,
-    pub leaf: Vec<u8>,
-    pub hash: Hash,
-}
-
 /// Writes the bundle. The daemon is asked for everything once; nothing it says is
 /// trusted: the caller should run [`super::verify::verify_bundle`] on the result (the
 /// CLI does).
@@ -139,66 +133,185 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
             opts.out.display()
         )));
     }
+    let created = !opts.out.exists();
     std::fs::create_dir_all(&opts.out)
         .map_err(|source| ExportError::Io { path: opts.out.clone(), source })?;
+    let result = write_bundle(client, opts, to).await;
+    if result.is_err() {
+        // No half bundle is left behind: the directory was new or empty.
+        let cleared = if created {
+            std::fs::remove_dir_all(&opts.out)
+        } else {
+            std::fs::read_dir(&opts.out).and_then(|entries| {
+                entries.flatten().try_for_each(|e| {
+                    let path = e.path();
+                    if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
+                })
+            })
+        };
+        if let Err(e) = cleared {
+            eprintln!("ledgerctl: could not remove the partial bundle in {}: {e}", opts.out.display());
+        }
+    }
+    result
+}
 
+/// The open output files of the walk over the period.
+struct Streams {
+    leaves: BufWriter<File>,
+    leaves_path: PathBuf,
+    events: CsvWriter<BufWriter<File>>,
+    events_path: PathBuf,
+    /// Rows waiting for the CSV writer, which takes them in chunks.
+    rows: Vec<Vec<OwnedValue>>,
+    frame: Vec<u8>,
+}
+
+impl Streams {
+    fn create(dir: &Path) -> Result<Streams, ExportError> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            File::create(&path)
+                .map(|f| (BufWriter::new(f), path.clone()))
+                .map_err(|source| ExportError::Io { path, source })
+        };
+        let (leaves, leaves_path) = open(LEAVES)?;
+        let (events, events_path) = open(EVENTS)?;
+        let columns: Vec<String> = super::event_columns().iter().map(|c| (*c).to_string()).collect();
+        let events = CsvWriter::new(events, &columns, TimeZone::UTC)
+            .map_err(|source| ExportError::Io { path: events_path.clone(), source })?;
+        Ok(Streams {
+            leaves,
+            leaves_path,
+            events,
+            events_path,
+            rows: Vec::with_capacity(1024),
+            frame: Vec::new(),
+        })
+    }
+
+    fn leaf(&mut self, leaf: &[u8]) -> Result<(), ExportError> {
+        self.frame.clear();
+        frame_leaf(&mut self.frame, leaf).map_err(ExportError::Malformed)?;
+        self.leaves
+            .write_all(&self.frame)
+            .map_err(|source| ExportError::Io { path: self.leaves_path.clone(), source })
+    }
+
+    fn event(&mut self, row: Vec<String>) -> Result<(), ExportError> {
+        self.rows.push(row.into_iter().map(|s| Value::Str(Cow::Owned(s))).collect());
+        if self.rows.len() == 1024 { self.flush_rows() } else { Ok(()) }
+    }
+
+    fn flush_rows(&mut self) -> Result<(), ExportError> {
+        self.events
+            .write_rows(&self.rows)
+            .map_err(|source| ExportError::Io { path: self.events_path.clone(), source })?;
+        self.rows.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), ExportError> {
+        self.flush_rows()?;
+        let events_path = self.events_path.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ExportError::Io { path, source }
+        };
+        // Flushes through to the file (the csv writer flushes its BufWriter).
+        self.events.finish().map_err(io(&events_path))?;
+        self.leaves.flush().map_err(io(&self.leaves_path))
+    }
+}
+
+/// One entry as read: the entry, its leaf bytes and leaf hash.
+struct Read {
+    entry: pb::Entry,
+    leaf: Vec<u8>,
+    hash: Hash,
+}
+
+impl Read {
+    fn new(entry: pb::Entry) -> Read {
+        let leaf = leaf::leaf_bytes(&entry);
+        let hash = merkle::leaf_hash(&leaf);
+        Read { entry, leaf, hash }
+    }
+}
+
+async fn write_bundle(
+    client: &mut Client,
+    opts: &ExportOptions,
+    to: i64,
+) -> Result<ExportSummary, ExportError> {
     // The checkpoint first: it must cover every entry of the period.
     let cp = client.checkpoint(true).await?;
     let size = cp.size;
 
-    // Walk the log from just before the period up to the checkpoint; keep the last entry
-    // before the period, the period and the first entry after it. Entry times never
-    // decrease along seq, so the daemon finds where the period starts by binary search.
+    // Walk the log from just before the period up to the checkpoint, writing leaves.bin
+    // and events.csv as the entries come (nothing of the period is held in memory): the
+    // last entry before the period, the period, and the first entry after it. Entry times
+    // never decrease along seq, so the daemon finds where the period starts by binary
+    // search.
     let walk_from = first_at_or_after(client, opts.from_unix_nanos).await?.min(size).saturating_sub(1);
     let bar = progress_bar(opts.progress, size - walk_from);
-    let mut range: Vec<Read> = Vec::new();
+    let dir = &opts.out;
+    let mut out = Streams::create(dir)?;
+    let wanted = |agent: &str| opts.agents.is_empty() || opts.agents.iter().any(|a| a == agent);
+    let mut period = super::html::Period::default();
     let mut before: Option<Read> = None;
-    let mut first: Option<u64> = None;
+    let (mut start, mut end) = (None, walk_from);
+    let (mut first_seq, mut last_seq) = (None, 0);
+    let mut expected = walk_from;
     let mut stream = client.entries(walk_from, size, false).await?;
     while let Some(stored) = stream.message().await? {
         let entry = stored.entry.ok_or_else(|| ExportError::Malformed("an entry without contents".into()))?;
-        bar.set_position(entry.seq + 1 - walk_from);
-        let leaf = leaf::leaf_bytes(&entry);
-        let hash = merkle::leaf_hash(&leaf);
-        let read = Read { entry, leaf, hash };
+        if entry.seq != expected {
+            return Err(ExportError::Malformed(format!("expected entry {expected} next, got {}", entry.seq)));
+        }
+        expected += 1;
+        bar.set_position(expected - walk_from);
+        let read = Read::new(entry);
         let time = read.entry.time_unix_nanos;
         if time < opts.from_unix_nanos {
+            // Only the last one before the period is kept, as its witness.
             before = Some(read);
-        } else if time < to {
-            first.get_or_insert(read.entry.seq);
-            range.push(read);
-        } else {
-            if first.is_some() {
-                range.push(read);
+            continue;
+        }
+        if start.is_none() {
+            start = Some(before.as_ref().map_or(read.entry.seq, |b| b.entry.seq));
+            if let Some(b) = before.take() {
+                out.leaf(&b.leaf)?;
+            }
+        }
+        if time >= to {
+            if first_seq.is_some() {
+                // The witness after the period.
+                out.leaf(&read.leaf)?;
+                end = read.entry.seq + 1;
             }
             break;
+        }
+        out.leaf(&read.leaf)?;
+        end = read.entry.seq + 1;
+        first_seq.get_or_insert(read.entry.seq);
+        last_seq = read.entry.seq;
+        if wanted(&read.entry.agent) {
+            out.event(event_row(&read.entry, &read.hash))?;
+            period.add(&read.entry);
         }
     }
     drop(stream);
     bar.finish_and_clear();
-    let Some(first_seq) = first else {
+    let Some(first_seq) = first_seq else {
         return Err(ExportError::Usage(format!(
             "no entries between {} and {} (the log has {size})",
             time_text(opts.from_unix_nanos),
             time_text(to)
         )));
     };
-    let last_seq =
-        range.iter().rev().find(|r| r.entry.time_unix_nanos < to).map_or(first_seq, |r| r.entry.seq);
-    if let Some(b) = before {
-        range.insert(0, b);
-    }
-    let start = range[0].entry.seq;
-    let end = start + range.len() as u64;
-    for (i, r) in range.iter().enumerate() {
-        if r.entry.seq != start + i as u64 {
-            return Err(ExportError::Malformed(format!(
-                "expected entry {} next, got {}",
-                start + i as u64,
-                r.entry.seq
-            )));
-        }
-    }
+    out.finish()?;
+    let start = start.unwrap_or(first_seq);
 
     // The outside hashes are the siblings on the inclusion paths of the range's ends.
     let mut known: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
@@ -220,12 +333,6 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
         hashes.push(crate::verify::hex(hash));
     }
 
-    let dir = &opts.out;
-    let mut leaves = Vec::new();
-    for r in &range {
-        frame_leaf(&mut leaves, &r.leaf).map_err(ExportError::Malformed)?;
-    }
-    write(dir, LEAVES, &leaves)?;
     write(dir, CHECKPOINT, cp.note.as_bytes())?;
     let proof = ProofFile {
         format: PROOF_FORMAT.into(),
@@ -242,15 +349,6 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
     let proof_text =
         serde_json::to_string_pretty(&proof).map_err(|e| ExportError::Malformed(e.to_string()))?;
     write(dir, PROOF, format!("{proof_text}\n").as_bytes())?;
-
-    let wanted = |agent: &str| opts.agents.is_empty() || opts.agents.iter().any(|a| a == agent);
-    let period: Vec<&Read> = range
-        .iter()
-        .filter(|r| (first_seq..=last_seq).contains(&r.entry.seq) && wanted(&r.entry.agent))
-        .collect();
-    let events = csv_bytes(&super::event_columns(), period.iter().map(|r| event_row(&r.entry, &r.hash)))
-        .map_err(ExportError::Malformed)?;
-    write(dir, EVENTS, &events)?;
 
     let views = registry_views(client, opts, to, first_seq, last_seq).await?;
     for (name, bytes) in &views.files {
@@ -276,7 +374,7 @@ pub async fn export(client: &mut Client, opts: &ExportOptions) -> Result<ExportS
     let signed = client.sign_manifest(to_wire(manifest_files(dir).map_err(ExportError::Malformed)?)).await?;
     write(dir, MANIFEST, signed.note.as_bytes())?;
 
-    Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len() as u64 })
+    Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len() })
 }
 
 /// The seq of the first entry at or after `from` (ns), or `u64::MAX` if there is none,

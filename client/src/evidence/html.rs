@@ -1,18 +1,104 @@
 //! The bundle's human-readable parts: `summary.html` (one self-contained page: inline CSS
 //! and SVG, no scripts, nothing fetched) and `VERIFY.md`.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Write;
 
 use ledger_proto::pb;
 
-use super::export::Read;
 use super::time_text;
+
+/// Rows in the table of notable entries.
+const NOTABLE_ROWS: usize = 50;
+
+/// A scored entry's place among the notable ones (severity, then the earlier seq), and its
+/// table row.
+type Notable = (u32, Reverse<u64>, Vec<String>);
+
+/// What the summary shows of the period's entries, gathered one entry at a time (the
+/// export streams the period; memory stays bounded by agents, days and the tables).
+#[derive(Default)]
+pub(super) struct Period {
+    entries: u64,
+    by_agent: BTreeMap<String, [u64; 3]>,
+    denies_per_day: BTreeMap<String, u64>,
+    /// The highest-severity scored entries (severity, earliest seq first), and how many
+    /// entries were scored at all.
+    scored: BinaryHeap<Reverse<Notable>>,
+    scored_count: usize,
+    /// Without any score: the first denied or flagged entries, and how many there were.
+    flagged: Vec<Vec<String>>,
+    flagged_count: usize,
+    gaps: Vec<Vec<String>>,
+}
+
+impl Period {
+    /// Takes in one entry of the period (narrowed by agent), in seq order.
+    pub(super) fn add(&mut self, e: &pb::Entry) {
+        self.entries += 1;
+        if e.kind == pb::Kind::Decision as i32 {
+            let counts = self.by_agent.entry(e.agent.clone()).or_default();
+            counts[if is_deny(e) {
+                1
+            } else if e.decision == 0 {
+                2
+            } else {
+                0
+            }] += 1;
+        }
+        if is_deny(e) {
+            let day: String = time_text(e.time_unix_nanos).chars().take(10).collect();
+            *self.denies_per_day.entry(day).or_default() += 1;
+        }
+        if e.severity > 0 {
+            self.scored_count += 1;
+            self.scored.push(Reverse((e.severity, Reverse(e.seq), notable_row(e))));
+            if self.scored.len() > NOTABLE_ROWS {
+                self.scored.pop();
+            }
+        }
+        if is_deny(e) || !e.flags.is_empty() {
+            self.flagged_count += 1;
+            if self.flagged.len() < NOTABLE_ROWS {
+                self.flagged.push(notable_row(e));
+            }
+        }
+        if e.kind == pb::Kind::DaemonStarted as i32 || e.kind == pb::Kind::DaemonStopped as i32 {
+            self.gaps.push(vec![
+                e.seq.to_string(),
+                time_text(e.time_unix_nanos),
+                pb::Kind::name_of(e.kind).to_string(),
+                e.host.clone(),
+                e.details.clone(),
+            ]);
+        }
+    }
+
+    /// How many entries were taken in.
+    pub(super) fn len(&self) -> u64 {
+        self.entries
+    }
+}
+
+fn notable_row(e: &pb::Entry) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        time_text(e.time_unix_nanos),
+        e.severity.to_string(),
+        e.agent.clone(),
+        e.tool.clone(),
+        pb::Decision::name_of(e.decision).to_string(),
+        e.rule.clone(),
+        e.reason.clone(),
+        e.flags.join(", "),
+    ]
+}
 
 /// What the summary is made from.
 pub(super) struct Inputs<'a> {
     /// The entries of the period (narrowed by agent).
-    pub period: &'a [&'a Read],
+    pub period: &'a Period,
     pub from: i64,
     pub to: i64,
     pub first_seq: u64,
@@ -64,12 +150,7 @@ fn is_deny(e: &pb::Entry) -> bool {
 }
 
 /// Denies per UTC day as an inline SVG bar chart.
-fn denies_chart(out: &mut String, period: &[&Read]) {
-    let mut per_day: BTreeMap<String, u64> = BTreeMap::new();
-    for r in period.iter().filter(|r| is_deny(&r.entry)) {
-        let day: String = time_text(r.entry.time_unix_nanos).chars().take(10).collect();
-        *per_day.entry(day).or_default() += 1;
-    }
+fn denies_chart(out: &mut String, per_day: &BTreeMap<String, u64>) {
     if per_day.is_empty() {
         out.push_str("<p class=\"muted\">No denies in the period.</p>\n");
         return;
@@ -127,60 +208,34 @@ Every number here is derived from <code>events.csv</code>; check the bundle with
     );
 
     out.push_str("<h2>Decisions by agent</h2>\n");
-    let mut by_agent: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
-    for r in period.iter().filter(|r| r.entry.kind == pb::Kind::Decision as i32) {
-        let counts = by_agent.entry(r.entry.agent.as_str()).or_default();
-        counts[if is_deny(&r.entry) {
-            1
-        } else if r.entry.decision == 0 {
-            2
-        } else {
-            0
-        }] += 1;
-    }
-    let rows: Vec<Vec<String>> = by_agent
+    let rows: Vec<Vec<String>> = period
+        .by_agent
         .iter()
-        .map(|(a, c)| vec![(*a).to_string(), c[0].to_string(), c[1].to_string(), c[2].to_string()])
+        .map(|(a, c)| vec![a.clone(), c[0].to_string(), c[1].to_string(), c[2].to_string()])
         .collect();
     table(&mut out, &["agent", "allow", "deny", "no decision"], &rows);
 
     out.push_str("<h2>Denies per day</h2>\n");
-    denies_chart(&mut out, period);
+    denies_chart(&mut out, &period.denies_per_day);
 
-    let scored = period.iter().any(|r| r.entry.severity > 0);
-    let mut notable: Vec<&&Read> = if scored {
-        period.iter().filter(|r| r.entry.severity > 0).collect()
+    let scored = period.scored_count > 0;
+    let (rows, total): (Vec<Vec<String>>, usize) = if scored {
+        // Highest severity first, the earliest entry first among equals.
+        let mut top: Vec<_> = period.scored.iter().map(|Reverse(item)| item).collect();
+        top.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        (top.into_iter().map(|(_, _, row)| row.clone()).collect(), period.scored_count)
     } else {
-        period.iter().filter(|r| is_deny(&r.entry) || !r.entry.flags.is_empty()).collect()
+        (period.flagged.clone(), period.flagged_count)
     };
-    notable.sort_by(|a, b| b.entry.severity.cmp(&a.entry.severity).then(a.entry.seq.cmp(&b.entry.seq)));
-    let shown = notable.len().min(50);
+    let shown = rows.len();
     if scored {
-        let _ = writeln!(out, "<h2>Highest-severity entries ({shown} of {})</h2>", notable.len());
+        let _ = writeln!(out, "<h2>Highest-severity entries ({shown} of {total})</h2>");
     } else {
         let _ = writeln!(
             out,
-            "<h2>Denies and flagged entries ({shown} of {})</h2>\n<p class=\"muted\">No entry of the period has been scored yet (severity 0).</p>",
-            notable.len()
+            "<h2>Denies and flagged entries ({shown} of {total})</h2>\n<p class=\"muted\">No entry of the period has been scored yet (severity 0).</p>"
         );
     }
-    let rows: Vec<Vec<String>> = notable[..shown]
-        .iter()
-        .map(|r| {
-            let e = &r.entry;
-            vec![
-                e.seq.to_string(),
-                time_text(e.time_unix_nanos),
-                e.severity.to_string(),
-                e.agent.clone(),
-                e.tool.clone(),
-                pb::Decision::name_of(e.decision).to_string(),
-                e.rule.clone(),
-                e.reason.clone(),
-                e.flags.join(", "),
-            ]
-        })
-        .collect();
     table(
         &mut out,
         &["seq", "time", "severity", "agent", "tool", "decision", "rule", "reason", "flags"],
@@ -210,27 +265,12 @@ Every number here is derived from <code>events.csv</code>; check the bundle with
     }
 
     out.push_str("<h2>Monitoring gaps</h2>\n");
-    let gaps: Vec<Vec<String>> = period
-        .iter()
-        .filter(|r| {
-            r.entry.kind == pb::Kind::DaemonStarted as i32 || r.entry.kind == pb::Kind::DaemonStopped as i32
-        })
-        .map(|r| {
-            let e = &r.entry;
-            vec![
-                e.seq.to_string(),
-                time_text(e.time_unix_nanos),
-                pb::Kind::name_of(e.kind).to_string(),
-                e.host.clone(),
-                e.details.clone(),
-            ]
-        })
-        .collect();
+    let gaps = &period.gaps;
     if gaps.is_empty() {
         out.push_str("<p class=\"muted\">The daemon neither stopped nor started in the period.</p>\n");
     } else {
         out.push_str("<p>Between a <code>daemon_stopped</code> and the next <code>daemon_started</code> nothing was recorded.</p>\n");
-        table(&mut out, &["seq", "time", "kind", "host", "details"], &gaps);
+        table(&mut out, &["seq", "time", "kind", "host", "details"], gaps);
     }
     out.push_str("</body></html>\n");
     out
@@ -289,6 +329,52 @@ entries among the leaves.
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn entry(seq: u64, severity: u32, decision: pb::Decision) -> pb::Entry {
+        pb::Entry {
+            seq,
+            time_unix_nanos: 1_767_225_600_000_000_000 + seq as i64 * 3_600_000_000_000,
+            kind: pb::Kind::Decision as i32,
+            agent: format!("agent-{}", seq % 2),
+            decision: decision as i32,
+            severity,
+            ..Default::default()
+        }
+    }
+
+    fn summary_of(period: &Period) -> String {
+        summary(&Inputs { period, from: 0, to: 1, first_seq: 0, last_seq: 0, policy_changes: &[] })
+    }
+
+    #[test]
+    fn the_streamed_summary_keeps_the_highest_severities_earliest_first() {
+        let mut period = Period::default();
+        for seq in 0..120 {
+            let decision = if seq % 3 == 0 { pb::Decision::Deny } else { pb::Decision::Allow };
+            period.add(&entry(seq, (seq % 10) as u32 + 1, decision));
+        }
+        let html = summary_of(&period);
+        assert!(html.contains("Highest-severity entries (50 of 120)"), "{html}");
+        // Severity 10 is seq 9, 19, …, 119 (12 entries), then 9s: seq 8, 18, …
+        let first_rows: Vec<&str> = html.split("<tr><td>").skip(3).take(13).collect();
+        let seqs: Vec<u64> =
+            first_rows.iter().filter_map(|r| r.split("</td>").next()?.parse().ok()).collect();
+        assert_eq!(seqs, [9, 19, 29, 39, 49, 59, 69, 79, 89, 99, 109, 119, 8], "{html}");
+        assert!(html.contains("<td>agent-0</td><td>40</td><td>20</td><td>0</td>"), "{html}");
+    }
+
+    #[test]
+    fn without_scores_the_summary_lists_the_first_denied_or_flagged() {
+        let mut period = Period::default();
+        for seq in 0..80 {
+            period.add(&entry(seq, 0, pb::Decision::Deny));
+        }
+        let html = summary_of(&period);
+        assert!(html.contains("Denies and flagged entries (50 of 80)"), "{html}");
+        assert_eq!(period.len(), 80);
+    }
+
     #[test]
     fn escape_leaves_no_markup() {
         assert_eq!(
