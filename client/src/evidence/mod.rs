@@ -99,28 +99,49 @@ pub fn frame_leaf(out: &mut Vec<u8>, leaf: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits `leaves.bin` into leaves; the error says where the framing breaks.
-pub fn unframe_leaves(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let mut leaves = Vec::new();
-    let mut offset = 0usize;
-    while !bytes.is_empty() {
-        let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err(format!("truncated length prefix at byte {offset}"));
-        };
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
+/// Reads `leaves.bin` one leaf at a time (no more than one leaf in memory); the error
+/// says where the framing breaks.
+pub struct LeafReader<R> {
+    inner: R,
+    offset: u64,
+    index: usize,
+    leaf: Vec<u8>,
+}
+
+impl<R: std::io::Read> LeafReader<R> {
+    pub fn new(inner: R) -> LeafReader<R> {
+        LeafReader { inner, offset: 0, index: 0, leaf: Vec::new() }
+    }
+
+    /// The next leaf's bytes, or `None` at a clean end of the file.
+    pub fn next_leaf(&mut self) -> Result<Option<&[u8]>, String> {
+        let io = |e: std::io::Error| format!("cannot read: {e}");
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.inner.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(format!("truncated length prefix at byte {}", self.offset)),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let len = u64::from(u32::from_be_bytes(len));
+        self.leaf.clear();
+        // Grows as bytes arrive: a forged length cannot make it allocate 4 GiB up front.
+        let read = std::io::Read::read_to_end(&mut std::io::Read::take(&mut self.inner, len), &mut self.leaf)
+            .map_err(io)?;
+        if (read as u64) < len {
             return Err(format!(
-                "leaf {} at byte {offset} claims {len} bytes, only {} remain (the file is truncated)",
-                leaves.len(),
-                rest.len()
+                "leaf {} at byte {} claims {len} bytes, only {read} remain (the file is truncated)",
+                self.index, self.offset
             ));
         }
-        let (leaf, rest) = rest.split_at(len);
-        leaves.push(leaf);
-        bytes = rest;
-        offset += 4 + len;
+        self.offset += 4 + len;
+        self.index += 1;
+        Ok(Some(&self.leaf))
     }
-    Ok(leaves)
 }
 
 /// RFC 9162's split: the largest power of two smaller than `n` (for `n > 1`).
@@ -287,11 +308,21 @@ mod tests {
         let mut bytes = Vec::new();
         frame_leaf(&mut bytes, b"abc").expect("frame");
         frame_leaf(&mut bytes, b"").expect("frame");
-        assert_eq!(unframe_leaves(&bytes), Ok(vec![&b"abc"[..], &b""[..]]));
+        let all = |bytes: &[u8]| -> Result<Vec<Vec<u8>>, String> {
+            let mut reader = LeafReader::new(bytes);
+            let mut leaves = Vec::new();
+            while let Some(leaf) = reader.next_leaf()? {
+                leaves.push(leaf.to_vec());
+            }
+            Ok(leaves)
+        };
+        assert_eq!(all(&bytes), Ok(vec![b"abc".to_vec(), Vec::new()]));
         for cut in 1..bytes.len() {
             if cut != 7 {
-                assert!(unframe_leaves(&bytes[..cut]).is_err(), "cut at {cut}");
+                assert!(all(&bytes[..cut]).is_err(), "cut at {cut}");
             }
         }
+        let forged = [0xff, 0xff, 0xff, 0xff, 1, 2];
+        assert!(all(&forged).is_err_and(|e| e.contains("claims 4294967295 bytes, only 2 remain")));
     }
 }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use ledger_proto::merkle::{self, Hash};
 use ledger_proto::note::NoteVerifier;
-use ledger_proto::{leaf, manifest, pb};
+use ledger_proto::{leaf, manifest};
 use ledger_query::unneutralise;
 
 use super::{
-    CHECKPOINT, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row, manifest_files,
-    parse_hash, rebuild_root, unframe_leaves,
+    CHECKPOINT, EVENTS, LEAVES, LeafReader, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row,
+    manifest_files, parse_hash, rebuild_root,
 };
 
 /// Where the verifier key came from.
@@ -121,35 +121,38 @@ pub fn verify_bundle(dir: &Path, key: Option<&Path>) -> Result<Report, BundleErr
             format!("it is for tree size {}, the checkpoint for {}", proof.tree_size, cp.size),
         ));
     }
-    let leaves_bytes = read(dir, LEAVES)?;
-    let leaves = unframe_leaves(&leaves_bytes).map_err(|e| fail(LEAVES, e))?;
-    if proof.start.checked_add(leaves.len() as u64) != Some(proof.end) {
-        return Err(fail(
-            LEAVES,
-            format!(
-                "it holds {} leaves, proof.json says entries {}..{}",
-                leaves.len(),
-                proof.start,
-                proof.end
-            ),
-        ));
-    }
-    let mut entries = Vec::with_capacity(leaves.len());
-    let mut hashes: Vec<Hash> = Vec::with_capacity(leaves.len());
-    for (i, bytes) in leaves.iter().enumerate() {
+    // Read one leaf at a time: only the leaf hashes (32 bytes each) are kept.
+    let mut hashes: Vec<Hash> = Vec::new();
+    let mut in_period: Option<(u64, u64)> = None;
+    let mut prev_time = None;
+    let mut leaves = open_leaves(dir)?;
+    while let Some(bytes) = leaves.next_leaf().map_err(|e| fail(LEAVES, e))? {
+        let i = hashes.len();
         let seq = proof.start + i as u64;
         let entry =
             leaf::decode_canonical(bytes).map_err(|e| fail(LEAVES, format!("leaf of entry {seq}: {e}")))?;
         if entry.seq != seq {
             return Err(fail(LEAVES, format!("leaf {i} should be entry {seq}, it is entry {}", entry.seq)));
         }
-        if let Some(prev) = entries.last().map(|e: &pb::Entry| e.time_unix_nanos)
-            && entry.time_unix_nanos < prev
-        {
+        if prev_time.is_some_and(|prev| entry.time_unix_nanos < prev) {
             return Err(fail(LEAVES, format!("entry {seq} is older than the entry before it")));
         }
+        prev_time = Some(entry.time_unix_nanos);
+        if (proof.from_unix_nanos..proof.to_unix_nanos).contains(&entry.time_unix_nanos) {
+            in_period = Some((in_period.map_or(seq, |(first, _)| first), seq));
+        }
         hashes.push(merkle::leaf_hash(bytes));
-        entries.push(entry);
+    }
+    if proof.start.checked_add(hashes.len() as u64) != Some(proof.end) {
+        return Err(fail(
+            LEAVES,
+            format!(
+                "it holds {} leaves, proof.json says entries {}..{}",
+                hashes.len(),
+                proof.start,
+                proof.end
+            ),
+        ));
     }
     let outside: Vec<Hash> = proof
         .hashes
@@ -168,10 +171,11 @@ pub fn verify_bundle(dir: &Path, key: Option<&Path>) -> Result<Report, BundleErr
             ),
         ));
     }
-    check_period(&proof, &entries)?;
+    check_period(&proof, in_period)?;
 
-    // 4. events.csv: one row per entry of the period (narrowed by agent), equal to its leaf.
-    let rows = check_events(dir, &proof, &entries, &hashes)?;
+    // 4. events.csv: one row per entry of the period (narrowed by agent), equal to its
+    // leaf; the leaves are read a second time, beside the CSV rows.
+    let rows = check_events(dir, &proof, open_leaves(dir)?, &hashes)?;
     Ok(Report {
         key: source,
         origin,
@@ -185,37 +189,42 @@ pub fn verify_bundle(dir: &Path, key: Option<&Path>) -> Result<Report, BundleErr
 
 /// The period is complete: the witness before it is older than `from` (or the range starts
 /// at entry 0), the one after is at or past `to` (or the range ends at the checkpoint).
-fn check_period(proof: &ProofFile, entries: &[pb::Entry]) -> Result<(), BundleError> {
+/// `in_period`: the first and last seq of the leaves whose time is in the period (times
+/// never decrease along the leaves, which the caller checked, so those are all between).
+fn check_period(proof: &ProofFile, in_period: Option<(u64, u64)>) -> Result<(), BundleError> {
     let check = "completeness";
-    let (from, to) = (proof.from_unix_nanos, proof.to_unix_nanos);
-    let in_period: Vec<&pb::Entry> =
-        entries.iter().filter(|e| e.time_unix_nanos >= from && e.time_unix_nanos < to).collect();
-    let (Some(first), Some(last)) = (in_period.first(), in_period.last()) else {
+    let Some((first, last)) = in_period else {
         return Err(fail(check, "no entry of the bundle is in the period"));
     };
-    if (first.seq, last.seq) != (proof.first_seq, proof.last_seq) {
+    if (first, last) != (proof.first_seq, proof.last_seq) {
         return Err(fail(
             check,
             format!(
-                "the period holds entries {}..={}, proof.json says {}..={}",
-                first.seq, last.seq, proof.first_seq, proof.last_seq
+                "the period holds entries {first}..={last}, proof.json says {}..={}",
+                proof.first_seq, proof.last_seq
             ),
         ));
     }
-    if first.seq > proof.start + 1 || (first.seq == proof.start && proof.start != 0) {
+    if first > proof.start + 1 || (first == proof.start && proof.start != 0) {
         return Err(fail(
             check,
-            format!("the entry before {} (the proof that none was left out) is missing", first.seq),
+            format!("the entry before {first} (the proof that none was left out) is missing"),
         ));
     }
     let last_leaf = proof.end - 1;
-    if last.seq + 1 < last_leaf || (last.seq == last_leaf && proof.end != proof.tree_size) {
+    if last + 1 < last_leaf || (last == last_leaf && proof.end != proof.tree_size) {
         return Err(fail(
             check,
-            format!("the entry after {} (the proof that none was left out) is missing", last.seq),
+            format!("the entry after {last} (the proof that none was left out) is missing"),
         ));
     }
     Ok(())
+}
+
+fn open_leaves(dir: &Path) -> Result<LeafReader<std::io::BufReader<std::fs::File>>, BundleError> {
+    let file =
+        std::fs::File::open(dir.join(LEAVES)).map_err(|e| fail(LEAVES, format!("cannot read: {e}")))?;
+    Ok(LeafReader::new(std::io::BufReader::new(file)))
 }
 
 /// At most 120 characters of a cell, for a one-line message.
@@ -229,12 +238,15 @@ fn clip(cell: &str) -> String {
 fn check_events(
     dir: &Path,
     proof: &ProofFile,
-    entries: &[pb::Entry],
+    mut leaves: LeafReader<impl std::io::Read>,
     hashes: &[Hash],
 ) -> Result<usize, BundleError> {
-    let bytes = read(dir, EVENTS)?;
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes.as_slice());
+    let file =
+        std::fs::File::open(dir.join(EVENTS)).map_err(|e| fail(EVENTS, format!("cannot read: {e}")))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
     let mut records = reader.records();
     let header = match records.next() {
         Some(Ok(h)) => h,
@@ -246,12 +258,15 @@ fn check_events(
         return Err(fail(EVENTS, format!("the header is not {}", columns.join(","))));
     }
     let wanted = |agent: &str| proof.agents.is_empty() || proof.agents.iter().any(|a| a == agent);
-    let expected = entries
-        .iter()
-        .zip(hashes)
-        .filter(|(e, _)| (proof.first_seq..=proof.last_seq).contains(&e.seq) && wanted(&e.agent));
     let mut count = 0;
-    for (entry, hash) in expected {
+    for hash in hashes {
+        // The leaves were checked (framing, canonical form, seq) on the first read.
+        let Some(bytes) = leaves.next_leaf().map_err(|e| fail(LEAVES, e))? else { break };
+        let entry = leaf::decode_canonical(bytes).map_err(|e| fail(LEAVES, e.to_string()))?;
+        if !((proof.first_seq..=proof.last_seq).contains(&entry.seq) && wanted(&entry.agent)) {
+            continue;
+        }
+        let entry = &entry;
         let line = count + 2;
         let record = match records.next() {
             Some(Ok(r)) => r,
