@@ -190,6 +190,10 @@ impl QueryError {
     /// `query` must be the text the error was found in; a client that received the error
     /// as JSON renders it with the text it sent.
     pub fn render(&self, query: &str) -> String {
+        self.snippet().render(query)
+    }
+
+    fn snippet(&self) -> Snippet<'_> {
         Snippet {
             source: "query",
             code: self.code.as_str(),
@@ -200,52 +204,27 @@ impl QueryError {
             col: self.col,
             span: self.start..self.end,
         }
-        .render(query)
     }
 
     /// The error as a JSON object:
     /// `{"code","message","label","help","line","col","start","end"}` (`help` may be null).
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "code": self.code.as_str(),
-            "message": self.message,
-            "label": self.label,
-            "help": self.help,
-            "line": self.line,
-            "col": self.col,
-            "start": self.start,
-            "end": self.end,
-        })
+        self.snippet().to_json()
     }
 
     /// Reads back what [`QueryError::to_json`] wrote.
     pub fn from_json(value: &serde_json::Value) -> Result<QueryError, JsonError> {
-        let text = |k: &'static str| {
-            value.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or(JsonError::Member(k))
-        };
-        let num = |k: &'static str| {
-            value
-                .get(k)
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or(JsonError::Member(k))
-        };
-        let code_text = text("code")?;
-        let code = Code::parse(&code_text).ok_or(JsonError::Code(code_text))?;
-        let help = match value.get("help") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(JsonError::Member("help")),
-        };
+        let p = JsonParts::read(value)?;
+        let code = Code::parse(&p.code).ok_or(JsonError::Code(p.code))?;
         Ok(QueryError {
             code,
-            message: text("message")?,
-            label: text("label")?,
-            help,
-            line: num("line")?,
-            col: num("col")?,
-            start: num("start")?,
-            end: num("end")?,
+            message: p.message,
+            label: p.label,
+            help: p.help,
+            line: p.line,
+            col: p.col,
+            start: p.start,
+            end: p.end,
         })
     }
 }
@@ -346,6 +325,66 @@ pub(crate) struct Snippet<'a> {
     pub col: usize,
     /// Byte span in the text.
     pub span: std::ops::Range<usize>,
+}
+
+impl Snippet<'_> {
+    /// The JSON object of a positioned error (query or policy): `{"code","message",
+    /// "label","help","line","col","start","end"}` (`help` may be null). Read back with
+    /// [`JsonParts::read`].
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({
+            "code": self.code,
+            "message": self.message,
+            "label": self.label,
+            "help": self.help,
+            "line": self.line,
+            "col": self.col,
+            "start": self.span.start,
+            "end": self.span.end,
+        })
+    }
+}
+
+/// The members of an error object written by [`Snippet::to_json`], the code still text.
+pub(crate) struct JsonParts {
+    pub code: String,
+    pub message: String,
+    pub label: String,
+    pub help: Option<String>,
+    pub line: usize,
+    pub col: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl JsonParts {
+    pub(crate) fn read(value: &serde_json::Value) -> Result<JsonParts, JsonError> {
+        let text = |k: &'static str| {
+            value.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or(JsonError::Member(k))
+        };
+        let num = |k: &'static str| {
+            value
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(JsonError::Member(k))
+        };
+        let help = match value.get("help") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(JsonError::Member("help")),
+        };
+        Ok(JsonParts {
+            code: text("code")?,
+            message: text("message")?,
+            label: text("label")?,
+            help,
+            line: num("line")?,
+            col: num("col")?,
+            start: num("start")?,
+            end: num("end")?,
+        })
+    }
 }
 
 impl Snippet<'_> {

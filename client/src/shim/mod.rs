@@ -382,17 +382,22 @@ mod tests {
         assert_ne!(a, b);
     }
 
-    #[tokio::test]
-    async fn an_unreachable_daemon_fails_closed_and_numbers_the_attempt() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A decider whose socket leads nowhere, and a call to decide.
+    fn unreachable(dir: &tempfile::TempDir, fail_open: bool) -> (Decider, ShimCall) {
         let opts = ShimOptions {
             socket: dir.path().join("nothing.sock"),
             agent: "a".into(),
             token: String::new(),
-            fail_open: false,
+            fail_open,
         };
-        let mut d = Decider::new(opts, "test");
         let call = ShimCall { tool: "fs.read_file".into(), params: "{}".into(), ..ShimCall::default() };
+        (Decider::new(opts, "test"), call)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_daemon_fails_closed_and_numbers_the_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut d, call) = unreachable(&dir, false);
         let err = d.decide(&call).await.expect_err("fails closed");
         assert!(err.0.contains("cannot reach ledgerd"), "{err}");
         assert!(d.decide(&call).await.is_err());
@@ -402,14 +407,7 @@ mod tests {
     #[tokio::test]
     async fn fail_open_allows_and_says_so() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = ShimOptions {
-            socket: dir.path().join("nothing.sock"),
-            agent: "a".into(),
-            token: String::new(),
-            fail_open: true,
-        };
-        let mut d = Decider::new(opts, "test");
-        let call = ShimCall { tool: "fs.read_file".into(), params: "{}".into(), ..ShimCall::default() };
+        let (mut d, call) = unreachable(&dir, true);
         let v = d.decide(&call).await.expect("fail-open allows");
         assert!(v.allow && v.rule == "fail-open" && v.seq.is_none(), "{v:?}");
         assert!(v.reason.contains("FAIL-OPEN"), "{v:?}");

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use serde_json::json;
-
 use crate::error::{Code, JsonError, QueryError, line_col};
 
 /// A stable error code: a P-code for the document's structure and rules, or the query
@@ -201,6 +199,10 @@ impl PolicyError {
             }
             return out;
         }
+        self.snippet().render(text)
+    }
+
+    fn snippet(&self) -> crate::error::Snippet<'_> {
         crate::error::Snippet {
             source: "policy",
             code: self.code.as_str(),
@@ -211,52 +213,27 @@ impl PolicyError {
             col: self.col,
             span: self.start..self.end,
         }
-        .render(text)
     }
 
     /// The error as a JSON object, with the members of a query error:
     /// `{"code","message","label","help","line","col","start","end"}` (`help` may be null).
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "code": self.code.as_str(),
-            "message": self.message,
-            "label": self.label,
-            "help": self.help,
-            "line": self.line,
-            "col": self.col,
-            "start": self.start,
-            "end": self.end,
-        })
+        self.snippet().to_json()
     }
 
     /// Reads back what [`PolicyError::to_json`] wrote.
     pub fn from_json(value: &serde_json::Value) -> Result<PolicyError, JsonError> {
-        let text = |k: &'static str| {
-            value.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or(JsonError::Member(k))
-        };
-        let num = |k: &'static str| {
-            value
-                .get(k)
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or(JsonError::Member(k))
-        };
-        let code_text = text("code")?;
-        let code = PolicyCode::parse(&code_text).ok_or(JsonError::Code(code_text))?;
-        let help = match value.get("help") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(JsonError::Member("help")),
-        };
+        let p = crate::error::JsonParts::read(value)?;
+        let code = PolicyCode::parse(&p.code).ok_or(JsonError::Code(p.code))?;
         Ok(PolicyError {
             code,
-            message: text("message")?,
-            label: text("label")?,
-            help,
-            line: num("line")?,
-            col: num("col")?,
-            start: num("start")?,
-            end: num("end")?,
+            message: p.message,
+            label: p.label,
+            help: p.help,
+            line: p.line,
+            col: p.col,
+            start: p.start,
+            end: p.end,
         })
     }
 }
