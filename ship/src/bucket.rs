@@ -138,6 +138,11 @@ impl Bucket {
         Ok(Bucket { store: Arc::new(store), name, prefix })
     }
 
+    /// A bucket over a store built elsewhere (tests and tools with their own settings).
+    pub fn from_store(store: Arc<dyn ObjectStore>, name: &str, prefix: &str) -> Bucket {
+        Bucket { store, name: name.to_string(), prefix: prefix.trim_matches('/').to_string() }
+    }
+
     /// Writes `bytes` at `path` unless an object is there; an object already there with the
     /// same bytes is a success ([`Put::AlreadyThere`]), with other bytes a [`BucketError::Conflict`].
     pub async fn put_once(&self, path: &Path, bytes: Bytes) -> Result<Put, BucketError> {

@@ -50,6 +50,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let u64f = |name: &str| Field::new(name, DataType::UInt64, false);
     let u32f = |name: &str| Field::new(name, DataType::UInt32, false);
     Arc::new(Schema::new(vec![
+        s("log"),
         u64f("seq"),
         Field::new("time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
         Field::new("time_unix_nanos", DataType::Int64, false),
@@ -84,9 +85,11 @@ pub fn time_micros(ns: i64) -> i64 {
     ns.div_euclid(1000)
 }
 
-/// The record batch of `rows` (entries with their leaf hashes), in the given order.
-pub fn batch(rows: &[(pb::Entry, Hash)]) -> Result<RecordBatch, ColumnsError> {
+/// The record batch of `rows` (entries with their leaf hashes) of the log `origin`, in
+/// the given order.
+pub fn batch(origin: &str, rows: &[(pb::Entry, Hash)]) -> Result<RecordBatch, ColumnsError> {
     let n = rows.len();
+    let mut log = StringBuilder::with_capacity(n, n * origin.len());
     let mut seq = UInt64Builder::with_capacity(n);
     let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut nanos = Int64Builder::with_capacity(n);
@@ -101,6 +104,7 @@ pub fn batch(rows: &[(pb::Entry, Hash)]) -> Result<RecordBatch, ColumnsError> {
     let mut ref_seq = UInt64Builder::with_capacity(n);
     let mut leaf_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
     for (e, hash) in rows {
+        log.append_value(origin);
         seq.append_value(e.seq);
         time.append_value(time_micros(e.time_unix_nanos));
         nanos.append_value(e.time_unix_nanos);
@@ -124,6 +128,7 @@ pub fn batch(rows: &[(pb::Entry, Hash)]) -> Result<RecordBatch, ColumnsError> {
     let mut next = || s.next().ok_or(ColumnsError::Column { column: "?", why: "string columns".into() });
     // The order of SCHEMA; STRING_COLUMNS lists the string columns in that same order.
     let columns: Vec<ArrayRef> = vec![
+        Arc::new(log.finish()),
         Arc::new(seq.finish()),
         Arc::new(time.finish()),
         Arc::new(nanos.finish()),
@@ -177,7 +182,7 @@ const STRING_COLUMNS: [(&str, Getter); 14] = [
 /// Writes `rows` as one Parquet file (zstd, row groups of [`ROW_GROUP_ROWS`], sorted by
 /// seq and saying so in its metadata). The same rows always give the same bytes, so a
 /// retried upload of a range is recognised as the same object.
-pub fn parquet_bytes(rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ColumnsError> {
+pub fn parquet_bytes(origin: &str, rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ColumnsError> {
     let level = ZstdLevel::try_new(ZSTD_LEVEL)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -190,7 +195,7 @@ pub fn parquet_bytes(rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ColumnsError
         .build();
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, SCHEMA.clone(), Some(props))?;
-    writer.write(&batch(rows)?)?;
+    writer.write(&batch(origin, rows)?)?;
     writer.close()?;
     Ok(out)
 }
@@ -198,6 +203,8 @@ pub fn parquet_bytes(rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ColumnsError
 /// A Parquet row read back: the entry it stands for, its leaf hash, and its `time` column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The `log` column: the checkpoint origin of the log the row was shipped from.
+    pub log: String,
     pub entry: pb::Entry,
     pub leaf_hash: Vec<u8>,
     pub time_micros: i64,
@@ -233,6 +240,7 @@ fn rows_of(batch: &RecordBatch, out: &mut Vec<Row>) -> Result<(), ColumnsError> 
         .iter()
         .map(|(name, _)| column::<StringArray>(batch, name))
         .collect::<Result<_, _>>()?;
+    let log = column::<StringArray>(batch, "log")?;
     let seq = column::<UInt64Array>(batch, "seq")?;
     let time = column::<TimestampMicrosecondArray>(batch, "time")?;
     let nanos = column::<Int64Array>(batch, "time_unix_nanos")?;
@@ -290,7 +298,12 @@ fn rows_of(batch: &RecordBatch, out: &mut Vec<Row>) -> Result<(), ColumnsError> 
             ref_seq: if ref_seq.is_null(i) { None } else { Some(ref_seq.value(i)) },
             details: text(13),
         };
-        out.push(Row { entry, leaf_hash: leaf_hash.value(i).to_vec(), time_micros: time.value(i) });
+        out.push(Row {
+            log: log.value(i).to_string(),
+            entry,
+            leaf_hash: leaf_hash.value(i).to_vec(),
+            time_micros: time.value(i),
+        });
     }
     Ok(())
 }
@@ -320,12 +333,17 @@ mod tests {
     fn rows_read_back_re_encode_to_their_leaves() {
         let rows: Vec<(pb::Entry, Hash)> =
             (0..300).map(|s| (entry(s), ledger_proto::leaf::entry_leaf_hash(&entry(s)))).collect();
-        let bytes = parquet_bytes(&rows).expect("write");
-        assert_eq!(bytes, parquet_bytes(&rows).expect("write again"), "the same rows give the same bytes");
+        let bytes = parquet_bytes("web-1/ledgerd/0a1b2c3d", &rows).expect("write");
+        assert_eq!(
+            bytes,
+            parquet_bytes("web-1/ledgerd/0a1b2c3d", &rows).expect("write again"),
+            "the same rows give the same bytes"
+        );
         let back = read_rows(bytes.into()).expect("read");
         assert_eq!(back.len(), rows.len());
         for ((e, h), row) in rows.iter().zip(&back) {
             assert_eq!(&row.entry, e);
+            assert_eq!(row.log, "web-1/ledgerd/0a1b2c3d");
             assert_eq!(ledger_proto::leaf::leaf_bytes(&row.entry), ledger_proto::leaf::leaf_bytes(e));
             assert_eq!(row.leaf_hash, h.to_vec());
             assert_eq!(row.time_micros, time_micros(e.time_unix_nanos));

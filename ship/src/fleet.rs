@@ -530,6 +530,7 @@ impl<'a> LogCheck<'a> {
             }
             let matches = row.is_some_and(|(r, date, _)| {
                 r.entry.seq == seq
+                    && r.log == self.trusted.origin
                     && r.leaf_hash == hash
                     && r.time_micros == columns::time_micros(r.entry.time_unix_nanos)
                     && *date == day.1
@@ -579,6 +580,9 @@ impl<'a> LogCheck<'a> {
         self.row_lines += 1;
         let why = match leaf {
             None => "the leaf itself does not decode".to_string(),
+            Some(_) if row.log != self.trusted.origin => {
+                format!("column log: Parquet has {:?}, this log is {:?}", row.log, self.trusted.origin)
+            }
             Some(l) => describe_difference(row, date, l, hash),
         };
         self.problem(

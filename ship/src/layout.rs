@@ -43,6 +43,8 @@ pub fn host_of(origin: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Layout {
     prefix: String,
+    /// The checkpoint origin.
+    pub origin: String,
     pub log: String,
     pub host: String,
 }
@@ -54,7 +56,12 @@ fn join(prefix: &str, rest: &str) -> Path {
 impl Layout {
     /// `prefix` without leading or trailing `/`.
     pub fn new(prefix: &str, origin: &str) -> Layout {
-        Layout { prefix: prefix.trim_matches('/').to_string(), log: log_id(origin), host: host_of(origin) }
+        Layout {
+            prefix: prefix.trim_matches('/').to_string(),
+            origin: origin.to_string(),
+            log: log_id(origin),
+            host: host_of(origin),
+        }
     }
 
     pub fn leaves_dir(&self) -> Path {

@@ -310,7 +310,7 @@ impl Shipper {
                 j += 1;
             }
             let date = day_text(day);
-            let bytes = columns::parquet_bytes(&rows[i..j])?;
+            let bytes = columns::parquet_bytes(&layout.origin, &rows[i..j])?;
             let path = layout.parquet(&date, rows[i].0.seq, rows[j - 1].0.seq);
             self.bucket.put_once(&path, Bytes::from(bytes)).await?;
             i = j;
@@ -397,6 +397,17 @@ pub fn leaves_object(rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ShipError> {
     }
     zstd::bulk::compress(&framed, columns::ZSTD_LEVEL)
         .map_err(|e| ShipError::Log(format!("cannot compress the leaves: {e}")))
+}
+
+/// The leaves of a leaves object, decompressed (tools and tests; `fleet verify` streams).
+pub fn leaves_of(object: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let decoder = zstd::stream::read::Decoder::new(object).map_err(|e| format!("not a zstd stream: {e}"))?;
+    let mut reader = ledger_client::evidence::LeafReader::new(decoder);
+    let mut out = Vec::new();
+    while let Some(leaf) = reader.next_leaf()? {
+        out.push(leaf.to_vec());
+    }
+    Ok(out)
 }
 
 /// The leaf hashes of a consistency proof object (concatenated 32-byte hashes).

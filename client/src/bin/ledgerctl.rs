@@ -189,6 +189,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = WatchFormat::Table)]
         format: WatchFormat,
     },
+    /// Fleet-wide checks of shipped logs in S3-compatible storage (runs `ledger-ship fleet`)
+    #[command(
+        after_help = "Example:\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust --max-age 1h\n\nSee `ledger-ship fleet verify --help` and docs/FLEET.md for the checks and exit codes.",
+        disable_help_flag = true
+    )]
+    Fleet {
+        /// `verify s3://BUCKET/PREFIX --trust FILE [--max-age D] [--state DIR]`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `watch` prints as it goes: a table (no CSV: its header would come once, its widths
@@ -605,6 +615,9 @@ fn main() -> ExitCode {
     if let Command::Shim(cmd) = cli.command {
         return shim(cli.socket.unwrap_or_else(default_socket), cmd);
     }
+    if let Command::Fleet { args } = &cli.command {
+        return ExitCode::from(ledger_client::fleet::run(args));
+    }
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);
     }
@@ -690,6 +703,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AccessReview { at, format } => access_review(&socket, at.as_deref(), format).await,
         Command::Shim(_) => bail!("the shims run outside this runtime"),
         Command::Completions { .. } | Command::Man { .. } => bail!("generated without a runtime"),
+        Command::Fleet { .. } => bail!("run by ledger-ship"),
     }
 }
 
