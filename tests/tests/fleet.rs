@@ -20,6 +20,7 @@ use ledger_ship::bucket::Bucket;
 use ledger_ship::layout::Layout;
 use ledger_tests::s3::SeaweedFs;
 use ledger_tests::{Daemon, bin, ok, stderr, stdout};
+use object_store::ObjectStore as _;
 
 const BUCKET: &str = "fleet";
 
@@ -498,7 +499,6 @@ fn expect_verdict(s3: &SeaweedFs, trust: &Path, extra: &[&str], code: i32, says:
 #[test]
 fn fleet_verify_names_each_tampering_with_its_exit_code() {
     use ledger_ship::columns;
-    use object_store::ObjectStore as _;
     if skip_without_weed() {
         return;
     }
@@ -520,8 +520,8 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
     expect_verdict(&s3, &trust, &["--max-age", "1s"], 6, &["STALE"], "a host that stopped shipping");
 
     let t = Tamper { rt: tokio::runtime::Runtime::new().expect("runtime"), bucket: open_bucket(&s3, "t") };
-    let origin = origin(&host);
-    let layout = Layout::new("t", &origin);
+    let log_origin = origin(&host);
+    let layout = Layout::new("t", &log_origin);
     let parts = t.list(&layout.leaves_dir());
     let checkpoints = t.list(&layout.checkpoints_dir());
     let parquet = t.list(&layout.entries_dir());
@@ -539,7 +539,7 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
         .iter()
         .map(|r| (r.entry.clone(), r.leaf_hash.as_slice().try_into().expect("32 bytes")))
         .collect();
-    t.put(victim, columns::parquet_bytes(&origin, &forged).expect("parquet"));
+    t.put(victim, columns::parquet_bytes(&log_origin, &forged).expect("parquet"));
     expect_verdict(
         &s3,
         &trust,
@@ -609,11 +609,11 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
             .expect("chmod");
     }
     let fork = Daemon::start_in(&fork_dir).unwrap_or_else(|e| panic!("fork daemon: {e}"));
-    assert_eq!(origin(&fork), origin, "the fork signs as the same log");
+    assert_eq!(origin(&fork), log_origin, "the fork signs as the same log");
     append_n(&fork.socket, 7, 5000, 500);
     ship_once(&s3, &fork.socket, "fork", &work.path().join("fork-ship"), 100);
     let all_of_log = |prefix: &str| -> Vec<object_store::path::Path> {
-        let l = Layout::new(prefix, &origin);
+        let l = Layout::new(prefix, &log_origin);
         let mut v = Vec::new();
         for dir in [l.leaves_dir(), l.checkpoints_dir(), l.consistency_dir()] {
             v.extend(t.list(&dir));
