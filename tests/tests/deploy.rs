@@ -225,6 +225,57 @@ fn verify_service_and_timer_run_as_another_user() {
     assert_eq!(timer.one("Install", "WantedBy"), "timers.target");
 }
 
+/// Issue 16: the shipper's unit has the shared hardening except the network (it reaches
+/// the object store over IP), runs as its own user in the socket's group, and takes no
+/// credentials on its command line.
+#[test]
+fn ledger_ship_service_is_hardened_but_for_the_network() {
+    let unit = Unit::load("ledger-ship.service");
+    unit.expect("ProtectSystem", "strict");
+    for key in [
+        "ProtectHome",
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "PrivateDevices",
+        "MemoryDenyWriteExecute",
+        "ProtectKernelTunables",
+        "RestrictNamespaces",
+    ] {
+        unit.expect_yes(key);
+    }
+    unit.expect("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6");
+    unit.expect("UMask", "0077");
+    assert!(unit.all("Service", "CapabilityBoundingSet").iter().all(|v| v.is_empty()));
+    let user = unit.one("Service", "User");
+    assert!(!user.is_empty() && user != "ledgerd" && user != "root", "User={user}");
+    let socket_group = Unit::load("ledgerd.service").one("Service", "Group").to_string();
+    assert!(
+        unit.all("Service", "SupplementaryGroups")
+            .iter()
+            .any(|g| g.split_whitespace().any(|g| g == socket_group))
+    );
+    let exec = unit.one("Service", "ExecStart");
+    assert_eq!(exec, "/usr/local/bin/ledger-ship run --config /etc/ledger-ship.toml");
+    assert!(
+        !exec.to_lowercase().contains("secret") && !exec.contains("AWS_"),
+        "no credentials on the command line"
+    );
+    if Command::new("systemd-analyze").arg("--version").output().is_err()
+        || !Path::new("/usr/lib/systemd/system/sysinit.target").exists()
+    {
+        println!("skipped systemd-analyze verify: systemd's tools or units are not installed");
+        return;
+    }
+    let (tmp, paths) = scratch_root(&["ledger-ship.service"], str::to_string);
+    let out = systemd_analyze_verify(tmp.path(), &paths);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 #[test]
 fn example_config_passes_check_config_and_matches_the_units() {
     let config = check_config(&deploy("ledgerd.toml.example"));
@@ -261,7 +312,7 @@ fn scratch_root(units: &[&str], edit: impl Fn(&str) -> String) -> (tempfile::Tem
     let system = r.join("etc/systemd/system");
     std::fs::create_dir_all(&system).expect("mkdir");
     std::fs::create_dir_all(r.join("usr/local/bin")).expect("mkdir");
-    for exe in ["ledgerd", "ledgerctl"] {
+    for exe in ["ledgerd", "ledgerctl", "ledger-ship"] {
         let path = r.join("usr/local/bin").join(exe);
         std::fs::write(&path, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");

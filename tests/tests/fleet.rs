@@ -530,6 +530,15 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
         "{parts:?} {checkpoints:?} {parquet:?}"
     );
 
+    // Write-once: SeaweedFS honours If-None-Match: *, so a put over a shipped object with
+    // other bytes is refused (and one with the same bytes, a retry, is accepted).
+    let shipped_note = t.get(&checkpoints[0]);
+    let retry = t.rt.block_on(t.bucket.put_once(&checkpoints[0], shipped_note.clone()));
+    assert!(matches!(retry, Ok(ledger_ship::bucket::Put::AlreadyThere)), "{retry:?}");
+    let other = t.rt.block_on(t.bucket.put_once(&checkpoints[0], bytes::Bytes::from_static(b"other")));
+    assert!(matches!(other, Err(ledger_ship::bucket::BucketError::Conflict { .. })), "{other:?}");
+    assert_eq!(t.get(&checkpoints[0]), shipped_note, "the shipped object is unchanged");
+
     // A Parquet row changed.
     let victim = &parquet[parquet.len() / 2];
     let original = t.get(victim);
