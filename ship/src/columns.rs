@@ -322,7 +322,7 @@ mod tests {
             params: r#"{"amount":12}"#.into(),
             decision: Decision::Deny as i32,
             flags: vec!["deny_burst".into(), "first_use".into()],
-            ref_seq: (seq % 2 == 0).then_some(seq),
+            ref_seq: seq.is_multiple_of(2).then_some(seq),
             shim_seq: u64::MAX,
             writer_uid: u32::MAX,
             ..Default::default()

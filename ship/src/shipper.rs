@@ -412,7 +412,7 @@ pub fn leaves_of(object: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 /// The leaf hashes of a consistency proof object (concatenated 32-byte hashes).
 pub fn proof_hashes(bytes: &[u8]) -> Result<Vec<Hash>, String> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(format!("{} bytes is not a whole number of 32-byte hashes", bytes.len()));
     }
     Ok(bytes.chunks_exact(32).filter_map(|c| <Hash>::try_from(c).ok()).collect())

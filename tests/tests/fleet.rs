@@ -124,8 +124,8 @@ fn entry(host: usize, i: u64) -> pb::NewEntry {
         tool: tools[(i as usize / 3) % tools.len()].into(),
         action: "call".into(),
         params: format!(r#"{{"n":{i},"host":{host},"note":"caf\u00e9 \"quoted\", comma"}}"#),
-        decision: if i % 5 == 0 { pb::Decision::Deny as i32 } else { pb::Decision::Allow as i32 },
-        rule: if i % 5 == 0 { "no-refunds".into() } else { String::new() },
+        decision: if i.is_multiple_of(5) { pb::Decision::Deny as i32 } else { pb::Decision::Allow as i32 },
+        rule: if i.is_multiple_of(5) { "no-refunds".into() } else { String::new() },
         session: format!("s-{}", i / 10),
         ..Default::default()
     }

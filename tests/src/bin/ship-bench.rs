@@ -68,7 +68,7 @@ const TOOLS: [(&str, &str); 8] = [
 fn entry(i: u64) -> pb::Entry {
     let agent = (i * 7 + i / 13) % 20;
     let (tool, action) = TOOLS[((i / 3) % TOOLS.len() as u64) as usize];
-    let deny = i % 9 == 0;
+    let deny = i.is_multiple_of(9);
     let params = match action {
         "read" => {
             format!(r#"{{"path":"/srv/data/reports/2026/q1/report-{:06}.csv","limit":65536}}"#, i % 100_000)
@@ -146,8 +146,7 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Duration, std::process:
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let stat_path = format!("/proc/{}/stat", child.id());
     let mut cpu = Duration::ZERO;
-    loop {
-        let Ok(stat) = std::fs::read_to_string(&stat_path) else { break };
+    while let Ok(stat) = std::fs::read_to_string(&stat_path) {
         // Fields after the command name (which is in parentheses): state is the 1st,
         // utime the 12th, stime the 13th.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
