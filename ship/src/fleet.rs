@@ -352,6 +352,10 @@ impl<'a> LogCheck<'a> {
         let mut prev: Option<Checkpoint> = None;
         let mut file_idx = 0;
         let mut walked_to = 0u64;
+        // Plan every part first (which Parquet files it has; the tiling problems), then
+        // load parts ahead of the walk: the next part's objects are fetched, its Parquet
+        // decoded and its leaves decompressed on other threads while this one is walked.
+        let mut plans: Vec<Plan> = Vec::new();
         for (start, end, path) in &parts {
             if *start != walked_to {
                 let text = if *start > walked_to {
@@ -367,7 +371,7 @@ impl<'a> LogCheck<'a> {
                 break;
             }
             // The Parquet files of this part: they must tile start..end exactly.
-            let mut rows: Vec<(Row, String, ObjPath)> = Vec::new();
+            let mut plan = Plan { start: *start, end: *end, leaves: path.clone(), files: Vec::new() };
             let mut covered = *start;
             while file_idx < files.len() && files[file_idx].0 < *end {
                 let (first, last, date, fpath) = files[file_idx].clone();
@@ -384,26 +388,7 @@ impl<'a> LogCheck<'a> {
                         continue;
                     }
                 }
-                let bytes = bucket.get(&fpath).await?;
-                match columns::read_rows(bytes) {
-                    Ok(read) => {
-                        if read.len() as u64 != last.saturating_sub(first) + 1 {
-                            self.problem(
-                                Severity::Failed,
-                                format!(
-                                    "{fpath} has {} rows, its name says {}",
-                                    read.len(),
-                                    last - first + 1
-                                ),
-                            );
-                        }
-                        rows.extend(read.into_iter().map(|r| (r, date.clone(), fpath.clone())));
-                    }
-                    Err(e) => self.problem(
-                        Severity::Failed,
-                        format!("{fpath} is not a readable shipped Parquet file: {e}"),
-                    ),
-                }
+                plan.files.push((first, last, date, fpath));
                 covered = last + 1;
             }
             if covered < *end {
@@ -412,11 +397,36 @@ impl<'a> LogCheck<'a> {
                     format!("entries {covered}..{end} have no Parquet rows (a Parquet file was deleted?)"),
                 );
             }
+            plans.push(plan);
+            walked_to = *end;
+        }
+        walked_to = 0;
+        let mut loads = plans.into_iter().map(|plan| tokio::spawn(load(bucket.clone(), plan)));
+        let mut next = loads.next();
+        while let Some(current) = next.take() {
+            next = loads.next();
+            let loaded = match current.await {
+                Ok(l) => l?,
+                Err(e) => {
+                    self.problem(Severity::Error, format!("a loading task failed: {e}"));
+                    break;
+                }
+            };
+            let (start, end, path) = (loaded.plan.start, loaded.plan.end, loaded.plan.leaves.clone());
+            for p in loaded.problems {
+                self.problem(Severity::Failed, p);
+            }
+            let rows = loaded.rows;
             self.summary.parquet_rows += rows.len() as u64;
-
+            let (start, end) = (&start, &end);
             // The leaves, one at a time.
-            let bytes = bucket.get(path).await?;
-            let ok = self.walk_part(&bytes, *start, *end, path, &rows, &mut range, &mut rotations);
+            let ok = match loaded.leaves {
+                Ok(bytes) => self.walk_part(&bytes, *start, *end, &path, &rows, &mut range, &mut rotations),
+                Err(why) => {
+                    self.problem(Severity::Failed, format!("{path}: {why}"));
+                    false
+                }
+            };
             if !ok {
                 break;
             }
@@ -467,7 +477,7 @@ impl<'a> LogCheck<'a> {
     #[allow(clippy::too_many_arguments)]
     fn walk_part(
         &mut self,
-        bytes: &Bytes,
+        bytes: &[u8],
         start: u64,
         end: u64,
         path: &ObjPath,
@@ -475,15 +485,7 @@ impl<'a> LogCheck<'a> {
         range: &mut CompactRange,
         rotations: &mut Vec<pb::Entry>,
     ) -> bool {
-        let limit = (end - start).saturating_mul(MAX_LEAF_BYTES);
-        let decoder = match zstd::stream::read::Decoder::new(&bytes[..]) {
-            Ok(d) => d,
-            Err(e) => {
-                self.problem(Severity::Failed, format!("{path}: not a zstd stream: {e}"));
-                return false;
-            }
-        };
-        let mut reader = ledger_client::evidence::LeafReader::new(std::io::Read::take(decoder, limit));
+        let mut reader = ledger_client::evidence::LeafReader::new(bytes);
         let mut seq = start;
         // The partition text of the last day seen (one conversion per day, not per row).
         let mut day = (i64::MIN, String::new());
@@ -769,6 +771,60 @@ impl<'a> LogCheck<'a> {
             }
         }
     }
+}
+
+/// A part of a log to check: its leaves object and the Parquet files that cover it.
+struct Plan {
+    start: u64,
+    end: u64,
+    leaves: ObjPath,
+    files: Vec<(u64, u64, String, ObjPath)>,
+}
+
+/// A part fetched and decoded.
+struct Loaded {
+    plan: Plan,
+    rows: Vec<(Row, String, ObjPath)>,
+    /// The decompressed leaves, or why they could not be.
+    leaves: Result<Vec<u8>, String>,
+    problems: Vec<String>,
+}
+
+/// Fetches a part's objects; decodes the Parquet and decompresses the leaves on blocking
+/// threads (so the walk of the previous part goes on meanwhile).
+async fn load(bucket: Bucket, plan: Plan) -> Result<Loaded, BucketError> {
+    let leaves_bytes = bucket.get(&plan.leaves).await?;
+    let limit = (plan.end - plan.start).saturating_mul(MAX_LEAF_BYTES);
+    let leaves = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let decoder = zstd::stream::read::Decoder::new(&leaves_bytes[..])
+            .map_err(|e| format!("not a zstd stream: {e}"))?;
+        let mut out = Vec::new();
+        decoder.take(limit).read_to_end(&mut out).map_err(|e| format!("cannot decompress: {e}"))?;
+        Ok::<_, String>(out)
+    });
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (first, last, date, fpath) in &plan.files {
+        let bytes = bucket.get(fpath).await?;
+        let read = tokio::task::spawn_blocking(move || columns::read_rows(bytes)).await;
+        match read {
+            Ok(Ok(read)) => {
+                if read.len() as u64 != last.saturating_sub(*first) + 1 {
+                    problems.push(format!(
+                        "{fpath} has {} rows, its name says {}",
+                        read.len(),
+                        last - first + 1
+                    ));
+                }
+                rows.extend(read.into_iter().map(|r| (r, date.clone(), fpath.clone())));
+            }
+            Ok(Err(e)) => problems.push(format!("{fpath} is not a readable shipped Parquet file: {e}")),
+            Err(e) => problems.push(format!("{fpath}: decoding failed: {e}")),
+        }
+    }
+    let leaves = leaves.await.unwrap_or_else(|e| Err(format!("decompression failed: {e}")));
+    Ok(Loaded { plan, rows, leaves, problems })
 }
 
 /// The first field where a Parquet row and its leaf differ, as the query language
