@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ledger_client::Client;
-use ledger_proto::merkle::Hash;
+use ledger_proto::merkle::{self, Hash};
 use ledger_proto::note::Checkpoint;
 use ledger_proto::{leaf, pb};
 use serde::{Deserialize, Serialize};
@@ -258,6 +258,8 @@ impl Shipper {
     ) -> Result<(), ShipError> {
         let mut stream = client.entries(start, end, false).await?;
         let mut part: Vec<(pb::Entry, Hash)> = Vec::new();
+        // The part's leaves, framed as they arrive (each entry is encoded once).
+        let mut framed: Vec<u8> = Vec::new();
         let mut part_start = start;
         let mut next = start;
         while let Some(item) = stream.next().await {
@@ -268,17 +270,20 @@ impl Shipper {
             if entry.seq != next {
                 return Err(ShipError::Log(format!("asked for entry {next}, the daemon sent {}", entry.seq)));
             }
-            let hash = leaf::entry_leaf_hash(&entry);
+            let bytes = leaf::leaf_bytes(&entry);
+            let hash = merkle::leaf_hash(&bytes);
             if item.leaf_hash != hash {
                 return Err(ShipError::Log(format!(
                     "entry {next} does not hash to the leaf the daemon stores: the ledger is damaged; run `ledgerctl verify --full`"
                 )));
             }
+            ledger_client::evidence::frame_leaf(&mut framed, &bytes).map_err(ShipError::Log)?;
             part.push((entry, hash));
             next += 1;
             if next - part_start == max || next == end {
-                self.put_part(layout, part_start, next, &part).await?;
+                self.put_part(layout, part_start, next, &part, &framed).await?;
                 part.clear();
+                framed.clear();
                 part_start = next;
             }
             if next == end {
@@ -297,9 +302,10 @@ impl Shipper {
         start: u64,
         end: u64,
         rows: &[(pb::Entry, Hash)],
+        framed: &[u8],
     ) -> Result<(), ShipError> {
         // The leaves first: their name records the part, so a restart rewrites exactly it.
-        let leaves = leaves_object(rows)?;
+        let leaves = compress(framed)?;
         self.bucket.put_once(&layout.leaves(start, end), Bytes::from(leaves)).await?;
         // One Parquet file per UTC day (times never decrease along seq, so days are runs).
         let mut i = 0;
@@ -395,7 +401,11 @@ pub fn leaves_object(rows: &[(pb::Entry, Hash)]) -> Result<Vec<u8>, ShipError> {
     for (entry, _) in rows {
         ledger_client::evidence::frame_leaf(&mut framed, &leaf::leaf_bytes(entry)).map_err(ShipError::Log)?;
     }
-    zstd::bulk::compress(&framed, columns::ZSTD_LEVEL)
+    compress(&framed)
+}
+
+fn compress(framed: &[u8]) -> Result<Vec<u8>, ShipError> {
+    zstd::bulk::compress(framed, columns::ZSTD_LEVEL)
         .map_err(|e| ShipError::Log(format!("cannot compress the leaves: {e}")))
 }
 
