@@ -304,7 +304,7 @@ fn fleet_ships_three_hosts_through_faults_and_verifies_and_queries() {
 
     // 1. The store goes away for a while and comes back: the shippers back off, then catch up.
     s3.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     let during = shippers.iter().map(|s| s.status()).collect::<Vec<_>>();
     s3.resume();
     let failing =
@@ -603,6 +603,25 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
         "a checkpoint replaced by an older one",
     );
     t.put(newer, original);
+
+    // An upload under way (a range's leaves are there, its Parquet and checkpoint not
+    // yet) is pending, not a problem.
+    append_n(&host.socket, 0, 330, 60);
+    ship_once(&s3, &host.socket, "t", &state_dir, 50);
+    let newest = t.list(&layout.checkpoints_dir()).into_iter().last().expect("a checkpoint");
+    let newest_size = layout.parse_checkpoint(&newest).expect("size");
+    t.delete(&newest);
+    for p in t.list(&layout.entries_dir()) {
+        if layout.parse_parquet(&p).is_some_and(|(_, _, last)| last + 1 == newest_size) {
+            t.delete(&p);
+        }
+    }
+    let out = fleet_verify(&s3, "t", &trust, &[]);
+    let table = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "an upload under way\n{table}\n{}", stderr(&out));
+    let row = table.lines().find(|l| l.starts_with(&log_origin)).expect("the log's row");
+    let pending: u64 = row.split_whitespace().nth(4).and_then(|p| p.parse().ok()).expect("PENDING");
+    assert!(pending > 0, "{table}");
 
     // The host's log rewritten under the same key: another log signed with this host's
     // key (its signing.key copied to a fresh data dir), longer than the trusted one, put
