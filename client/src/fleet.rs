@@ -20,10 +20,10 @@ pub fn ledger_ship() -> PathBuf {
     }
 }
 
-/// Runs `ledger-ship fleet ARGS…`; returns its exit code (2 if it cannot be run).
-pub fn run(args: &[OsString]) -> u8 {
+/// Runs `ledger-ship fleet COMMAND ARGS…`; returns its exit code (2 if it cannot be run).
+pub fn run(command: &str, args: &[OsString]) -> u8 {
     let program = ledger_ship();
-    match std::process::Command::new(&program).arg("fleet").args(args).status() {
+    match std::process::Command::new(&program).arg("fleet").arg(command).args(args).status() {
         Ok(status) => status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(2),
         Err(e) => {
             eprintln!(

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Follow the daemon and ship its log (until SIGTERM, or once with --once)
     #[command(
-        after_help = "Example:\n  ledger-ship run --config /etc/ledger-ship.toml\n  ledger-ship run --bucket s3://audit/fleet --socket /run/ledgerd/ledgerd.sock --state-dir /var/lib/ledger-ship"
+        after_help = "Examples:\n  ledger-ship run --config /etc/ledger-ship.toml\n  ledger-ship run --bucket s3://audit/fleet --socket /run/ledgerd/ledgerd.sock --state-dir /var/lib/ledger-ship"
     )]
     Run(RunArgs),
     /// Print the shipper's status: shipped entries, the daemon's head, the backlog, the last error
@@ -49,7 +49,7 @@ enum Command {
 enum FleetCommand {
     /// Verify every shipped log in s3://BUCKET/PREFIX against a trust file
     #[command(
-        after_help = "Exit codes (the gravest problem found decides):\n  0  every log verified\n  1  FAILED: a changed Parquet row or leaf, a missing object, a log not in the trust file\n  2  ERROR: bad usage, unreadable trust or state file\n  3  ROLLBACK: a checkpoint replaced by an older one, or older than the one --state trusted\n  4  FORK: checkpoints that do not extend each other (a log rewritten under the same key)\n  5  KEY CHANGED: a checkpoint signed by a key the trust file does not lead to\n  6  STALE: a log's newest checkpoint is older than --max-age\n  7  UNREACHABLE: the bucket cannot be reached\n\nExample:\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust --max-age 1h --state /var/lib/fleet-verify"
+        after_help = "Exit codes (the gravest problem found decides):\n  0  every log verified\n  1  FAILED: a changed Parquet row or leaf, a missing object, a log not in the trust file\n  2  ERROR: bad usage, unreadable trust or state file\n  3  ROLLBACK: a checkpoint replaced by an older one, or older than the one --state trusted\n  4  FORK: checkpoints that do not extend each other (a log rewritten under the same key)\n  5  KEY CHANGED: a checkpoint signed by a key the trust file does not lead to\n  6  STALE: a log's newest checkpoint is older than --max-age\n  7  UNREACHABLE: the bucket cannot be reached\n\nExamples:\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust --max-age 1h --state /var/lib/fleet-verify"
     )]
     Verify(VerifyArgs),
 }
