@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DuckDB's side of the query benchmark (`cargo run --release -p ledgerd --bin query-bench`).
+"""DuckDB's side of the query benchmark (`cargo run --release -p ledger-bench --bin query-bench`).
 
 Runs the same four queries as ledgerd's query engine, on the CSV that ledgerd exported:
 

@@ -6,7 +6,7 @@
 //! then times `ledger_client::evidence::export::export` over the whole period (every entry
 //! in the bundle) and `ledger_client::evidence::verify::verify_bundle` on the result, the
 //! code paths of `ledgerctl evidence` and `ledgerctl verify-bundle`. Run it with
-//! `cargo run --release -p ledgerd --bin evidence-bench` (add `-- --entries 100000` for a
+//! `cargo run --release -p ledger-bench --bin evidence-bench` (add `-- --entries 100000` for a
 //! quick run).
 
 use std::path::Path;
@@ -25,7 +25,7 @@ use ledgerd::storage::store::{DEFAULT_CACHE_BYTES, Store};
 #[derive(Parser, Debug)]
 #[command(
     about = "Time evidence bundle export and verification on a synthetic ledger",
-    after_help = "Example:\n  cargo run --release -p ledgerd --bin evidence-bench -- --entries 100000"
+    after_help = "Example:\n  cargo run --release -p ledger-bench --bin evidence-bench -- --entries 100000"
 )]
 struct Args {
     /// Entries in the ledger (all of them go into the bundle)

@@ -4,7 +4,7 @@
 //! Starts ledgerd in this process on a fresh temporary data dir for every run (clients
 //! talk to it over its real Unix socket), then measures 1, 16 and 64 concurrent unary
 //! writers and one streaming writer, one stream sustained over a growing log, and the rate
-//! of 256-byte file appends with `fdatasync` after each record and after each batch. Run it with `cargo run --release -p ledgerd --bin ledger-bench`.
+//! of 256-byte file appends with `fdatasync` after each record and after each batch. Run it with `cargo run --release -p ledger-bench --bin ledger-bench`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -18,7 +18,7 @@ use ledger_proto::pb;
 #[derive(Parser, Debug)]
 #[command(
     about = "Measure durable appends/s and ack latency of a real ledgerd",
-    after_help = "Example:\n  cargo run --release -p ledgerd --bin ledger-bench -- --seconds 5"
+    after_help = "Example:\n  cargo run --release -p ledger-bench --bin ledger-bench -- --seconds 5"
 )]
 struct Args {
     /// Seconds each unary scenario runs

@@ -5,10 +5,10 @@
 //! four queries with `engine::run`, the code path of the daemon's Query RPC minus the
 //! socket: a full-scan filter, an agent + 7-day filter (agent index and time range), `count
 //! by agent, bin(time, 1h)`, and a full CSV export. The export is then handed to DuckDB
-//! (`ledgerd/benches/duckdb_compare.py`), which runs the same four queries reading the CSV
+//! (`bench/benches/duckdb_compare.py`), which runs the same four queries reading the CSV
 //! each time, and on a table it loaded beforehand. Row counts must agree on both sides and
 //! with what the generator wrote. Run it with
-//! `cargo run --release -p ledgerd --bin query-bench` (add `-- --entries 100000` for a
+//! `cargo run --release -p ledger-bench --bin query-bench` (add `-- --entries 100000` for a
 //! quick run).
 
 use std::collections::HashSet;
@@ -31,7 +31,7 @@ use serde::Deserialize;
 #[derive(Parser, Debug)]
 #[command(
     about = "Time the query engine on a synthetic ledger, and DuckDB on the same data as CSV",
-    after_help = "Example:\n  cargo run --release -p ledgerd --bin query-bench -- --entries 100000"
+    after_help = "Example:\n  cargo run --release -p ledger-bench --bin query-bench -- --entries 100000"
 )]
 struct Args {
     /// Entries in the ledger

@@ -12,7 +12,7 @@
 //!
 //! Every figure is the median over `--runs`. The `ledgerctl` it runs is the one built next
 //! to this binary (same target dir and profile). Run it with
-//! `cargo build --release -p ledger-client && cargo run --release -p ledgerd --bin shim-bench`.
+//! `cargo build --release -p ledgerctl && cargo run --release -p ledger-bench --bin shim-bench`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 #[derive(Parser, Debug)]
 #[command(
     about = "Measure the overhead of the enforcement shims (Claude Code hook, MCP proxy) against a real ledgerd",
-    after_help = "Examples:\n  cargo build --release -p ledger-client && cargo run --release -p ledgerd --bin shim-bench\n  cargo run --release -p ledgerd --bin shim-bench -- --runs 5 --hook-calls 500\n  cargo run --release -p ledgerd --bin shim-bench -- --fixtures /path/to/claude-code-fixtures\n\nTargets: hook p99 < 15 ms; proxy added p99 < 3 ms. Without node (or the npm server in tests/interop), the MCP part is skipped with the reason."
+    after_help = "Examples:\n  cargo build --release -p ledgerctl && cargo run --release -p ledger-bench --bin shim-bench\n  cargo run --release -p ledger-bench --bin shim-bench -- --runs 5 --hook-calls 500\n  cargo run --release -p ledger-bench --bin shim-bench -- --fixtures /path/to/claude-code-fixtures\n\nTargets: hook p99 < 15 ms; proxy added p99 < 3 ms. Without node (or the npm server in tests/interop), the MCP part is skipped with the reason."
 )]
 struct Args {
     /// Directory of recorded Claude Code hook inputs (its PreToolUse ones are used)
@@ -82,7 +82,7 @@ fn ledgerctl() -> anyhow::Result<PathBuf> {
     let path = dir.join("ledgerctl");
     ensure!(
         path.is_file(),
-        "{} is missing: build it with the same profile as this benchmark, e.g. `cargo build --release -p ledger-client` (then run `cargo run --release -p ledgerd --bin shim-bench`)",
+        "{} is missing: build it with the same profile as this benchmark, e.g. `cargo build --release -p ledgerctl` (then run `cargo run --release -p ledger-bench --bin shim-bench`)",
         path.display()
     );
     Ok(path)
