@@ -845,8 +845,8 @@ async fn load(bucket: Bucket, plan: Plan) -> Result<Loaded, BucketError> {
 fn describe_difference(row: &Row, date: &str, leaf: &pb::Entry, hash: &Hash) -> String {
     use ledger_query::Record;
     let utc = jiff::tz::TimeZone::UTC;
-    let ours = ledger_client::wire::EntryRecord(&row.entry);
-    let theirs = ledger_client::wire::EntryRecord(leaf);
+    let ours = ledger_proto::wire::EntryRecord(&row.entry);
+    let theirs = ledger_proto::wire::EntryRecord(leaf);
     for name in ledger_query::DEFAULT_COLUMNS {
         let Some(field) = ledger_query::Field::from_name(name) else { continue };
         let a = ledger_query::format_value(&ours.get(&field), &utc);
