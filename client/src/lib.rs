@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
+pub mod jsonl;
 pub mod shim;
 pub mod state;
 pub mod status;

@@ -16,6 +16,8 @@ use ledger_client::verify::{self, Failure, LogWalk, Pinned};
 use ledger_client::{Client, default_data_dir, default_socket};
 use ledger_proto::note::NoteVerifier;
 use ledger_proto::pb;
+use ledger_client::jsonl;
+use ledger_query::terminal;
 use tokio_stream::StreamExt;
 
 #[derive(Parser, Debug)]
@@ -551,8 +553,7 @@ struct AppendArgs {
     token: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DecisionArg {
     Allow,
     Deny,
@@ -622,22 +623,22 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<tonic::Status>().is_some() => {
             let message =
                 e.downcast_ref::<tonic::Status>().map(|s| s.message().to_string()).unwrap_or_default();
-            eprintln!("ledgerctl: error: {message}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&message));
             ExitCode::from(2)
         }
         Err(e) if e.downcast_ref::<Alarm>().is_some() => {
             let code = e.downcast_ref::<Alarm>().map_or(2, Alarm::exit_code);
-            eprintln!("ledgerctl: {e}");
+            eprintln!("ledgerctl: {}", terminal::text(&e.to_string()));
             ExitCode::from(code)
         }
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
-            eprintln!("ledgerctl: FAILED: {e}");
+            eprintln!("ledgerctl: FAILED: {}", terminal::text(&e.to_string()));
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Query errors are already rendered, caret and all.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            eprint!("{e}");
+            eprint!("{}", terminal::text(&e.to_string()));
             ExitCode::from(2)
         }
         Err(e)
@@ -646,11 +647,11 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            eprint!("{e}");
+            eprint!("{}", terminal::text(&e.to_string()));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ledgerctl: error: {e:#}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -728,60 +729,7 @@ async fn append(socket: &Path, args: AppendArgs) -> anyhow::Result<()> {
 
 /// Parses and re-serializes parameters so what is stored is compact, valid JSON.
 fn normalize_params(text: &str) -> anyhow::Result<String> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| anyhow!("not valid JSON ({e}); pass an object such as '{{\"path\":\"/tmp/x\"}}'"))?;
-    Ok(value.to_string())
-}
-
-/// One line of `append --jsonl`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonLine {
-    agent: String,
-    tool: String,
-    decision: DecisionArg,
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    params: Option<serde_json::Value>,
-    #[serde(default)]
-    rule: String,
-    #[serde(default)]
-    policy_version: u64,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    session: String,
-}
-
-fn parse_line(line: &str) -> anyhow::Result<pb::NewEntry> {
-    // serde_json counts lines within the text it parsed; on one line, only the column helps.
-    let j: JsonLine = serde_json::from_str(line).map_err(|e| {
-        anyhow!(
-            "{}",
-            e.to_string()
-                .replace(&format!(" at line 1 column {}", e.column()), &format!(" (column {})", e.column()))
-        )
-    })?;
-    let params = match j.params {
-        None | Some(serde_json::Value::Null) => String::new(),
-        // A string holding JSON is accepted too, as the issue's producers send it.
-        Some(serde_json::Value::String(s)) => normalize_params(&s).context("params")?,
-        Some(v) => v.to_string(),
-    };
-    Ok(pb::NewEntry {
-        kind: pb::Kind::Decision as i32,
-        agent: j.agent,
-        tool: j.tool,
-        decision: pb::Decision::from(j.decision) as i32,
-        action: j.action,
-        params,
-        rule: j.rule,
-        policy_version: j.policy_version,
-        reason: j.reason,
-        session: j.session,
-        ..Default::default()
-    })
+    Ok(jsonl::normalize_params(text)?)
 }
 
 async fn append_jsonl(socket: &Path, path: &Path) -> anyhow::Result<()> {
@@ -795,43 +743,25 @@ async fn append_jsonl(socket: &Path, path: &Path) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::NewEntry>(1024);
     // Lines are parsed on a plain thread and streamed as they come; the first bad line
     // ends the stream there, so nothing from it on is appended.
-    let parser = std::thread::spawn(move || -> Option<(u64, String)> {
-        for (i, line) in reader.lines().enumerate() {
-            let n = i as u64 + 1;
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => return Some((n, format!("cannot read: {e}"))),
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_line(&line) {
-                Ok(entry) => {
-                    if tx.blocking_send(entry).is_err() {
-                        return None;
-                    }
-                }
-                Err(e) => return Some((n, format!("{e:#}"))),
-            }
-        }
-        None
-    });
+    let parser = std::thread::spawn(move || jsonl::read(reader, &tx));
     let result = client.append_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
-    let bad = parser.join().map_err(|_| anyhow!("the line reader panicked"))?;
-    let summary = |r: &pb::AppendStreamResponse| {
-        if r.count == 0 {
-            "appended 0 entries".to_string()
-        } else {
-            format!("appended {} entries, last seq {}", r.count, r.last_seq)
-        }
-    };
-    match (result, bad) {
-        (Ok(r), None) => write_out(format!("{}\n", summary(&r)).as_bytes()),
+    let read = parser.join().map_err(|_| anyhow!("the line reader panicked"))?;
+    let name = path.display();
+    match (result, read.bad) {
+        (Ok(r), None) => write_out(format!("{}\n", jsonl::summary(r.count, r.last_seq)).as_bytes()),
         (Ok(r), Some((line, why))) => {
-            eprintln!("{}", summary(&r));
-            bail!("{}: line {line}: {why}; nothing from that line on was appended", path.display())
+            eprintln!("{}", jsonl::summary(r.count, r.last_seq));
+            bail!("{name}: line {line}: {why:#}; nothing from that line on was appended")
         }
-        (Err(e), _) => Err(e.into()),
+        (Err(ledger_client::ClientError::Rpc(status)), _) => {
+            let (count, last_seq) = jsonl::appended(&status);
+            eprintln!("{}", jsonl::summary(count, last_seq));
+            bail!("{name}: {}", read.lines.describe(status.message()))
+        }
+        (Err(e), _) => {
+            eprintln!("appended an unknown number of entries: the daemon did not answer; `ledgerctl tail` shows the newest");
+            Err(e.into())
+        }
     }
 }
 
@@ -1087,7 +1017,7 @@ fn table_widths(columns: &[&str], rows: &[Vec<String>], min: &[usize]) -> Vec<us
         .collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(terminal::line(cell).chars().count());
         }
     }
     widths
@@ -1112,7 +1042,8 @@ fn stream_widths(columns: &[&str]) -> Vec<usize> {
     columns.iter().map(|c| STREAM_WIDTHS.iter().find(|(n, _)| n == c).map_or(0, |(_, w)| *w)).collect()
 }
 
-/// Left-aligned columns of the given widths, separated by two spaces.
+/// Left-aligned columns of the given widths, separated by two spaces; every cell escaped
+/// for the terminal (`ledger_query::terminal`).
 fn print_aligned(
     widths: &[usize],
     columns: &[&str],
@@ -1123,10 +1054,11 @@ fn print_aligned(
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut l = String::new();
         for (i, (cell, w)) in cells.zip(widths).enumerate() {
+            let cell = terminal::line(cell);
             if i > 0 {
                 l.push_str("  ");
             }
-            l.push_str(cell);
+            l.push_str(&cell);
             l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
         }
         out.push_str(l.trim_end());
@@ -1350,7 +1282,7 @@ const AGENT_COLUMNS: [&str; 7] = ["NAME", "ID", "OWNER", "PURPOSE", "STATUS", "P
 
 fn show_agent(a: &pb::Agent) -> String {
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {}\n", terminal::line(&v)));
     line("name", a.name.clone());
     line("id", a.id.clone());
     line("owner", or_dash(&a.owner));
@@ -1477,7 +1409,7 @@ async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
                 at_unix_nanos: at_nanos(at.as_deref())?,
             };
             let p = client.admin().get_policy(request).await?.into_inner();
-            write_out(p.text.as_bytes())
+            write_out(terminal::text(&p.text).as_bytes())
         }
         PolicyCommand::History { agent, format } => {
             let mut client = Client::connect(socket).await?;
@@ -1529,7 +1461,7 @@ async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
                     &format!("{agent} v{to} ({})", short(&b.hash)),
                 )
                 .to_string();
-            write_out(text.as_bytes())
+            write_out(terminal::text(&text).as_bytes())
         }
         PolicyCommand::Check { agent, tool, params } => {
             let params = if params.is_empty() {
@@ -1545,18 +1477,22 @@ async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
                 .into_inner();
             let mut out = format!(
                 "{} by {} (policy {} v{}, hash {})\n{}\n\n",
-                c.decision.to_uppercase(),
-                c.rule,
-                c.policy_agent,
+                terminal::line(&c.decision.to_uppercase()),
+                terminal::line(&c.rule),
+                terminal::line(&c.policy_agent),
                 c.version,
-                short(&c.hash),
-                c.reason
+                terminal::line(&short(&c.hash)),
+                terminal::line(&c.reason)
             );
             for r in &c.rules {
                 let mark = if r.matched { "matched" } else { "no match" };
                 out.push_str(&format!(
                     "  line {:<4} {:<9} {} {}: {}\n",
-                    r.line, mark, r.effect, r.id, r.condition
+                    r.line,
+                    mark,
+                    terminal::line(&r.effect),
+                    terminal::line(&r.id),
+                    terminal::line(&r.condition)
                 ));
             }
             write_out(out.as_bytes())?;
@@ -1746,7 +1682,7 @@ fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<()> {
             println!(
                 "ok: {} files, checkpoint {} size {}, entries {}..={} complete and in the tree, {} events.csv rows equal their leaves",
                 report.files,
-                report.origin,
+                terminal::line(&report.origin),
                 report.tree_size,
                 report.first_seq,
                 report.last_seq,
