@@ -49,7 +49,8 @@ enum Decision {
 
 /// Parses and re-serializes parameters so what is stored is compact, valid JSON.
 pub fn normalize_params(text: &str) -> Result<String, LineError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| LineError::NotJson(e.to_string()))?;
     Ok(value.to_string())
 }
 

@@ -63,8 +63,11 @@ pub fn table(s: &pb::DaemonStatus) -> String {
         } else {
             format!("in {}", human(ago(p.next_retry_unix_nanos, s.now_unix_nanos)))
         };
-        let error =
-            if p.last_error.is_empty() { "-".to_string() } else { terminal::line(&p.last_error).into_owned() };
+        let error = if p.last_error.is_empty() {
+            "-".to_string()
+        } else {
+            terminal::line(&p.last_error).into_owned()
+        };
         cells.push(vec![
             terminal::line(&p.target).into_owned(),
             p.delivered_size.to_string(),

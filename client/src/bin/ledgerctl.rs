@@ -11,12 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledger_client::jsonl;
 use ledger_client::state::Alarm;
 use ledger_client::verify::{self, Failure, LogWalk, Pinned};
 use ledger_client::{Client, default_data_dir, default_socket};
 use ledger_proto::note::NoteVerifier;
 use ledger_proto::pb;
-use ledger_client::jsonl;
 use ledger_query::terminal;
 use tokio_stream::StreamExt;
 
@@ -31,6 +31,11 @@ struct Cli {
     /// Path of ledgerd's Unix socket
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// How long ledgerd may stay silent (connecting, answering, or mid-stream: a live daemon
+    /// answers pings while it works), e.g. "30s", "2m" [default: 10s; 60s for `policy set`
+    /// and `evidence`]
+    #[arg(long, global = true, value_name = "DURATION", env = "LEDGER_TIMEOUT")]
+    timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -609,6 +614,13 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);
     }
+    match timeout(&cli) {
+        Ok(t) => ledger_client::set_timeout(t),
+        Err(e) => {
+            eprintln!("ledgerctl: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -619,6 +631,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<NoRows>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<tonic::Status>().is_some_and(ledger_client::is_timeout) => {
+            let after = ledger_client::timeout();
+            eprintln!("ledgerctl: error: {}", ledger_client::ClientError::Timeout { after });
+            ExitCode::from(2)
+        }
         // The daemon's own words, without the gRPC wrapping.
         Err(e) if e.downcast_ref::<tonic::Status>().is_some() => {
             let message =
@@ -655,6 +672,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The deadline of every call: `--timeout`, else the command's default.
+fn timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
+    let Some(text) = &cli.timeout else {
+        let long = matches!(cli.command, Command::Policy(PolicyCommand::Set { .. }) | Command::Evidence(_));
+        return Ok(if long { std::time::Duration::from_secs(60) } else { ledger_client::DEFAULT_TIMEOUT });
+    };
+    let d: jiff::SignedDuration =
+        text.parse().map_err(|e| anyhow!("--timeout {text:?}: {e}; write e.g. \"30s\" or \"2m\""))?;
+    let d = std::time::Duration::try_from(d).map_err(|_| anyhow!("--timeout cannot be negative"))?;
+    if d.is_zero() {
+        bail!("--timeout must be more than 0s");
+    }
+    Ok(d)
 }
 
 /// Whether the error is a closed stdout (`ledgerctl query … | head`): not a failure.
@@ -759,7 +791,9 @@ async fn append_jsonl(socket: &Path, path: &Path) -> anyhow::Result<()> {
             bail!("{name}: {}", read.lines.describe(status.message()))
         }
         (Err(e), _) => {
-            eprintln!("appended an unknown number of entries: the daemon did not answer; `ledgerctl tail` shows the newest");
+            eprintln!(
+                "appended an unknown number of entries: the daemon did not answer; `ledgerctl tail` shows the newest"
+            );
             Err(e.into())
         }
     }
@@ -1369,7 +1403,7 @@ fn policy_error(status: tonic::Status, text: &str) -> anyhow::Error {
     {
         return Rendered(errors.render(text)).into();
     }
-    ledger_client::ClientError::Rpc(status).into()
+    ledger_client::ClientError::from(status).into()
 }
 
 async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
