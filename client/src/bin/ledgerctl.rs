@@ -655,7 +655,8 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Query errors are already rendered, caret and all.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            eprint!("{}", terminal::text(&e.to_string()));
+            let text = e.to_string();
+            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
             ExitCode::from(2)
         }
         Err(e)
@@ -664,7 +665,8 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            eprint!("{}", terminal::text(&e.to_string()));
+            let text = e.to_string();
+            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
             ExitCode::from(2)
         }
         Err(e) => {
@@ -1416,6 +1418,7 @@ async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
             } else {
                 read_policy_file(&file)?
             };
+            let text = strip_bom(text);
             // Checked here first, so a mistake is shown without a daemon and before anything is sent.
             if let Err(e) = ledger_query::policy::Policy::parse(&text) {
                 return Err(Rendered(e.render(&text)).into());
@@ -1545,7 +1548,17 @@ fn read_policy_file(path: &Path) -> anyhow::Result<String> {
             ledger_query::policy::MAX_BYTES
         );
     }
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    Ok(text)
+}
+
+/// Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the policy.
+fn strip_bom(text: String) -> String {
+    match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
 }
 
 fn short(hash: &str) -> String {
