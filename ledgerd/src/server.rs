@@ -221,7 +221,10 @@ pub(crate) mod status {
         }
         message = clip_encoded(&message, MAX_MESSAGE_BYTES - 100);
         if shown < total {
-            message.push_str(&format!("\n\n({} more errors; a client that reads the status details shows them)", total - shown));
+            message.push_str(&format!(
+                "\n\n({} more errors; a client that reads the status details shows them)",
+                total - shown
+            ));
         }
         Status::with_details(tonic::Code::InvalidArgument, message, details.into_bytes().into())
     }
@@ -265,7 +268,8 @@ pub(crate) mod status {
                 done.count, done.first_seq, done.last_seq
             )
         };
-        let mut status = Status::with_details(e.code(), format!("{}; {stored}", e.message()), e.details().to_vec().into());
+        let mut status =
+            Status::with_details(e.code(), format!("{}; {stored}", e.message()), e.details().to_vec().into());
         let meta = status.metadata_mut();
         meta.insert(ledger_proto::APPENDED_COUNT_TRAILER, done.count.into());
         if done.count > 0 {

@@ -594,7 +594,10 @@ mod tests {
         let rendered = e.render(&text);
         let quoted = rendered.lines().nth(3).unwrap_or_default();
         let carets = rendered.lines().nth(4).unwrap_or_default();
-        assert!(quoted.starts_with("1 | …") && quoted.ends_with('…') && quoted.contains(" agnet = 1 "), "{rendered}");
+        assert!(
+            quoted.starts_with("1 | …") && quoted.ends_with('…') && quoted.contains(" agnet = 1 "),
+            "{rendered}"
+        );
         assert!(quoted.chars().count() < WINDOW_CHARS + 10, "{rendered}");
         // The carets stand under `agnet`.
         let caret_at = carets.find('^').unwrap_or_default();
@@ -607,7 +610,17 @@ mod tests {
     fn json_within_keeps_the_first_and_names_what_is_left_out() {
         let text = "x ".repeat(200);
         let errors: Vec<QueryError> = (0..50)
-            .map(|i| QueryError::new(Code::Q101, &text, i * 2, i * 2 + 1, "unknown field `x`", "not a known field", None))
+            .map(|i| {
+                QueryError::new(
+                    Code::Q101,
+                    &text,
+                    i * 2,
+                    i * 2 + 1,
+                    "unknown field `x`",
+                    "not a known field",
+                    None,
+                )
+            })
             .collect();
         let errors = QueryErrors::new(errors);
         let json = errors.to_json_string_within(&text, 1000);

@@ -40,8 +40,8 @@ pub use error::{
 };
 pub use field::{DECISIONS, DEFAULT_COLUMNS, Field, KINDS, POLICY_CHECKS, WEEKDAYS};
 pub use output::{
-    CsvWriter, format_value, neutralise, unneutralise, write_csv, write_json_lines, write_json_rows,
-    terminal, write_table,
+    CsvWriter, format_value, neutralise, terminal, unneutralise, write_csv, write_json_lines,
+    write_json_rows, write_table,
 };
 pub use pattern::glob_to_regex;
 pub use pipeline::{Pipeline, ResultSet};

@@ -132,6 +132,17 @@ impl Daemon {
         self.wait();
     }
 
+    /// Stops the process where it stands (SIGSTOP): it keeps its socket, and the kernel
+    /// still accepts connections that nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused daemon run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     fn signal(&self, sig: &str) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();

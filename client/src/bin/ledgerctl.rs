@@ -1548,8 +1548,8 @@ fn read_policy_file(path: &Path) -> anyhow::Result<String> {
             ledger_query::policy::MAX_BYTES
         );
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
     Ok(text)
 }
 

@@ -15,8 +15,11 @@ use crate::value::Value;
 /// shown escaped (`\n`, `\u{202e}`: [`super::terminal::line`]) so a row stays on one line
 /// and reads as stored; trailing spaces are trimmed.
 pub fn write_table<W: Write>(mut out: W, rows: &ResultSet, tz: &TimeZone) -> io::Result<()> {
-    let cells: Vec<Vec<String>> =
-        rows.rows.iter().map(|row| row.iter().map(|v| line(&format_value(v, tz)).into_owned()).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|v| line(&format_value(v, tz)).into_owned()).collect())
+        .collect();
     let numeric: Vec<bool> = (0..rows.columns.len())
         .map(|c| {
             let mut values = rows.rows.iter().filter_map(|r| r.get(c)).filter(|v| !v.is_missing()).peekable();

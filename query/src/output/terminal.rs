@@ -94,7 +94,9 @@ mod tests {
         assert_eq!(line("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
         assert_eq!(line("x\u{7f}\u{85}\u{9b}y"), "x\\u{7f}\\u{85}\\u{9b}y");
         assert_eq!(line("evil\u{202E}txt.exe"), "evil\\u{202e}txt.exe");
-        for c in ['\u{202A}', '\u{202D}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{FEFF}', '\u{2028}', '\u{E0041}'] {
+        for c in
+            ['\u{202A}', '\u{202D}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{FEFF}', '\u{2028}', '\u{E0041}']
+        {
             assert_eq!(line(&c.to_string()), c.escape_unicode().to_string(), "{:?}", c);
         }
         assert_eq!(line("a\nb\tc\r"), "a\\nb\\tc\\r");
