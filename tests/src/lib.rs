@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ledger_client::Client;
 
 pub mod accounts;
+pub mod fuzz;
 
 /// The directory holding this profile's binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {

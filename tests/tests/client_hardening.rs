@@ -336,7 +336,7 @@ fn misleading_messages_name_the_real_problem() {
             approver: String::new(),
             reason: "r".into(),
         };
-        let status = client.admin().set_policy(request).await.err().expect("refused");
+        let status = client.admin().set_policy(request).await.expect_err("refused");
         assert!(status.message().contains("byte-order mark (U+FEFF)"), "{}", status.message());
     });
     let mut text = String::new();
