@@ -64,6 +64,16 @@ pub struct LedgerService {
 
 impl LedgerService {
     /// The registry and policies as they stand now.
+    /// What intake checks an entry against, with `state` the registry and policies now.
+    fn intake<'a>(&'a self, state: &'a State) -> intake::Context<'a> {
+        intake::Context {
+            state,
+            require_token: self.require_token,
+            redactor: &self.redactor,
+            max_params_bytes: self.max_params_bytes,
+        }
+    }
+
     fn state(&self) -> Arc<State> {
         match self.shared.read() {
             Ok(g) => g.clone(),
@@ -311,12 +321,7 @@ impl LedgerService {
         let mut received = 0u64;
         while let Some(items) = chunks.next().await {
             let state = self.state();
-            let ctx = intake::Context {
-                state: &state,
-                require_token: self.require_token,
-                redactor: &self.redactor,
-                max_params_bytes: self.max_params_bytes,
-            };
+            let ctx = self.intake(&state);
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
             for item in items {
@@ -360,12 +365,7 @@ impl Ledger for LedgerService {
         let new =
             req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
         let state = self.state();
-        let ctx = intake::Context {
-            state: &state,
-            require_token: self.require_token,
-            redactor: &self.redactor,
-            max_params_bytes: self.max_params_bytes,
-        };
+        let ctx = self.intake(&state);
         let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
