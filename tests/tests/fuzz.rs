@@ -201,8 +201,8 @@ fn shim_daemon() -> (Daemon, tempfile::TempDir) {
     (daemon, dir)
 }
 
-fn shim_options(daemon: &Daemon) -> ledger_client::shim::ShimOptions {
-    ledger_client::shim::ShimOptions {
+fn shim_options(daemon: &Daemon) -> ledger_shims::ShimOptions {
+    ledger_shims::ShimOptions {
         socket: daemon.socket.clone(),
         agent: "coder".into(),
         token: String::new(),
@@ -227,7 +227,7 @@ fn fuzz_claude_code_hook_input() {
         ["\"PreToolUse\"", "\"PostToolUse\"", "\"tool_name\":", "\"Bash\"", "{", "}", "null", "\"\\u0000\""];
     fuzz::run("claude-hook", &seeds(items), &dict, |input| {
         let input = text(input);
-        match rt.block_on(ledger_client::shim::claude::hook(opts.clone(), &input)) {
+        match rt.block_on(ledger_shims::claude::hook(opts.clone(), &input)) {
             Ok(answer) => {
                 if !answer.is_empty() {
                     let v: serde_json::Value = serde_json::from_str(&answer).expect("the answer is JSON");
@@ -258,7 +258,7 @@ fn fuzz_mcp_messages() {
     let (proxy_in, proxy_out) = tokio::io::split(proxy_end);
     let proxy = rt.spawn(async move {
         let server = ["cat".to_string()];
-        ledger_client::shim::mcp::proxy(opts, Duration::ZERO, &server, proxy_in, proxy_out).await
+        ledger_shims::mcp::proxy(opts, Duration::ZERO, &server, proxy_in, proxy_out).await
     });
     let (reader, mut writer) = tokio::io::split(client_end);
     let mut lines = tokio::io::BufReader::new(reader).lines();
