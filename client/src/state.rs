@@ -171,7 +171,9 @@ fn unreachable(socket: &Path, e: &ClientError) -> Alarm {
 /// A failed call: unreachable if the daemon went away, an error otherwise.
 fn call_failed(socket: &Path, what: &str, e: ClientError) -> Alarm {
     match &e {
-        ClientError::Connect { .. } | ClientError::Transport(_) => unreachable(socket, &e),
+        ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout { .. } => {
+            unreachable(socket, &e)
+        }
         ClientError::Rpc(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
             unreachable(socket, &e)
         }

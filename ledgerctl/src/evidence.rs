@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail};
 use ledger_client::Client;
+use ledger_query::terminal;
 
 use crate::agents::parse_at;
 use crate::{CheckFailed, EvidenceArgs, VerifyBundleArgs};
@@ -45,7 +46,7 @@ pub(crate) fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<()> {
             println!(
                 "ok: {} files, checkpoint {} size {}, entries {}..={} complete and in the tree, {} events.csv rows equal their leaves",
                 report.files,
-                report.origin,
+                terminal::line(&report.origin),
                 report.tree_size,
                 report.first_seq,
                 report.last_seq,

@@ -14,11 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_client::state::Alarm;
 use ledger_client::{Client, default_socket};
 use ledger_proto::pb;
+use ledger_query::terminal;
 
 mod access_review;
 mod agents;
 mod append;
 mod completions;
+mod deadline;
 mod evidence;
 mod fleet;
 mod policy;
@@ -53,6 +55,11 @@ struct Cli {
     /// Path of ledgerd's Unix socket
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// How long ledgerd may stay silent (connecting, answering, or mid-stream: a live daemon
+    /// answers pings while it works), e.g. "30s", "2m" [default: 10s; 60s for `policy set`
+    /// and `evidence`]
+    #[arg(long, global = true, value_name = "DURATION", env = "LEDGER_TIMEOUT")]
+    timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -567,8 +574,7 @@ struct AppendArgs {
     token: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DecisionArg {
     Allow,
     Deny,
@@ -627,6 +633,13 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);
     }
+    match deadline::timeout(&cli) {
+        Ok(t) => ledger_client::set_timeout(t),
+        Err(e) => {
+            eprintln!("ledgerctl: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -637,26 +650,32 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<NoRows>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<tonic::Status>().is_some_and(ledger_client::is_timeout) => {
+            let after = ledger_client::timeout();
+            eprintln!("ledgerctl: error: {}", ledger_client::ClientError::Timeout { after });
+            ExitCode::from(2)
+        }
         // The daemon's own words, without the gRPC wrapping.
         Err(e) if e.downcast_ref::<tonic::Status>().is_some() => {
             let message =
                 e.downcast_ref::<tonic::Status>().map(|s| s.message().to_string()).unwrap_or_default();
-            eprintln!("ledgerctl: error: {message}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&message));
             ExitCode::from(2)
         }
         Err(e) if e.downcast_ref::<Alarm>().is_some() => {
             let code = e.downcast_ref::<Alarm>().map_or(2, Alarm::exit_code);
-            eprintln!("ledgerctl: {e}");
+            eprintln!("ledgerctl: {}", terminal::text(&e.to_string()));
             ExitCode::from(code)
         }
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
-            eprintln!("ledgerctl: FAILED: {e}");
+            eprintln!("ledgerctl: FAILED: {}", terminal::text(&e.to_string()));
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Query errors are already rendered, caret and all.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            eprint!("{e}");
+            let text = e.to_string();
+            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
             ExitCode::from(2)
         }
         Err(e)
@@ -665,11 +684,12 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            eprint!("{e}");
+            let text = e.to_string();
+            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ledgerctl: error: {e:#}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

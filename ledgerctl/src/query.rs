@@ -24,6 +24,7 @@ pub(crate) fn time_zone(tz: Option<&str>) -> anyhow::Result<(String, jiff::tz::T
 
 /// Parses locally first: errors show at once, rendered with carets, without a daemon.
 pub(crate) fn check_query(text: &str) -> anyhow::Result<()> {
+    ledger_query::check_length(text).map_err(|m| anyhow!(m))?;
     ledger_query::parse(text).map(|_| ()).map_err(|e| Rendered(e.render(text)).into())
 }
 

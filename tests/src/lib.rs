@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ledger_client::Client;
 
 pub mod accounts;
+pub mod fuzz;
 pub mod s3;
 
 /// The directory holding this profile's binaries (`target/debug` for `cargo test`).
@@ -131,6 +132,17 @@ impl Daemon {
             let _ = child.kill();
         }
         self.wait();
+    }
+
+    /// Stops the process where it stands (SIGSTOP): it keeps its socket, and the kernel
+    /// still accepts connections that nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused daemon run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
     }
 
     fn signal(&self, sig: &str) {

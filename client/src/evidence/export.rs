@@ -57,7 +57,7 @@ pub enum ExportError {
 
 impl From<tonic::Status> for ExportError {
     fn from(status: tonic::Status) -> Self {
-        ExportError::Client(ClientError::Rpc(status))
+        ExportError::Client(ClientError::from(status))
     }
 }
 

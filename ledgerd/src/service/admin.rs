@@ -245,13 +245,7 @@ impl Admin for AdminService {
                 "a policy change needs an author and a reason (--author, --reason)",
             ));
         }
-        let policy = Policy::parse(&r.text).map_err(|e| {
-            Status::with_details(
-                tonic::Code::InvalidArgument,
-                e.render(&r.text),
-                e.to_json_string().into_bytes().into(),
-            )
-        })?;
+        let policy = Policy::parse(&r.text).map_err(|e| super::server::status::policy(&e, &r.text))?;
         let details = AdminDetails {
             text: Some(r.text.clone()),
             hash: policy.hash_hex(),

@@ -3,6 +3,7 @@
 mod csv;
 mod json;
 mod table;
+pub mod terminal;
 
 pub use self::csv::{CsvWriter, neutralise, unneutralise, write_csv};
 pub use self::json::{write_json_lines, write_json_rows};

@@ -357,7 +357,9 @@ pub(super) fn instant(i: &str) -> PResult<'_, TimeLit> {
     if let Some(t) = TimeLit::parse(tok) {
         return Ok((rest, t));
     }
-    if tok.starts_with(|c: char| c.is_ascii_digit()) && tok.ends_with(|c: char| c.is_ascii_alphabetic()) {
+    // Digits then letters (`7d`) look like a duration; `2026-03-15T25:00:00Z` is a bad time.
+    let unit = tok.trim_start_matches(|c: char| c.is_ascii_digit());
+    if unit.len() < tok.len() && !unit.is_empty() && unit.chars().all(|c| c.is_ascii_alphabetic()) {
         let (rest, d) = duration(start)?;
         return match kw("ago").parse(rest) {
             Ok((rest, _)) => Ok((rest, TimeLit::Ago(d))),

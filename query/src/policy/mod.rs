@@ -214,6 +214,20 @@ impl Policy {
                 ),
             )]));
         }
+        if text.starts_with('\u{FEFF}') {
+            return Err(PolicyErrors::new(vec![PolicyError::new(
+                PolicyCode::P100,
+                text,
+                0,
+                '\u{FEFF}'.len_utf8(),
+                "the policy starts with a byte-order mark (U+FEFF), an invisible character",
+                "byte-order mark",
+                Some(
+                    "save the file as UTF-8 without a byte-order mark (`ledgerctl policy set --file` removes it)"
+                        .to_string(),
+                ),
+            )]));
+        }
         let mut errors = Vec::new();
         let outline = document::outline(text, &mut errors);
         let mut rules = Vec::with_capacity(outline.rules.len());
