@@ -604,6 +604,19 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
     );
     t.put(newer, original);
 
+    // A hostile object name never reaches the terminal raw (object_store percent-encodes
+    // it; what the bucket says is printed through the terminal escaping rule besides).
+    let evil = object_store::path::Path::from(format!("{}/x\u{1b}[2J\u{202e}.bin.zst", layout.leaves_dir()));
+    t.put(&evil, bytes::Bytes::from_static(b"junk"));
+    let out = fleet_verify(&s3, "t", &trust, &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not a leaves object name") && !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+        "{text}"
+    );
+    t.delete(&evil);
+
     // An upload under way (a range's leaves are there, its Parquet and checkpoint not
     // yet) is pending, not a problem.
     append_n(&host.socket, 0, 330, 60);

@@ -152,6 +152,11 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
+                let st = shipper::Status {
+                    error: ledger_query::terminal::line(&st.error).into_owned(),
+                    log: ledger_query::terminal::line(&st.log).into_owned(),
+                    ..st
+                };
                 println!("bucket        {}", st.bucket);
                 println!("log           {}", st.log);
                 println!("shipped       {}", st.shipped);
@@ -221,15 +226,20 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     let opts = fleet::Options { trust, max_age, state_dir: args.state };
     let started = std::time::Instant::now();
     let report = fleet::verify(&bucket, &opts).await;
+    // Names and texts come from the bucket (object names, checkpoint origins): shown
+    // through the project's one terminal escaping rule.
+    let line = |t: String| ledger_query::terminal::line(&t).into_owned();
     for p in &report.problems {
-        println!("{p}");
+        println!("{}", line(p.to_string()));
     }
     for l in &report.logs {
         for r in &l.rotations {
-            println!("{}: {r}", l.log);
+            println!("{}", line(format!("{}: {r}", l.log)));
         }
     }
-    print!("{}", report.table());
+    for row in report.table().lines() {
+        println!("{}", line(row.to_string()));
+    }
     let entries: u64 = report.logs.iter().map(|l| l.verified).sum();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
