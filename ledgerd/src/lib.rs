@@ -28,6 +28,7 @@ pub mod rotate;
 pub mod scorer;
 pub mod scoring;
 pub mod server;
+pub mod socket_path;
 pub mod status;
 pub mod store;
 pub mod tiles;

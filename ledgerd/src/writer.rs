@@ -7,7 +7,9 @@
 //! channel, so batches grow with load and the sync cost is shared.
 //!
 //! If a write or sync fails, what is on disk is unknown: the writer answers that batch
-//! with the error, stops, and every later call fails with [`WriterError::Stopped`].
+//! with the error, stops, and every later call fails with [`WriterError::Stopped`]. The
+//! error is published ([`WriterHandle::failure`]): `Status` reports it and the daemon
+//! exits non-zero soon after, so that it is restarted once the disk is fixed.
 
 use std::thread;
 
@@ -67,6 +69,7 @@ pub enum Command {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     head: watch::Receiver<Head>,
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl WriterHandle {
@@ -118,6 +121,12 @@ impl WriterHandle {
     pub fn head(&self) -> watch::Receiver<Head> {
         self.head.clone()
     }
+
+    /// `None` while the writer runs; the error that stopped it once a write or sync
+    /// failed (a clean stop leaves it `None`).
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
+    }
 }
 
 /// Starts the writer thread. It runs until [`WriterHandle::stop`] (or until every handle
@@ -132,9 +141,17 @@ pub fn spawn(
 ) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
+    let (failure_tx, failure) = watch::channel(None);
     let join = thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || run(log, rx, head_tx, scoring, feed))
+        .spawn(move || {
+            let ended = run(log, rx, head_tx, scoring, feed);
+            if let Err(e) = &ended {
+                tracing::error!(error = %e, "the writer stopped after a storage error; no entry can be appended until ledgerd is restarted");
+                let _ = failure_tx.send(Some(e.to_string()));
+            }
+            ended
+        })
         .map_err(|e| e.to_string());
     let join = match join {
         Ok(j) => j,
@@ -143,7 +160,7 @@ pub fn spawn(
             Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
         }),
     };
-    (WriterHandle { tx, head }, join)
+    (WriterHandle { tx, head, failure }, join)
 }
 
 fn run(

@@ -990,11 +990,16 @@ async fn verify_state(
 async fn status(socket: &Path, format: StatusFormat) -> anyhow::Result<()> {
     let status = Client::connect(socket).await?.status().await?;
     match format {
-        StatusFormat::Table => write_out(ledger_client::status::table(&status).as_bytes()),
+        StatusFormat::Table => write_out(ledger_client::status::table(&status).as_bytes())?,
         StatusFormat::Json => write_out(
             format!("{}\n", serde_json::to_string_pretty(&ledger_client::status::json(&status))?).as_bytes(),
-        ),
+        )?,
     }
+    // Monitoring reads the exit status: a daemon that cannot append is not healthy.
+    if !status.writer_error.is_empty() {
+        return Err(CheckFailed(format!("ledgerd's writer has stopped: {}", status.writer_error)).into());
+    }
+    Ok(())
 }
 
 async fn tail(socket: &Path, n: u64, follow: bool) -> anyhow::Result<()> {
