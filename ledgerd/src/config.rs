@@ -262,6 +262,9 @@ pub struct RedactionConfig {
     pub extra_patterns: Vec<String>,
     /// Params longer than this (bytes of JSON text, after redaction) are cut.
     pub max_params_bytes: usize,
+    /// Bytes of a tool's output an entry keeps as a redacted excerpt (0, the default:
+    /// only its size, status and keyed hash; see docs/REDACTION.md for the risk).
+    pub output_excerpt_bytes: usize,
 }
 
 impl Default for RedactionConfig {
@@ -273,6 +276,7 @@ impl Default for RedactionConfig {
             patterns: crate::redact::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
             extra_patterns: Vec::new(),
             max_params_bytes: crate::redact::DEFAULT_MAX_PARAMS_BYTES,
+            output_excerpt_bytes: 0,
         }
     }
 }
@@ -303,6 +307,16 @@ impl RedactionConfig {
                 "redaction.max_params_bytes",
                 self.max_params_bytes.to_string(),
                 format!("must be from {min} to {max} (the whole entry must stay under 60 KiB)"),
+            ));
+        }
+        if self.output_excerpt_bytes > crate::redact::MAX_OUTPUT_EXCERPT_BYTES {
+            return Err(invalid(
+                "redaction.output_excerpt_bytes",
+                self.output_excerpt_bytes.to_string(),
+                format!(
+                    "must be from 0 (no excerpt, the default) to {}",
+                    crate::redact::MAX_OUTPUT_EXCERPT_BYTES
+                ),
             ));
         }
         Ok(())

@@ -20,6 +20,7 @@ pub mod datadir;
 pub mod engine;
 pub mod intake;
 pub mod log;
+pub mod outcome;
 pub mod projection;
 pub mod publish;
 pub mod record;

@@ -73,15 +73,25 @@ fn absolute(path: &Path) -> PathBuf {
     } else {
         std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
     };
-    let mut rest = Vec::new();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
     let mut head = path.as_path();
     loop {
-        if let Ok(real) = std::fs::canonicalize(head) {
-            return rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c));
+        if let Ok(mut real) = std::fs::canonicalize(head) {
+            // What does not exist yet is taken as written, `.` and `..` included.
+            for part in rest.iter().rev() {
+                match part.to_str() {
+                    Some(".") => {}
+                    Some("..") => {
+                        real.pop();
+                    }
+                    _ => real.push(part),
+                }
+            }
+            return real;
         }
-        match (head.parent(), head.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
+        match (head.parent(), head.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last.as_os_str().to_os_string());
                 head = parent;
             }
             _ => return path,
