@@ -11,10 +11,12 @@
 //! error is published ([`WriterHandle::failure`]): `Status` reports it and the daemon
 //! exits non-zero soon after, so that it is restarted once the disk is fixed.
 
+use std::sync::Arc;
 use std::thread;
 
 use ledger_proto::merkle::Hash;
 use ledger_proto::pb;
+use ledger_query::policy::Policy;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
@@ -57,7 +59,13 @@ pub enum Command {
     /// Append one admin entry (registry or policy change) as its own commit, after
     /// checking it against the registry and policies as they stand (see
     /// `projection::State::prepare`). Answers with the entry as committed.
-    Admin { entry: Box<pb::Entry>, reply: oneshot::Sender<Result<pb::Entry, WriterError>> },
+    /// A policy change comes with its document compiled by the caller, so the writer
+    /// thread never compiles one.
+    Admin {
+        entry: Box<pb::Entry>,
+        policy: Option<Arc<Policy>>,
+        reply: oneshot::Sender<Result<pb::Entry, WriterError>>,
+    },
     /// Finish what is queued before this, then end the thread (answered once it has).
     Stop { reply: oneshot::Sender<()> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
@@ -92,10 +100,14 @@ impl WriterHandle {
     }
 
     /// Appends an admin entry (see [`Command::Admin`]) and waits until it is durable.
-    pub async fn admin(&self, entry: pb::Entry) -> Result<pb::Entry, WriterError> {
+    pub async fn admin(
+        &self,
+        entry: pb::Entry,
+        policy: Option<Arc<Policy>>,
+    ) -> Result<pb::Entry, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Admin { entry: Box::new(entry), reply })
+            .send(Command::Admin { entry: Box::new(entry), policy, reply })
             .await
             .map_err(|_| WriterError::Stopped)?;
         rx.await.map_err(|_| WriterError::Stopped)?
@@ -186,7 +198,7 @@ fn run(
                     waiting.push(reply);
                 }
                 Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
-                Command::Admin { entry, reply } => admins.push((entry, reply)),
+                Command::Admin { entry, policy, reply } => admins.push((entry, policy, reply)),
                 Command::Stop { reply } => {
                     stopping = Some(reply);
                     break;
@@ -233,7 +245,7 @@ fn run(
                 }
             }
         }
-        for (entry, reply) in admins {
+        for (entry, policy, reply) in admins {
             let mut entry = *entry;
             if let Err(refused) = log.state().prepare(&mut entry) {
                 let _ = reply.send(Err(WriterError::Rejected(refused.0)));
@@ -242,7 +254,10 @@ fn run(
             let time = now_nanos().max(log.last_time());
             scoring.score([&mut entry], time);
             let committed = feed.capture([&entry], log.size(), time);
-            match log.append(vec![vec![entry.clone()]], time) {
+            log.offer_policy(policy);
+            let appended = log.append(vec![vec![entry.clone()]], time);
+            log.offer_policy(None);
+            match appended {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
                     feed.publish(committed);
