@@ -46,6 +46,36 @@ pub const EXIT_STORAGE_FAILED: u8 = 75;
 )]
 pub struct StorageFailed(pub String);
 
+/// Holds one handle of the store until `run` ends. sled flushes when its last handle is
+/// dropped, and after an I/O error (a full disk) that flush waits forever: the daemon hung
+/// instead of exiting. So when the writer stopped on a storage error the last handle is
+/// leaked instead (nothing more may be written anyway; the OS closes the files at exit and
+/// the next start recovers from what was synced).
+struct LastStoreHandle {
+    store: Option<Store>,
+    failure: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Drop for LastStoreHandle {
+    fn drop(&mut self) {
+        if self.failure.borrow().is_some() {
+            std::mem::forget(self.store.take());
+        }
+    }
+}
+
+/// An error opening the store: [`StorageFailed`] when the disk failed under it (sled's I/O
+/// errors: a full disk, EIO), so a start on a still-full disk exits 75 like a writer
+/// that stopped, and systemd keeps retrying; anything else as it is (status 1).
+fn storage_io(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    let io = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some()
+            || matches!(c.downcast_ref::<sled::Error>(), Some(sled::Error::Io(_)))
+    });
+    if io { StorageFailed(format!("{e:#}")).into() } else { e }
+}
+
 /// Turns a writer error that means the storage failed into [`StorageFailed`].
 fn storage_exit(writer: &WriterHandle, e: writer::WriterError) -> anyhow::Error {
     match (e, writer.failure().borrow().clone()) {
@@ -90,6 +120,9 @@ pub async fn run(
     // Before anything is written: a socket path that would replace a file (the log's own
     // `store/db` once) stops the start.
     crate::socket_path::check(&config.socket_path(), &config.data_dir)?;
+    // Every connection the limits allow must fit the open-file limit, or accept fails
+    // with EMFILE under load.
+    crate::connections::check_fd_limit(config.limits.max_connections)?;
     let dir = DataDir::prepare(&config.data_dir)?;
     let host: Arc<str> = gethostname::gethostname().to_string_lossy().into();
     crate::rotate::resume(&dir, config.storage.cache_bytes)?;
@@ -102,11 +135,12 @@ pub async fn run(
     let store = {
         let path = store_path.clone();
         let cache = config.storage.cache_bytes;
-        tokio::task::spawn_blocking(move || Store::open(&path, cache)).await??
+        tokio::task::spawn_blocking(move || Store::open(&path, cache)).await?.map_err(storage_io)?
     };
     // The service signs evidence manifests with the same key; the log owns the original.
     let manifest_signer = Arc::new(signer.clone());
-    let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(store, signer)).await??;
+    let (log, recovery) =
+        tokio::task::spawn_blocking(move || Log::open(store, signer)).await?.map_err(storage_io)?;
     if recovery.adopted > 0 {
         tracing::warn!(
             adopted = recovery.adopted,
@@ -135,10 +169,12 @@ pub async fn run(
     let shared = log.shared();
     let feed = Feed::new();
     let (writer, writer_thread) = writer::spawn(log, scoring, feed.clone());
+    // Dropped last of what `run` holds (locals drop in reverse order).
+    let _last_store = LastStoreHandle { store: Some(store.clone()), failure: writer.failure() };
     let alerts = crate::alerts::spawn(&config.alerts, &feed);
     // Publishing reads the stored checkpoints on its own tasks: never on the write path.
     let publisher = Publisher::start(&config.publish, &dir.root, &store)?;
-    let connections = Connections::new(config.limits.max_connections);
+    let connections = Connections::new(config.limits.max_connections, roles.clone());
     let status = StatusSource {
         started_unix_nanos: crate::log::now_nanos(),
         head: writer.head(),
@@ -255,18 +291,16 @@ pub async fn run(
     };
     ticker.abort();
     let _ = std::fs::remove_file(&socket);
+    // After a storage error nothing more can be written: no `daemon_stopped`, no final
+    // checkpoint (the next start recovers from what was synced and records its start).
     let failed = writer.failure().borrow().clone();
-    if let Some(detail) = failed {
-        // Nothing more can be written: no `daemon_stopped`, no final checkpoint (the next
-        // start recovers from what was synced and records its own start).
-        writer.stop().await;
-        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
-        return Err(StorageFailed(detail).into());
-    }
-
-    let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
-    let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
-    let final_cp = writer.checkpoint(false).await;
+    let (stopped, final_cp) = if failed.is_none() {
+        let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
+        let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
+        (stopped, writer.checkpoint(false).await.map(|_| ()))
+    } else {
+        (Ok(()), Ok(()))
+    };
     // The final checkpoint goes out too, if the targets take it promptly; otherwise it
     // is delivered after the next start (each target keeps a cursor).
     publisher.finish(PUBLISH_GRACE).await;
@@ -285,6 +319,9 @@ pub async fn run(
         if joined.is_err() {
             tracing::warn!("the alerts thread did not finish; stopping without it");
         }
+    }
+    if let Some(detail) = failed {
+        return Err(StorageFailed(detail).into());
     }
     served?;
     stopped?;
