@@ -36,6 +36,11 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "session_key",
 ];
 
+/// Keys that contain a secret key's words but are protocol fields known not to hold a
+/// secret, compared word by word: MCP's `progressToken` (a request's progress handle,
+/// which the MCP proxy keeps in `details._meta`).
+pub const NOT_SECRET_KEYS: &[&str] = &["progress_token"];
+
 /// Credential patterns found in any string. When a pattern has a group named `secret`,
 /// only that group's span is replaced; otherwise the whole match is.
 pub const DEFAULT_PATTERNS: &[&str] = &[
@@ -288,6 +293,9 @@ impl Redactor {
     /// next to each other.
     fn secret_key(&self, key: &str) -> bool {
         let words = key_words(key);
+        if NOT_SECRET_KEYS.iter().any(|k| key_words(k) == words) {
+            return false;
+        }
         self.keys.iter().any(|k| words.windows(k.len()).any(|w| w == k.as_slice()))
     }
 
@@ -472,7 +480,7 @@ mod tests {
         {
             assert!(r.secret_key(yes), "{yes}");
         }
-        for no in ["max_tokens", "author", "path", "keyboard", "passwords_checked"] {
+        for no in ["max_tokens", "author", "path", "keyboard", "passwords_checked", "progressToken"] {
             assert!(!r.secret_key(no), "{no}");
         }
     }
