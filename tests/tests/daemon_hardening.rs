@@ -58,17 +58,9 @@ impl Logged {
             .stderr(err)
             .spawn()
             .map_err(|e| e.to_string())?;
-        let out = child.stdout.take().ok_or("no stdout")?;
-        match BufReader::new(out).lines().next() {
-            Some(Ok(line)) if line.starts_with("ready ") => {
-                let socket = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("socket="))
-                    .map(PathBuf::from)
-                    .ok_or("no socket")?;
-                Ok(Logged { child, socket, log: log.to_path_buf() })
-            }
-            _ => {
+        match ledger_tests::ready_line(&mut child)? {
+            Some((_, socket)) => Ok(Logged { child, socket, log: log.to_path_buf() }),
+            None => {
                 let code = child.wait().ok().and_then(|s| s.code());
                 Err(format!("exit {code:?}: {}", std::fs::read_to_string(log).unwrap_or_default()))
             }
