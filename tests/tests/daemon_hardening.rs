@@ -150,6 +150,24 @@ fn a_planted_symlink_at_the_old_temporary_name_is_not_followed() {
     assert!(std::fs::read_to_string(data.join("verifier.vkey")).expect("vkey").contains('+'));
     assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "not ledgerd's");
     assert_eq!(std::fs::metadata(&victim).expect("meta").permissions().mode() & 0o777, 0o600);
+
+    // The same for `ledgerctl verify --state`'s state file (the verifier replaces it hourly).
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, state.join(".verifier.state.tmp")).expect("symlink");
+    let state_file = state.join("verifier.state");
+    let key = data.join("verifier.vkey");
+    for _ in 0..2 {
+        ok(&d.ctl(&[
+            "verify",
+            "--state",
+            state_file.to_str().expect("utf-8"),
+            "--key",
+            key.to_str().expect("utf-8"),
+        ]));
+    }
+    assert!(std::fs::read_to_string(&state_file).expect("state").contains("\"note\""));
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "not ledgerd's");
     assert!(d.stop());
 }
 
