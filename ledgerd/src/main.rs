@@ -73,7 +73,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         Some(path) => {
             // It says who may connect and with which role: only ledgerd's user or root may
             // have written it.
-            ledgerd::datadir::owned_if_present(path)?;
+            ledgerd::storage::datadir::owned_if_present(path)?;
             Config::load(path)?
         }
         None => Config::default(),
