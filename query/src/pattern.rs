@@ -1,9 +1,16 @@
 //! The right-hand side of `~`: globs (anchored) and regular expressions (unanchored).
+//!
+//! Compiled with `regex-automata`'s meta engine (the one inside `regex`, same syntax and
+//! semantics) because it reports how much memory a compiled pattern holds, which bounds a
+//! whole policy's patterns ([`crate::policy::MAX_REGEX_BYTES`]).
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
 
 /// Compiled regexes may not grow past this, so a query cannot exhaust the daemon's memory.
 const SIZE_LIMIT: usize = 1 << 20;
+
+/// The lazy DFA's cache per pattern and thread (the cache `regex` calls `dfa_size_limit`).
+const DFA_CACHE_BYTES: usize = 1 << 20;
 
 /// A compiled pattern. Cloning is cheap (the compiled program is shared).
 #[derive(Debug, Clone)]
@@ -19,10 +26,14 @@ impl Matcher {
 
     /// Compiles a regular expression (Rust `regex` syntax, unanchored).
     pub(crate) fn regex(pattern: &str) -> Result<Matcher, String> {
-        RegexBuilder::new(pattern)
-            .size_limit(SIZE_LIMIT)
-            .dfa_size_limit(SIZE_LIMIT)
-            .build()
+        Regex::builder()
+            .configure(
+                Regex::config()
+                    .nfa_size_limit(Some(SIZE_LIMIT))
+                    .onepass_size_limit(Some(SIZE_LIMIT))
+                    .hybrid_cache_capacity(DFA_CACHE_BYTES),
+            )
+            .build(pattern)
             .map(|re| Matcher { re })
             .map_err(|e| describe(&e))
     }
@@ -30,19 +41,26 @@ impl Matcher {
     pub(crate) fn is_match(&self, text: &str) -> bool {
         self.re.is_match(text)
     }
+
+    /// Heap bytes the compiled pattern holds (its automata; caches come on top, at most
+    /// [`DFA_CACHE_BYTES`] per thread that uses it).
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.re.memory_usage()
+    }
 }
 
-/// The last line of a regex error ("error: unclosed group"), without the pattern excerpt
-/// that the caret rendering already shows.
-fn describe(e: &regex::Error) -> String {
-    match e {
-        regex::Error::CompiledTooBig(_) => "the pattern is too large".to_string(),
-        other => {
-            let text = other.to_string();
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid regex");
-            last.trim().trim_start_matches("error: ").to_string()
-        }
+/// The last line of a regex error ("unclosed group"), without the pattern excerpt that
+/// the caret rendering already shows.
+fn describe(e: &regex_automata::meta::BuildError) -> String {
+    if e.size_limit().is_some() {
+        return "the pattern is too large".to_string();
     }
+    let text = match e.syntax_error() {
+        Some(syntax) => syntax.to_string(),
+        None => e.to_string(),
+    };
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid regex");
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// Translates a glob into an anchored regex.

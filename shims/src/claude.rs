@@ -20,9 +20,10 @@ use serde_json::{Map, Value, json};
 
 use super::{Decider, ShimCall, ShimError, ShimOptions};
 
-/// The largest `tool_response` (as JSON text) kept whole in an outcome's details; a larger
-/// one is replaced by its size and BLAKE3 hash.
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+/// The largest `tool_response` (as JSON text) sent to the daemon, which keeps only its
+/// status, size and keyed hash (docs/REDACTION.md); a larger one is sent as its size alone
+/// (a gRPC message holds at most 4 MiB).
+pub const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 
 /// The hook input: only the fields used; unknown fields are ignored.
 #[derive(Debug, Deserialize)]
@@ -133,16 +134,14 @@ async fn post_tool_use(opts: ShimOptions, input: &HookInput) -> Result<(), ShimE
     if ref_seq.is_none() {
         details.insert("decision_found".into(), false.into());
     }
+    // The daemon summarises the output and redacts the rest (the hook need not get it
+    // right); only an output too large for one message is reduced here, to its size.
     if let Some(response) = &input.tool_response {
         let text = response.to_string();
         if text.len() <= MAX_RESPONSE_BYTES {
             details.insert("tool_response".into(), response.clone());
         } else {
             details.insert("tool_response_bytes".into(), text.len().into());
-            details.insert(
-                "tool_response_blake3".into(),
-                blake3::hash(text.as_bytes()).to_hex().as_str().into(),
-            );
         }
     }
     let opts = decider.options().clone();

@@ -264,6 +264,12 @@ impl Log {
         &self.state
     }
 
+    /// Hands the projection a policy compiled off the writer thread for the next admin
+    /// commit ([`State::offer`]); `None` takes back what was not used.
+    pub fn offer_policy(&mut self, policy: Option<Arc<ledger_query::policy::Policy>>) {
+        self.state.offer(policy);
+    }
+
     /// The handle connections read the registry and policies from.
     pub fn shared(&self) -> Shared {
         self.shared.clone()

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod connections;
 pub mod intake;
+pub mod outcome;
 pub mod publish;
 pub mod redact;
 pub mod server;
