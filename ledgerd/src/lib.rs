@@ -18,6 +18,7 @@ pub mod counters;
 pub mod daemon;
 pub mod datadir;
 pub mod engine;
+pub mod evidence;
 pub mod intake;
 pub mod log;
 pub mod projection;
