@@ -1,5 +1,8 @@
-//! Evidence bundles (issue 7) against a real daemon: export one, check it offline, then
-//! tamper with copies and see each change named; garbled files never panic the verifier.
+//! Evidence bundles (issues 7 and 13) against a real daemon: export one, check it offline,
+//! then tamper with copies and see each change named; garbled files never panic the
+//! verifier. Every verdict of `ledgerctl verify-bundle` is also asked of the independent
+//! Python verifier written from docs/FORMAT.md (`tests/interop/verify_bundle.py`), and the
+//! two must agree.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -69,14 +72,66 @@ fn verify(daemon: &Daemon, dir: &Path, key: &Path) -> Output {
     daemon.ctl(&["verify-bundle", dir.to_str().expect("utf-8"), "--key", key.to_str().expect("utf-8")])
 }
 
-/// Runs verify-bundle on a tampered copy and checks that it fails with exit 1 naming `what`.
+/// The second verifier, written from docs/FORMAT.md alone (`blake3` and `pynacl` from
+/// PyPI, installed by `.ci/run`).
+fn python_verify(dir: &Path, key: &Path) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/verify_bundle.py");
+    std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg("--key")
+        .arg(key)
+        .output()
+        .expect("run python3 tests/interop/verify_bundle.py (pip install -r tests/interop/requirements.txt)")
+}
+
+/// Both verifiers accept the bundle.
+fn accepted(daemon: &Daemon, dir: &Path, key: &Path) {
+    let out = verify(daemon, dir, key);
+    assert!(ok(&out).starts_with("ok: "), "{}", stdout(&out));
+    let py = python_verify(dir, key);
+    assert_eq!(py.status.code(), Some(0), "the Python verifier refused {}: {}", dir.display(), stderr(&py));
+}
+
+/// Runs both verifiers on a tampered copy: each must fail it with exit 1, `ledgerctl`
+/// naming `what`, the Python one with a named check (never a crash).
 fn caught(daemon: &Daemon, dir: &Path, key: &Path, what: &[&str]) -> String {
     let out = verify(daemon, dir, key);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{}: stdout {} stderr {err}", dir.display(), stdout(&out));
     assert!(what.iter().all(|w| err.contains(w)), "{}: expected {what:?} in: {err}", dir.display());
-    println!("{}: {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(), err.trim());
+    let py = python_verify(dir, key);
+    let py_err = stderr(&py);
+    assert!(
+        py.status.code() == Some(1) && py_err.starts_with("FAILED "),
+        "{}: ledgerctl refused it ({}), the Python verifier said {:?}: {py_err}",
+        dir.display(),
+        err.trim(),
+        py.status.code()
+    );
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    println!(
+        "{name}: {}
+{name} (python): {}",
+        err.trim(),
+        py_err.trim()
+    );
     err
+}
+
+/// Both verifiers give the same verdict (exit code).
+fn agree(daemon: &Daemon, dir: &Path, key: &Path) -> Output {
+    let out = verify(daemon, dir, key);
+    let py = python_verify(dir, key);
+    assert_eq!(
+        out.status.code(),
+        py.status.code(),
+        "{}: ledgerctl {} / python {}",
+        dir.display(),
+        stderr(&out).trim(),
+        stderr(&py).trim()
+    );
+    out
 }
 
 fn edit_lines(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
@@ -254,8 +309,7 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
 
     render_summary(&bundle.join("summary.html"), tmp.path());
 
-    let good = verify(&daemon, &bundle, &key);
-    assert!(ok(&good).starts_with("ok: "), "{}", stdout(&good));
+    accepted(&daemon, &bundle, &key);
     let own = daemon.ctl(&["verify-bundle", bundle.to_str().expect("utf-8")]);
     assert!(ok(&own).starts_with("ok: ") && stderr(&own).contains("NOT against a key obtained out of band"));
 
@@ -267,7 +321,7 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
     let mut reader = csv::Reader::from_path(narrowed.join(EVENTS)).expect("csv");
     let agents: Vec<String> = reader.records().map(|r| r.expect("row")[3].to_string()).collect();
     assert_eq!(agents, ["ops-bot", "ops-bot"]);
-    assert!(ok(&verify(&daemon, &narrowed, &key)).starts_with("ok: "));
+    accepted(&daemon, &narrowed, &key);
     let again = daemon.ctl(&["evidence", "--from", &from, "--to", &to, "--out", narrowed_str]);
     assert_eq!(again.status.code(), Some(2), "a non-empty --out is refused: {}", stderr(&again));
     // A period without entries is refused, and no half-written bundle is left behind.
@@ -349,6 +403,9 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
     std::fs::write(dir.join(MANIFEST), forger.sign(&body).expect("sign")).expect("write");
     let self_consistent = daemon.ctl(&["verify-bundle", dir.to_str().expect("utf-8")]);
     assert!(ok(&self_consistent).starts_with("ok: ") && stderr(&self_consistent).contains("WARNING"));
+    let forger_key = tmp.path().join("forger.vkey");
+    std::fs::write(&forger_key, forger.verifier().to_vkey_string()).expect("write");
+    accepted(&daemon, &dir, &forger_key);
     caught(&daemon, &dir, &key, &["MANIFEST", "signature"]);
 
     // Truncated, garbled and missing files: a named failure (exit 1), never a panic.
@@ -375,8 +432,8 @@ fn issue_7_evidence_bundle_verifies_and_every_tampering_is_named() {
         // Re-signed, the manifest is whole again; the damaged data must still be refused
         // (an extra file or a fresh manifest is then legitimately fine).
         resign(&daemon, &dir);
-        let out = verify(&daemon, &dir, &key);
-        let fine_when_resigned = matches!(name, "empty-manifest" | "extra-file");
+        let out = agree(&daemon, &dir, &key);
+        let fine_when_resigned = name == "empty-manifest";
         assert!(
             out.status.code() == Some(1) || (fine_when_resigned && out.status.success()),
             "{name} re-signed: {:?} {}",
