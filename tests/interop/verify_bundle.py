@@ -715,14 +715,16 @@ def verify(root, key_path):
             fail("policy_changes.csv", f"line {line}: listed twice")
         listed.add(seq)
         named.add(file)
-        versions.setdefault(e["agent"], []).append(e["policy_version"])
+        versions.setdefault(e["agent"], []).append((e["policy_version"], seq))
     for seq, e in kept.items():
         if first <= seq <= last and e["kind"] == 6 and (e["agent"] == "*" or wanted(e["agent"])) and seq not in listed:
             fail("policy_changes.csv", f"the policy change of entry {seq} is not listed")
     for agent, vs in versions.items():
         vs.sort()
-        if any(b != a + 1 for a, b in zip(vs, vs[1:])):
+        if any(b[0] != a[0] + 1 for a, b in zip(vs, vs[1:])):
             fail("policy_changes.csv", f"the versions of {agent!r} are not consecutive")
+        if vs[0][0] > 1 and first <= vs[0][1] <= last:
+            fail("policy_changes.csv", f"the version of {agent!r} in force at the period's start is not listed")
     for extra in sorted(policy_files - named):
         fail("policy_changes.csv", f"{extra} is in the bundle but no row names it")
     return f"ok: entries {first}..={last} of {origin} size {size}, export entry {proof['export_seq']}"

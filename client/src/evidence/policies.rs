@@ -106,7 +106,7 @@ pub fn check(
     }
     let mut listed: BTreeSet<u64> = BTreeSet::new();
     let mut files: BTreeSet<String> = BTreeSet::new();
-    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut versions: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     for (i, record) in records.enumerate() {
         let line = i + 2;
         let record = record.map_err(|e| format!("line {line}: {e}"))?;
@@ -123,7 +123,8 @@ pub fn check(
         for ((column, have), want) in COLUMNS.iter().zip(record.iter()).zip(&version.row) {
             if have != ledger_query::neutralise(want) {
                 return Err(format!(
-                    "line {line} (entry {seq}), column {column}: the CSV says {have:?}, the signed leaf says {want:?}"
+                    "line {line} (entry {seq}), column {column}: the CSV says {have:?}, the signed leaf says {:?}",
+                    ledger_query::neutralise(want)
                 ));
             }
         }
@@ -141,7 +142,7 @@ pub fn check(
         if !listed.insert(seq) || !files.insert(file.clone()) {
             return Err(format!("line {line}: entry {seq} is listed twice"));
         }
-        versions.entry(leaf.agent.clone()).or_default().push(leaf.policy_version);
+        versions.entry(leaf.agent.clone()).or_default().push((leaf.policy_version, seq));
     }
     // Every change in the period is listed, and each agent's versions follow each other.
     for (seq, leaf) in claims.leaves.range(claims.first_seq..=claims.last_seq) {
@@ -151,8 +152,19 @@ pub fn check(
     }
     for (agent, mut list) in versions {
         list.sort_unstable();
-        if list.windows(2).any(|w| w[1] != w[0] + 1) {
-            return Err(format!("the versions listed for agent {agent:?} are not consecutive: {list:?}"));
+        if list.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+            let numbers: Vec<u64> = list.iter().map(|v| v.0).collect();
+            return Err(format!("the versions listed for agent {agent:?} are not consecutive: {numbers:?}"));
+        }
+        // A first listed version set inside the period replaced one in force at its start.
+        if let Some(&(version, seq)) = list.first()
+            && version > 1
+            && (claims.first_seq..=claims.last_seq).contains(&seq)
+        {
+            return Err(format!(
+                "version {} of agent {agent:?}, in force at the start of the period, is not listed",
+                version - 1
+            ));
         }
     }
     if let Some(extra) = claims.files.difference(&files).next() {

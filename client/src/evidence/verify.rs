@@ -286,8 +286,10 @@ fn check_proven(
 fn check_export(proof: &ProofFile, kept: &BTreeMap<u64, pb::Entry>) -> Result<(), BundleError> {
     let check = "export entry";
     let seq = proof.export_seq;
-    let entry = kept.get(&seq).ok_or_else(|| {
-        fail(check, format!("entry {seq} is neither in leaves.bin nor proven in proof.json"))
+    // The range's entries of other kinds are not kept.
+    let entry = kept.get(&seq).ok_or_else(|| match (proof.start..proof.end).contains(&seq) {
+        true => fail(check, format!("entry {seq} of leaves.bin is not evidence_exported")),
+        false => fail(check, format!("entry {seq} is neither in leaves.bin nor proven in proof.json")),
     })?;
     if entry.kind != pb::Kind::EvidenceExported as i32 {
         return Err(fail(
