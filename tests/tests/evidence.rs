@@ -734,7 +734,7 @@ fn issue_13_policy_files_never_overwrite_each_other() {
         assert!(files.contains(expected), "{expected} in {files:?}");
     }
     // The versions set before the period are proven on their own in proof.json.
-    assert!(read_proof(&bundle).entries.len() >= CLASHING.len() + 1);
+    assert!(read_proof(&bundle).entries.len() > CLASHING.len(), "the default and six agents");
 }
 
 #[test]
@@ -857,7 +857,8 @@ fn issue_13_manifest_covers_every_file_and_policies_match_the_log() {
 
 #[test]
 fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
-    let daemon = Daemon::start();
+    let mut daemon = Daemon::start();
+    let _keep = daemon.keep_dir();
     let tmp = tempfile::tempdir().expect("tempdir");
     let key = daemon.data_dir.join("verifier.vkey");
     decide(&daemon, "bot", "db.query", "{}", "allow", "before");
@@ -910,4 +911,58 @@ fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
     let now_trusted: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("json");
     assert!(now_trusted["size"].as_u64() > Some(cp.size), "{now_trusted}");
+
+    // `ledgerctl verify --checkpoint` with the whole-second note: the log still holds it.
+    let old_file = tmp.path().join("old.note");
+    std::fs::write(&old_file, &old_note).expect("write");
+    let out = daemon.ctl(&[
+        "verify",
+        "--checkpoint",
+        old_file.to_str().expect("utf-8"),
+        "--key",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+
+    // A daemon whose last stored checkpoint has whole seconds (as one before issue 13
+    // left it) starts, rotates its key, and verify --state from that checkpoint follows.
+    let data = daemon.data_dir.clone();
+    assert!(daemon.stop(), "ledgerd stops cleanly");
+    let last_note = {
+        let store = ledgerd::store::Store::open(&data.join("store"), 8 << 20).expect("open store");
+        let (stored_key, note) = store.checkpoints.last().expect("read").expect("a checkpoint");
+        let note = String::from_utf8(note.to_vec()).expect("utf-8");
+        let mut last = trusted.verify_checkpoint(&note).expect("checkpoint");
+        let t: jiff::Timestamp = ledger_client::state::checkpoint_time(&last).expect("time");
+        last.extensions = vec![format!("time {}", t.strftime("%Y-%m-%dT%H:%M:%SZ"))];
+        let whole_note = signer.sign_checkpoint(&last).expect("sign");
+        let mut newer = stored_key.to_vec();
+        let ns = u64::from_be_bytes(newer[8..16].try_into().expect("16-byte key")) + 1;
+        newer[8..].copy_from_slice(&ns.to_be_bytes());
+        store.checkpoints.insert(newer, whole_note.as_bytes()).expect("insert");
+        store.checkpoints.flush().expect("flush");
+        whole_note
+    };
+    let state_text = serde_json::json!({
+        "format": ledger_client::state::FORMAT,
+        "key": trusted.to_vkey_string(),
+        "note": last_note,
+        "size": 0,
+        "root": "",
+        "trusted_at": whole.to_string(),
+    });
+    std::fs::write(&state, state_text.to_string()).expect("write state");
+    let out = std::process::Command::new(ledger_tests::bin("ledgerd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--rotate-key")
+        .env("LEDGERD_LOG", "warn")
+        .output()
+        .expect("ledgerd --rotate-key");
+    assert!(out.status.success(), "rotate: {}", stderr(&out));
+    let daemon = Daemon::start_in(&data).expect("ledgerd starts after the rotation");
+    decide(&daemon, "bot", "db.query", "{}", "allow", "after the rotation");
+    let out = daemon.ctl(&["verify", "--state", state.to_str().expect("utf-8"), "--full"]);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("followed a key rotation"), "{}", stdout(&out));
 }
