@@ -553,6 +553,17 @@ def read_leaves(data):
     return leaves
 
 
+def decode_leaf(leaf, seq, check, what):
+    """The entry of a leaf that must be the canonical leaf of entry `seq`."""
+    try:
+        e = decode_entry(leaf)
+    except ValueError as err:
+        fail(check, f"leaf of entry {seq}: {err}")
+    if e["seq"] != seq:
+        fail(check, f"{what} should be entry {seq}, it is entry {e['seq']}")
+    return e
+
+
 def verify(root, key_path):
     if not os.path.isdir(root):
         raise Usage(f"{root} is not a directory")
@@ -583,12 +594,7 @@ def verify(root, key_path):
     prev_time, in_period = None, None
     for i, leaf in enumerate(read_leaves(read(root, "leaves.bin"))):
         seq = start + i
-        try:
-            e = decode_entry(leaf)
-        except ValueError as err:
-            fail("leaves.bin", f"leaf of entry {seq}: {err}")
-        if e["seq"] != seq:
-            fail("leaves.bin", f"leaf {i} should be entry {seq}, it is entry {e['seq']}")
+        e = decode_leaf(leaf, seq, "leaves.bin", f"leaf {i}")
         if prev_time is not None and e["time_unix_nanos"] < prev_time:
             fail("leaves.bin", f"entry {seq} is older than the entry before it")
         prev_time = e["time_unix_nanos"]
@@ -614,12 +620,7 @@ def verify(root, key_path):
         path = [parse_hash(h) for h in p["path"]]
         if leaf is None or None in path:
             fail("proof.json", f"entries: entry {seq} is not hex")
-        try:
-            e = decode_entry(leaf)
-        except ValueError as err:
-            fail("proof.json", f"entries: entry {seq}: {err}")
-        if e["seq"] != seq:
-            fail("proof.json", f"entries: entry {seq} holds entry {e['seq']}")
+        e = decode_leaf(leaf, seq, "proof.json", "entries: the leaf")
         if not verify_inclusion(leaf_hash(leaf), seq, size, path, cp_root):
             fail("inclusion proof", f"entry {seq} is not in the checkpoint's tree")
         kept[seq] = e

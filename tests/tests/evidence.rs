@@ -855,6 +855,20 @@ fn issue_13_manifest_covers_every_file_and_policies_match_the_log() {
     caught(&daemon, &dir, &key, &["verifier.vkey", "not the --key"]);
 }
 
+/// Writes a `verify --state` file that trusts `note` under `key`.
+fn trust(state: &Path, key: &NoteVerifier, note: &str) {
+    let cp = key.verify_checkpoint(note).expect("checkpoint");
+    let text = serde_json::json!({
+        "format": ledger_client::state::FORMAT,
+        "key": key.to_vkey_string(),
+        "note": note,
+        "size": cp.size,
+        "root": ledger_proto::hex(&cp.root),
+        "trusted_at": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(state, text.to_string()).expect("write state");
+}
+
 #[test]
 fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
     let mut daemon = Daemon::start();
@@ -895,15 +909,7 @@ fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
     // ... and as the trusted checkpoint of `verify --state`, which then moves on to the
     // daemon's newer checkpoints.
     let state = tmp.path().join("state.json");
-    let state_text = serde_json::json!({
-        "format": ledger_client::state::FORMAT,
-        "key": trusted.to_vkey_string(),
-        "note": old_note,
-        "size": cp.size,
-        "root": ledger_proto::hex(&cp.root),
-        "trusted_at": whole.to_string(),
-    });
-    std::fs::write(&state, state_text.to_string()).expect("write state");
+    trust(&state, &trusted, &old_note);
     decide(&daemon, "bot", "db.query", "{}", "allow", "after");
     ok(&daemon.ctl(&["checkpoint", "--new"]));
     let out = daemon.ctl(&["verify", "--state", state.to_str().expect("utf-8"), "--full"]);
@@ -943,22 +949,8 @@ fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
         store.checkpoints.flush().expect("flush");
         whole_note
     };
-    let state_text = serde_json::json!({
-        "format": ledger_client::state::FORMAT,
-        "key": trusted.to_vkey_string(),
-        "note": last_note,
-        "size": 0,
-        "root": "",
-        "trusted_at": whole.to_string(),
-    });
-    std::fs::write(&state, state_text.to_string()).expect("write state");
-    let out = std::process::Command::new(ledger_tests::bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--rotate-key")
-        .env("LEDGERD_LOG", "warn")
-        .output()
-        .expect("ledgerd --rotate-key");
+    trust(&state, &trusted, &last_note);
+    let out = ledger_tests::rotate_key(&data);
     assert!(out.status.success(), "rotate: {}", stderr(&out));
     let daemon = Daemon::start_in(&data).expect("ledgerd starts after the rotation");
     decide(&daemon, "bot", "db.query", "{}", "allow", "after the rotation");
