@@ -598,6 +598,21 @@ fn issue_13_end_of_period_cannot_be_hidden() {
     assert_eq!((details["from"].as_str(), details["to"].as_str()), (Some(from.as_str()), Some(to.as_str())));
     assert_eq!(details["agents"], serde_json::json!([]));
 
+    // A writer cannot forge an export entry: only ledgerd writes that kind.
+    let forged = runtime().block_on(async {
+        let entry = pb::NewEntry {
+            kind: pb::Kind::EvidenceExported as i32,
+            agent: "bot".into(),
+            details: details.to_string(),
+            ..Default::default()
+        };
+        daemon.client().await.append(entry).await
+    });
+    assert!(
+        forged.is_err_and(|e| e.to_string().contains("kind")),
+        "a writer's evidence_exported entry is refused"
+    );
+
     // The insider's cut: the last three entries of the period dropped, everything rebuilt
     // against the older real checkpoint, the manifest signed again. Before issue 13 this
     // verified as complete.
@@ -626,6 +641,18 @@ fn issue_13_end_of_period_cannot_be_hidden() {
     std::fs::copy(tmp.path().join("second").join(CHECKPOINT), dir.join(CHECKPOINT)).expect("copy");
     resign(&daemon, &dir);
     caught(&daemon, &dir, &key, &["export entry", "recorded an export of"]);
+
+    // RecordExport itself refuses what makes no period, and records nothing for it.
+    let refused = runtime().block_on(async {
+        let mut client = daemon.client().await;
+        let backwards = client.record_export(proof.to_unix_nanos, proof.from_unix_nanos, Vec::new()).await;
+        let future = client.record_export(i64::MAX - 1, i64::MAX, Vec::new()).await;
+        let agents = client.record_export(0, 1, vec!["a\nb".into()]).await;
+        [backwards, future, agents].map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    });
+    for r in &refused {
+        assert!(r.as_ref().is_err_and(|e| e.contains("--from") || e.contains("--agent")), "{r:?}");
+    }
 
     // An empty period records nothing and writes nothing.
     let size = daemon.ready_size();
