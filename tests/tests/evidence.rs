@@ -963,7 +963,7 @@ fn issue_13_checkpoint_times_have_nanoseconds_and_whole_seconds_still_verify() {
     let data = daemon.data_dir.clone();
     assert!(daemon.stop(), "ledgerd stops cleanly");
     let last_note = {
-        let store = ledgerd::store::Store::open(&data.join("store"), 8 << 20).expect("open store");
+        let store = ledgerd::storage::store::Store::open(&data.join("store"), 8 << 20).expect("open store");
         let (stored_key, note) = store.checkpoints.last().expect("read").expect("a checkpoint");
         let note = String::from_utf8(note.to_vec()).expect("utf-8");
         let mut last = trusted.verify_checkpoint(&note).expect("checkpoint");
