@@ -136,7 +136,7 @@ enum Command {
     Export(ExportArgs),
     /// Write an evidence bundle for a period: entries, proofs, CSV views, summary, signed manifest
     #[command(
-        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
+        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe export is first recorded in the log (an evidence_exported entry: who asked, which period), and the bundle proves that entry. The bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
     )]
     Evidence(EvidenceArgs),
     /// Check an evidence bundle offline: manifest, checkpoint, leaves, range proof, CSV rows

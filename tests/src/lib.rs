@@ -201,6 +201,17 @@ pub fn ready_line(child: &mut std::process::Child) -> Result<Option<(String, Pat
     }
 }
 
+/// Runs `ledgerd --data-dir DATA --rotate-key` (the daemon stopped) and returns its output.
+pub fn rotate_key(data_dir: &Path) -> Output {
+    Command::new(bin("ledgerd"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--rotate-key")
+        .env("LEDGERD_LOG", "warn")
+        .output()
+        .expect("ledgerd --rotate-key")
+}
+
 /// Runs `ledgerctl --socket SOCKET ARGS` with optional stdin.
 pub fn ctl(socket: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
     use std::io::Write;

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod connections;
+pub mod evidence;
 pub mod intake;
 pub mod outcome;
 pub mod publish;
