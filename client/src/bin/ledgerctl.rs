@@ -635,9 +635,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        // Query errors are already rendered, caret and all.
+        // Query errors are already rendered, caret and all; stderr gets them with the final
+        // newline every other message has.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            eprint!("{e}");
+            eprintln!("{}", e.to_string().trim_end_matches('\n'));
             ExitCode::from(2)
         }
         Err(e)
@@ -646,7 +647,7 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            eprint!("{e}");
+            eprintln!("{}", e.to_string().trim_end_matches('\n'));
             ExitCode::from(2)
         }
         Err(e) => {
@@ -1245,12 +1246,45 @@ fn export_query(args: &ExportArgs) -> String {
     parts.join(" and ")
 }
 
+/// Checks `--query` on its own, before it is joined with the other flags: it must be one
+/// filter expression. Errors point into the text the user wrote, and a pipeline stage or a
+/// period is named as such (the joined query would otherwise put a caret in text nobody
+/// wrote, and unbalanced parentheses could escape the `--from`/`--to` bounds).
+fn check_export_filter(text: &str) -> anyhow::Result<()> {
+    let Err(errors) = ledger_query::parse_condition(text) else { return Ok(()) };
+    let mut rendered = Vec::new();
+    for e in errors.errors() {
+        let mut e = e.clone();
+        let at = text.get(e.start..).unwrap_or("").trim_start();
+        let word = at.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        if at.starts_with('|') {
+            e.message = "`--query` takes a filter expression, not pipeline stages".to_string();
+            e.label = "a stage starts here".to_string();
+            e.help = Some(
+                "export writes whole entries; for `| count`, `| fields` and the like run `ledgerctl query`"
+                    .to_string(),
+            );
+        } else if e.start == text.len() - text.trim_start().len()
+            && ["last", "since", "until", "during"].contains(&word.as_str())
+        {
+            e.message = "`--query` takes a filter expression, not a period".to_string();
+            e.label = "a period starts here".to_string();
+            e.help = Some("give the period with `--from` and `--to`".to_string());
+        }
+        rendered.push(e.render(text));
+    }
+    Err(Rendered(rendered.join("\n\n")).into())
+}
+
 /// Time flags may be written as in queries (`2026-01-01`, `7d ago`, RFC 3339).
 fn time_literal(t: &str) -> String {
     t.trim().to_string()
 }
 
 async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    if let Some(filter) = &args.query {
+        check_export_filter(filter)?;
+    }
     let text = export_query(args);
     check_query(&text)?;
     let (tz_name, tz) = time_zone(args.tz.as_deref())?;
