@@ -143,7 +143,9 @@ impl Ord for Value<'_> {
             // 30.0 are one value; NaN, which no JSON holds, sorts after every number.
             (Value::Float(a), Value::Float(b)) => a.partial_cmp(b).unwrap_or_else(|| a.total_cmp(b)),
             (Value::Int(a), Value::Float(b)) => int_float_cmp(*a, *b).unwrap_or(Ordering::Less),
-            (Value::Float(a), Value::Int(b)) => int_float_cmp(*b, *a).map_or(Ordering::Greater, Ordering::reverse),
+            (Value::Float(a), Value::Int(b)) => {
+                int_float_cmp(*b, *a).map_or(Ordering::Greater, Ordering::reverse)
+            }
             (Value::Str(a), Value::Str(b)) | (Value::Json(a), Value::Json(b)) => a.cmp(b),
             (Value::Time(a), Value::Time(b)) => a.cmp(b),
             (Value::Weekday(a), Value::Weekday(b)) => a.cmp(b),

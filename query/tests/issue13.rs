@@ -95,7 +95,10 @@ fn json_numbers_30_and_30_0_are_one_value_for_eq_grouping_dcount_top_and_sort() 
     assert_eq!(cells(&run("| count by params.t", &data)), vec!["7|1", "30|4", "30.5|1", "30|1"]);
     // The last group is the string "30": the table shows it as text, JSON as a string.
     let (_, _, json) = writers(&run("| count by params.t", &data));
-    assert!(json.contains(r#"{"params.t":30,"count":4}"#) && json.contains(r#"{"params.t":"30","count":1}"#), "{json}");
+    assert!(
+        json.contains(r#"{"params.t":30,"count":4}"#) && json.contains(r#"{"params.t":"30","count":1}"#),
+        "{json}"
+    );
     assert_eq!(cells(&run("| stats dcount(params.t) as d", &data)), vec!["4"]);
     assert_eq!(cells(&run("| top 2 params.t", &data)), vec!["30|4", "7|1"]);
     // Stable: the four equal values keep log order.
@@ -111,7 +114,8 @@ fn json_numbers_30_and_30_0_are_one_value_for_eq_grouping_dcount_top_and_sort() 
 
 #[test]
 fn json_numbers_have_one_rendering_in_table_csv_and_json() {
-    let data = entries(&[r#"{"v":30.0}"#, r#"{"v":2.5}"#, r#"{"v":1e20}"#, r#"{"v":-0.0}"#, r#"{"v":1.5e-7}"#]);
+    let data =
+        entries(&[r#"{"v":30.0}"#, r#"{"v":2.5}"#, r#"{"v":1e20}"#, r#"{"v":-0.0}"#, r#"{"v":1.5e-7}"#]);
     let rs = run("| fields params.v", &data);
     let (table, csv, json) = writers(&rs);
     let want = ["30", "2.5", "1e+20", "0", "1.5e-7"];
@@ -149,9 +153,10 @@ fn large_json_integers_compare_exactly_not_through_floats() {
 #[test]
 fn first_and_last_skip_missing_values() {
     let data = entries(&[r#"{}"#, r#"{"r":"x"}"#, r#"{"r":"y"}"#, r#"{}"#]);
-    assert_eq!(cells(&run("| stats first(params.r), last(params.r), count(params.r), count()", &data)), vec![
-        "x|y|2|4"
-    ]);
+    assert_eq!(
+        cells(&run("| stats first(params.r), last(params.r), count(params.r), count()", &data)),
+        vec!["x|y|2|4"]
+    );
 }
 
 #[test]
@@ -176,7 +181,8 @@ fn order_across_json_types_and_max_over_objects() {
 
 #[test]
 fn tilde_on_a_json_array_matches_any_element() {
-    let data = entries(&[r#"{"p":["/etc/passwd","/tmp/x"]}"#, r#"{"p":["/tmp/y"]}"#, r#"{"p":"/etc/hosts"}"#]);
+    let data =
+        entries(&[r#"{"p":["/etc/passwd","/tmp/x"]}"#, r#"{"p":["/tmp/y"]}"#, r#"{"p":"/etc/hosts"}"#]);
     assert_eq!(seqs(&run("params.p ~ \"/etc/*\" | fields seq", &data)), vec![0, 2]);
     assert_eq!(seqs(&run("params.p !~ \"/etc/*\" | fields seq", &data)), vec![1]);
     assert_eq!(seqs(&run("params.p has \"/tmp/y\" | fields seq", &data)), vec![1]);
@@ -209,12 +215,10 @@ fn enum_group_keys_sort_by_name() {
     data[1].kind = "access_refused";
     data[2].kind = "decision";
     data[3].kind = "agent_registered";
-    assert_eq!(cells(&run("| count by kind", &data)), vec![
-        "access_refused|1",
-        "agent_registered|1",
-        "decision|1",
-        "outcome|1"
-    ]);
+    assert_eq!(
+        cells(&run("| count by kind", &data)),
+        vec!["access_refused|1", "agent_registered|1", "decision|1", "outcome|1"]
+    );
     data[0].decision = "deny";
     assert_eq!(cells(&run("| count by decision", &data)), vec!["allow|3", "deny|1"]);
 }
