@@ -238,3 +238,20 @@ fn zero_duration_allowed_by_the_grammar_is_accepted() {
     let e = &err.errors()[0];
     assert_eq!((e.code, &q[e.start..e.end]), (Code::Q306, "0s"), "{}", err.render(q));
 }
+
+/// The same fix seen from a policy: before it, a command with a line break in front of
+/// `rm -rf` (or pretty-printed params) slipped past a `**` deny rule.
+#[test]
+fn double_star_in_a_policy_deny_rule_sees_across_line_breaks() {
+    use ledger_query::policy::{Call, Effect, Policy};
+    let text = "rule no-rm: deny params.cmd ~ \"**rm -rf**\"\nrule no-sudo: deny params ~ \"**sudo**\"\ndefault allow\n";
+    let p = Policy::parse(text).unwrap_or_else(|e| panic!("{}", e.render(text)));
+    let decide = |params: &str| {
+        let d = p.evaluate(&Call::new("shell.exec", params));
+        (d.effect, d.rule_id.to_string())
+    };
+    assert_eq!(decide(r#"{"cmd":"echo hi\nrm -rf /"}"#), (Effect::Deny, "no-rm".to_string()));
+    assert_eq!(decide(r#"{"cmd":"rm -rf /\n"}"#), (Effect::Deny, "no-rm".to_string()));
+    assert_eq!(decide("{\n  \"cmd\": \"sudo ls\"\n}"), (Effect::Deny, "no-sudo".to_string()));
+    assert_eq!(decide(r#"{"cmd":"ls\n-la"}"#), (Effect::Allow, "default".to_string()));
+}

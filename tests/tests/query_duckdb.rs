@@ -156,7 +156,8 @@ macro_rules! seqs_where {
 }
 
 /// `(query, SQL, formats)`. Filters are checked through `| fields seq`; `{T:n}` in a query
-/// stands for the time of entry `n` (and `(SELECT ts FROM e WHERE seq = n)` in SQL). A
+/// stands for the time of entry `n` (and `(SELECT ts FROM e WHERE seq = n)` in SQL), `{D:n}`
+/// for its date. A
 /// query starting with `export:` runs `ledgerctl export --query` with the rest.
 const CASES: &[(&str, &str, &str)] = &[
     // ---- operators on strings and enums
@@ -296,6 +297,25 @@ const CASES: &[(&str, &str, &str)] = &[
     ("params ~ \"**\\\"n\\\":30**\"", seqs_where!("contains(params, '\"n\":30')"), "csv"),
     // ---- time
     ("time >= {T:200}", seqs_where!("ts >= (SELECT ts FROM e WHERE seq = 200)"), "csv"),
+    ("until {T:40}", seqs_where!("ts < (SELECT ts FROM e WHERE seq = 40)"), "csv"),
+    (
+        "during {D:3} kind = decision",
+        seqs_where!(
+            "strftime(ts, '%Y-%m-%d') = (SELECT strftime(ts, '%Y-%m-%d') FROM e WHERE seq = 3) AND kind = 'decision'"
+        ),
+        "csv",
+    ),
+    (
+        "date(time) = {D:3} and weekday(time) in [mon, tue, wed, thu, fri, sat, sun] and hour(time) <= 23",
+        seqs_where!("strftime(ts, '%Y-%m-%d') = (SELECT strftime(ts, '%Y-%m-%d') FROM e WHERE seq = 3)"),
+        "csv",
+    ),
+    (
+        "policy_check in [no_policy, mismatch]",
+        seqs_where!("policy_check IN ('no_policy', 'mismatch')"),
+        "csv",
+    ),
+    ("policy_check = match", seqs_where!("policy_check = 'match'"), "csv"),
     (
         "since {T:100} until {T:150}",
         seqs_where!("ts >= (SELECT ts FROM e WHERE seq = 100) AND ts < (SELECT ts FROM e WHERE seq = 150)"),
@@ -506,10 +526,13 @@ async fn query_language_agrees_with_duckdb_on_the_export() {
     let mut checks = Vec::new();
     for (query, sql, formats) in CASES {
         let mut query = query.to_string();
-        while let Some(start) = query.find("{T:") {
+        while let Some(start) = query.find("{T:").or_else(|| query.find("{D:")) {
             let end = start + query[start..].find('}').expect("closed placeholder");
             let seq: usize = query[start + 3..end].parse().expect("a seq in the placeholder");
-            query.replace_range(start..=end, &time_of(seq));
+            let time = time_of(seq);
+            // `{D:n}`: the (UTC) date of entry n.
+            let value = if &query[start..start + 3] == "{D:" { time[..10].to_string() } else { time };
+            query.replace_range(start..=end, &value);
         }
         for format in formats.split(' ') {
             let out = match query.strip_prefix("export:") {
