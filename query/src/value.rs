@@ -219,7 +219,7 @@ fn int_float_cmp(a: i64, b: f64) -> Option<Ordering> {
 
 /// How a float is written by every writer (table, CSV, JSON) and matched by `~`: the
 /// shortest text that reads back as the same float, as JSON writes it (`2.5`, `1e+20`,
-/// `1.5e-7`). Integral floats never get here as `Value::Float` (see [`Value::number`]).
+/// `1.5e-7`). Integral floats within `i64` never get here (see [`Value::number`]).
 pub(crate) fn float_text(x: f64) -> String {
     serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string())
 }
