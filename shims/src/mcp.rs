@@ -206,12 +206,18 @@ fn with_newline(line: String) -> Vec<u8> {
     bytes
 }
 
-/// Sends a heartbeat every `every` (the first one interval after the start) until aborted.
-async fn heartbeats(shared: Arc<Shared>, every: Duration) {
+/// Sends a heartbeat every `every` (the first one interval after the start) until `stop`
+/// fires. It is told to stop, not aborted: an abort could drop a heartbeat whose request had
+/// already left, and the daemon could then record it after the exit heartbeat, which must be
+/// the proxy's last word.
+async fn heartbeats(shared: Arc<Shared>, every: Duration, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = &mut stop => return,
+        }
         let result = shared.decider.lock().await.heartbeat(false).await;
         if let Err(e) = result {
             eprintln!(
@@ -266,7 +272,10 @@ where
         client_info: Mutex::new(None),
     });
 
-    let beat = (!heartbeat.is_zero()).then(|| tokio::spawn(heartbeats(shared.clone(), heartbeat)));
+    let beat = (!heartbeat.is_zero()).then(|| {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        (stop, tokio::spawn(heartbeats(shared.clone(), heartbeat, stopped)))
+    });
     let last_beat = shared.clone();
 
     // One writer for the client, fed by both directions.
@@ -345,8 +354,14 @@ where
             let _ = child.start_kill();
         }
     }
-    if let Some(beat) = beat {
-        beat.abort();
+    if let Some((stop, beat)) = beat {
+        // A heartbeat under way finishes (recorded or failed) before the exit heartbeat; one
+        // that hangs (a stopped daemon) is given up after the grace.
+        let _ = stop.send(());
+        let abort = beat.abort_handle();
+        if tokio::time::timeout(CHILD_GRACE, beat).await.is_err() {
+            abort.abort();
+        }
     }
     let status = match tokio::time::timeout(CHILD_GRACE, child.wait()).await {
         Ok(Ok(status)) => status.code().unwrap_or(2),
