@@ -649,10 +649,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        // Query errors are already rendered, caret and all.
+        // Query errors are already rendered, caret and all; stderr gets them with the final
+        // newline every other message has.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            let text = e.to_string();
-            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e)
@@ -661,8 +661,7 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            let text = e.to_string();
-            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e) => {

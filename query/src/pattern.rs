@@ -66,7 +66,8 @@ fn describe(e: &regex_automata::meta::BuildError) -> String {
 /// Translates a glob into an anchored regex.
 ///
 /// - `*` matches any run of characters within one path segment (not `/`);
-/// - `**` matches across segments (anything, `/` included); `/**/` also matches a single `/`;
+/// - `**` matches across segments (anything, `/` and newlines included); `/**/` also matches
+///   a single `/`;
 /// - `?` matches one character other than `/`;
 /// - `\` makes the next character literal;
 /// - every other character, `.` included, matches itself.
@@ -81,12 +82,13 @@ pub fn glob_to_regex(glob: &str) -> String {
                 while chars.get(i) == Some(&'*') {
                     i += 1;
                 }
-                // `/**/` may stand for no directory at all.
+                // `/**/` may stand for no directory at all. `(?s)`: `**` matches anything,
+                // newlines included, as `*` and `?` do (their classes include `\n`).
                 if re.ends_with('/') && chars.get(i) == Some(&'/') {
-                    re.push_str("(?:.*/)?");
+                    re.push_str("(?s:.*/)?");
                     i += 1;
                 } else {
-                    re.push_str(".*");
+                    re.push_str("(?s:.*)");
                 }
                 continue;
             }
@@ -129,5 +131,17 @@ mod tests {
         assert!(!m(r"a\*", "ab"));
         assert!(m("", ""));
         assert!(m(r"x\", r"x\"));
+    }
+
+    /// Issue 13: `**` matched no newline while `*` and `?` did, so `not reason ~ "**"`
+    /// counted every multi-line reason as missing.
+    #[test]
+    fn double_star_matches_newlines() {
+        assert!(m("**", "line one\nline two"));
+        assert!(m("*", "a\nb"));
+        assert!(m("a?b", "a\nb"));
+        assert!(m("**rm -rf**", "echo\nrm -rf /\n"));
+        assert!(m("/srv/**/x", "/srv/a\nb/x"));
+        assert!(m("a/**", "a/\n"));
     }
 }

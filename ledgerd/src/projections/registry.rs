@@ -231,6 +231,9 @@ impl State {
                         "agent {name:?} is already registered; update it with `ledgerctl agents update`, or retire it first"
                     )));
                 }
+                // The registration introduces the id: it carries it in `agent_id` like every
+                // later entry of the agent, so `agent_id = "…"` finds the agent's whole life.
+                entry.agent_id = details.id.clone();
             }
             Ok(Kind::AgentUpdated | Kind::AgentRetired) => {
                 let agent = active.ok_or_else(|| match self.agent(&name) {
