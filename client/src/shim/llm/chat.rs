@@ -1,0 +1,259 @@
+//! OpenAI Chat Completions: `choices[].message.tool_calls` in a response (whole, or
+//! streamed as `delta.tool_calls[index]` fragments, the id and name only in the first,
+//! ended by the choice's `finish_reason`), and `role: tool` messages and `tools` in a
+//! request.
+//!
+//! A choice's tool calls are held until its `finish_reason` arrives; then each is decided,
+//! the allowed ones are sent whole (one delta each, re-indexed 0, 1, …) and each denied one
+//! becomes text in `content`. `finish_reason: tool_calls` becomes `stop` when no allowed
+//! call is left.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::decide::{Ruling, ToolCall};
+use super::outcomes::ToolResult;
+use super::rawjson::{Obj, array};
+use super::sse::Event;
+use super::stream::Rewriter;
+
+/// The calls in a response body: (choice position, call position, call).
+pub fn calls(body: &Obj) -> Vec<(usize, usize, ToolCall)> {
+    let Some(choices) = body.get("choices").and_then(|c| array(c).ok()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (ci, choice) in choices.iter().enumerate() {
+        let Ok(choice) = serde_json::from_str::<Value>(choice.get()) else { continue };
+        for (ti, tc) in choice["message"]["tool_calls"].as_array().into_iter().flatten().enumerate() {
+            out.push((ci, ti, call_of(tc)));
+        }
+    }
+    out
+}
+
+fn call_of(tc: &Value) -> ToolCall {
+    ToolCall {
+        id: tc["id"].as_str().unwrap_or_default().to_string(),
+        name: tc["function"]["name"].as_str().unwrap_or_default().to_string(),
+        args: tc["function"]["arguments"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// `content` with `extra` text added (on a line of its own after any text).
+fn with_text(content: Option<&str>, extra: &str) -> String {
+    match content {
+        Some(c) if !c.is_empty() => format!("{c}\n\n{extra}"),
+        _ => extra.to_string(),
+    }
+}
+
+/// The body with denied calls removed and their text put in `content`.
+pub fn rewrite(
+    mut body: Obj,
+    found: &[(usize, usize, ToolCall)],
+    rulings: &[Ruling],
+) -> Result<String, serde_json::Error> {
+    let Some(choices) = body.get("choices") else { return Ok(body.to_string()) };
+    let mut choices = array(choices)?;
+    for (ci, choice_raw) in choices.iter_mut().enumerate() {
+        let mine: Vec<(usize, &Ruling)> = found
+            .iter()
+            .zip(rulings)
+            .filter(|((c, _, _), _)| *c == ci)
+            .map(|((_, t, _), r)| (*t, r))
+            .collect();
+        if mine.iter().all(|(_, r)| r.allow) {
+            continue;
+        }
+        let mut choice = Obj::of(choice_raw)?;
+        let Some(message) = choice.get("message") else { continue };
+        let mut message = Obj::of(message)?;
+        let tool_calls = message.get("tool_calls").map(array).transpose()?.unwrap_or_default();
+        let mut kept = Vec::new();
+        let mut texts = Vec::new();
+        for (ti, tc) in tool_calls.into_iter().enumerate() {
+            match mine.iter().find(|(t, _)| *t == ti) {
+                Some((_, r)) if !r.allow => texts.push(r.text.clone()),
+                _ => kept.push(tc),
+            }
+        }
+        let content = with_text(message.str("content").as_deref(), &texts.join("\n\n"));
+        message.set("content", &content)?;
+        if kept.is_empty() {
+            message.remove("tool_calls");
+            if choice.str("finish_reason").as_deref() == Some("tool_calls") {
+                choice.set("finish_reason", &"stop")?;
+            }
+        } else {
+            message.set("tool_calls", &kept)?;
+        }
+        choice.set_raw("message", message.to_raw()?);
+        *choice_raw = choice.to_raw()?;
+    }
+    body.set("choices", &choices)?;
+    Ok(body.to_string())
+}
+
+/// The results of tool calls (`role: tool` messages) in a request.
+pub fn results(request: &Value) -> Vec<ToolResult> {
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for msg in request["messages"].as_array().into_iter().flatten() {
+        for tc in msg["tool_calls"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (tc["id"].as_str(), tc["function"]["name"].as_str()) {
+                names.insert(id.to_string(), name.to_string());
+            }
+        }
+        if msg["role"] == "tool"
+            && let Some(id) = msg["tool_call_id"].as_str()
+        {
+            out.push(ToolResult {
+                id: id.to_string(),
+                tool: names.get(id).cloned(),
+                content: msg.get("content").map_or_else(String::new, Value::to_string),
+                is_error: false,
+            });
+        }
+    }
+    out
+}
+
+/// The name of a function tool in `tools`.
+pub fn tool_name(tool: &Value) -> Option<&str> {
+    (tool["type"] == "function").then(|| tool["function"]["name"].as_str()).flatten()
+}
+
+/// One call being assembled from fragments.
+#[derive(Default, Clone)]
+struct Partial {
+    id: String,
+    kind: String,
+    name: String,
+    args: String,
+}
+
+/// The streaming rewriter (see the module docs).
+#[derive(Default)]
+pub struct Stream {
+    /// Per choice index: its calls by their `index`.
+    pending: BTreeMap<u64, BTreeMap<u64, Partial>>,
+    /// A chunk to copy id/model/created from for the chunks the gateway writes.
+    template: Option<Value>,
+    /// The finishing chunk being held, and the choices it finishes that have calls.
+    finishing: Option<(Event, Value, Vec<u64>)>,
+}
+
+impl Rewriter for Stream {
+    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
+        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
+            out.push(ev);
+            return None;
+        };
+        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
+            out.push(ev);
+            return None;
+        };
+        let mut touched = false;
+        let mut finishing = Vec::new();
+        for choice in choices.iter_mut() {
+            let ci = choice["index"].as_u64().unwrap_or(0);
+            if let Some(tcs) =
+                choice.get_mut("delta").and_then(|d| d.as_object_mut()).and_then(|d| d.remove("tool_calls"))
+            {
+                touched = true;
+                for tc in tcs.as_array().into_iter().flatten() {
+                    let p = self
+                        .pending
+                        .entry(ci)
+                        .or_default()
+                        .entry(tc["index"].as_u64().unwrap_or(0))
+                        .or_default();
+                    let s = |x: &Value| x.as_str().unwrap_or_default().to_string();
+                    if let Some(id) = tc.get("id").filter(|x| x.is_string()) {
+                        p.id = s(id);
+                    }
+                    if let Some(k) = tc.get("type").filter(|x| x.is_string()) {
+                        p.kind = s(k);
+                    }
+                    if let Some(n) = tc["function"].get("name").filter(|x| x.is_string()) {
+                        p.name.push_str(&s(n));
+                    }
+                    if let Some(a) = tc["function"].get("arguments").filter(|x| x.is_string()) {
+                        p.args.push_str(&s(a));
+                    }
+                }
+            }
+            if !choice["finish_reason"].is_null() && self.pending.contains_key(&ci) {
+                finishing.push(ci);
+            }
+        }
+        if touched && self.template.is_none() {
+            self.template = Some(v.clone());
+        }
+        if !finishing.is_empty() {
+            let calls = finishing
+                .iter()
+                .flat_map(|ci| self.pending.get(ci).into_iter().flat_map(|m| m.values()))
+                .map(|p| ToolCall { id: p.id.clone(), name: p.name.clone(), args: p.args.clone() })
+                .collect();
+            self.finishing = Some((ev, v, finishing));
+            return Some(calls);
+        }
+        if touched {
+            // What else the chunk carried (role, content) goes on without the fragments.
+            let empty = v["choices"].as_array().is_some_and(|cs| {
+                cs.iter().all(|c| {
+                    c["finish_reason"].is_null()
+                        && c["delta"].as_object().is_none_or(|d| d.values().all(Value::is_null))
+                })
+            });
+            if !empty {
+                out.push(Event { data: v.to_string(), ..ev });
+            }
+        } else {
+            out.push(ev);
+        }
+        None
+    }
+
+    fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>) {
+        let Some((ev, mut v, finishing)) = self.finishing.take() else { return };
+        let mut rulings = rulings.iter();
+        let mut template = self.template.clone().unwrap_or_else(|| v.clone());
+        if let Some(t) = template.as_object_mut() {
+            t.remove("usage");
+        }
+        let chunk = |choice: Value| {
+            let mut c = template.clone();
+            c["choices"] = json!([choice]);
+            Event { data: c.to_string(), ..ev.clone() }
+        };
+        for ci in &finishing {
+            let calls = self.pending.remove(ci).unwrap_or_default();
+            let mut next = 0u64;
+            for p in calls.into_values() {
+                let Some(r) = rulings.next() else { break };
+                if r.allow {
+                    let kind = if p.kind.is_empty() { "function".to_string() } else { p.kind };
+                    out.push(chunk(json!({"index": ci, "delta": {"tool_calls": [{"index": next, "id": p.id, "type": kind, "function": {"name": p.name, "arguments": p.args}}]}, "logprobs": null, "finish_reason": null})));
+                    next += 1;
+                } else {
+                    out.push(chunk(json!({"index": ci, "delta": {"content": format!("\n\n{}", r.text)}, "logprobs": null, "finish_reason": null})));
+                }
+            }
+            if next == 0
+                && let Some(choice) = v["choices"]
+                    .as_array_mut()
+                    .and_then(|cs| cs.iter_mut().find(|c| c["index"].as_u64().unwrap_or(0) == *ci))
+                && choice["finish_reason"] == "tool_calls"
+            {
+                choice["finish_reason"] = "stop".into();
+            }
+        }
+        out.push(Event { data: v.to_string(), ..ev });
+    }
+
+    fn unfinished(&self) -> Option<String> {
+        self.pending.values().flat_map(|m| m.values()).next().map(|p| p.name.clone())
+    }
+}
