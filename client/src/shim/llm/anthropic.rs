@@ -108,6 +108,9 @@ struct Held {
 #[derive(Default)]
 pub struct Stream {
     held: Option<Held>,
+    /// A `message_start` whose `message.content` already holds `tool_use` blocks (the API
+    /// may send them whole there), held until they are decided, with their positions.
+    start: Option<(Event, Value, Vec<usize>)>,
     allowed: usize,
     denied: usize,
 }
@@ -123,6 +126,23 @@ impl Rewriter for Stream {
         };
         let index = v["index"].as_u64();
         match v["type"].as_str() {
+            Some("message_start") if self.held.is_none() => {
+                let found: Vec<(usize, ToolCall)> = v["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .filter(|(_, b)| b["type"] == "tool_use")
+                    .map(|(i, b)| (i, call_of(b)))
+                    .collect();
+                if found.is_empty() {
+                    out.push(ev);
+                    return None;
+                }
+                let calls = found.iter().map(|(_, c)| c.clone()).collect();
+                self.start = Some((ev, v, found.into_iter().map(|(i, _)| i).collect()));
+                Some(calls)
+            }
             Some("content_block_start")
                 if v["content_block"]["type"] == "tool_use" && self.held.is_none() =>
             {
@@ -174,6 +194,25 @@ impl Rewriter for Stream {
     }
 
     fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>) {
+        if let Some((ev, mut v, positions)) = self.start.take() {
+            for (i, r) in positions.iter().zip(rulings) {
+                if r.allow {
+                    self.allowed += 1;
+                } else {
+                    self.denied += 1;
+                    v["message"]["content"][*i] = json!({"type": "text", "text": r.text});
+                }
+            }
+            if self.denied == 0 {
+                out.push(ev);
+            } else {
+                if self.allowed == 0 && v["message"]["stop_reason"] == "tool_use" {
+                    v["message"]["stop_reason"] = "end_turn".into();
+                }
+                out.push(Event { data: v.to_string(), ..ev });
+            }
+            return;
+        }
         let Some(held) = self.held.take() else { return };
         match rulings.first() {
             Some(r) if r.allow => {

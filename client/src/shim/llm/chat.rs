@@ -230,18 +230,21 @@ impl Rewriter for Stream {
         };
         for ci in &finishing {
             let calls = self.pending.remove(ci).unwrap_or_default();
-            let mut next = 0u64;
-            for p in calls.into_values() {
-                let Some(r) = rulings.next() else { break };
+            let mine: Vec<&Ruling> = rulings.by_ref().take(calls.len()).collect();
+            // The upstream's own indexes while nothing is taken out; 0, 1, … once a call is.
+            let keep_index = mine.iter().all(|r| r.allow);
+            let mut allowed = 0u64;
+            for ((upstream_index, p), r) in calls.into_iter().zip(mine) {
                 if r.allow {
+                    let next = if keep_index { upstream_index } else { allowed };
                     let kind = if p.kind.is_empty() { "function".to_string() } else { p.kind };
                     out.push(chunk(json!({"index": ci, "delta": {"tool_calls": [{"index": next, "id": p.id, "type": kind, "function": {"name": p.name, "arguments": p.args}}]}, "logprobs": null, "finish_reason": null})));
-                    next += 1;
+                    allowed += 1;
                 } else {
                     out.push(chunk(json!({"index": ci, "delta": {"content": format!("\n\n{}", r.text)}, "logprobs": null, "finish_reason": null})));
                 }
             }
-            if next == 0
+            if allowed == 0
                 && let Some(choice) = v["choices"]
                     .as_array_mut()
                     .and_then(|cs| cs.iter_mut().find(|c| c["index"].as_u64().unwrap_or(0) == *ci))
