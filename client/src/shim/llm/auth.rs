@@ -149,7 +149,9 @@ impl Identity {
                     )));
                 }
                 Err(_) => {
-                    return Err(Refusal::Unavailable("ledgerd did not answer the token check in time".into()));
+                    return Err(Refusal::Unavailable(
+                        "ledgerd did not answer the token check in time".into(),
+                    ));
                 }
             }
         }

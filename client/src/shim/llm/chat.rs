@@ -127,7 +127,6 @@ pub fn tool_name(tool: &Value) -> Option<&str> {
 #[derive(Default, Clone)]
 struct Partial {
     id: String,
-    kind: String,
     name: String,
     args: String,
 }
@@ -137,58 +136,44 @@ struct Partial {
 pub struct Stream {
     /// Per choice index: its calls by their `index`.
     pending: BTreeMap<u64, BTreeMap<u64, Partial>>,
-    /// A chunk to copy id/model/created from for the chunks the gateway writes.
-    template: Option<Value>,
+    /// The chunks that carried call fragments, held whole (their other deltas too, so the
+    /// order of what the client sees is the upstream's).
+    held: Vec<(Event, Value)>,
     /// The finishing chunk being held, and the choices it finishes that have calls.
     finishing: Option<(Event, Value, Vec<u64>)>,
 }
 
 impl Rewriter for Stream {
     fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
-            out.push(ev);
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            self.pass(ev, out);
             return None;
         };
-        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
-            out.push(ev);
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            self.pass(ev, out);
             return None;
         };
-        let mut touched = false;
+        let mut fragments = false;
         let mut finishing = Vec::new();
-        for choice in choices.iter_mut() {
+        for choice in choices {
             let ci = choice["index"].as_u64().unwrap_or(0);
-            if let Some(tcs) =
-                choice.get_mut("delta").and_then(|d| d.as_object_mut()).and_then(|d| d.remove("tool_calls"))
-            {
-                touched = true;
-                for tc in tcs.as_array().into_iter().flatten() {
-                    let p = self
-                        .pending
-                        .entry(ci)
-                        .or_default()
-                        .entry(tc["index"].as_u64().unwrap_or(0))
-                        .or_default();
-                    let s = |x: &Value| x.as_str().unwrap_or_default().to_string();
-                    if let Some(id) = tc.get("id").filter(|x| x.is_string()) {
-                        p.id = s(id);
-                    }
-                    if let Some(k) = tc.get("type").filter(|x| x.is_string()) {
-                        p.kind = s(k);
-                    }
-                    if let Some(n) = tc["function"].get("name").filter(|x| x.is_string()) {
-                        p.name.push_str(&s(n));
-                    }
-                    if let Some(a) = tc["function"].get("arguments").filter(|x| x.is_string()) {
-                        p.args.push_str(&s(a));
-                    }
+            for tc in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                fragments = true;
+                let p =
+                    self.pending.entry(ci).or_default().entry(tc["index"].as_u64().unwrap_or(0)).or_default();
+                if let Some(id) = tc["id"].as_str() {
+                    p.id = id.to_string();
+                }
+                if let Some(n) = tc["function"]["name"].as_str() {
+                    p.name.push_str(n);
+                }
+                if let Some(a) = tc["function"]["arguments"].as_str() {
+                    p.args.push_str(a);
                 }
             }
             if !choice["finish_reason"].is_null() && self.pending.contains_key(&ci) {
                 finishing.push(ci);
             }
-        }
-        if touched && self.template.is_none() {
-            self.template = Some(v.clone());
         }
         if !finishing.is_empty() {
             let calls = finishing
@@ -199,49 +184,36 @@ impl Rewriter for Stream {
             self.finishing = Some((ev, v, finishing));
             return Some(calls);
         }
-        if touched {
-            // What else the chunk carried (role, content) goes on without the fragments.
-            let empty = v["choices"].as_array().is_some_and(|cs| {
-                cs.iter().all(|c| {
-                    c["finish_reason"].is_null()
-                        && c["delta"].as_object().is_none_or(|d| d.values().all(Value::is_null))
-                })
-            });
-            if !empty {
-                out.push(Event { data: v.to_string(), ..ev });
-            }
+        if fragments {
+            self.held.push((ev, v));
         } else {
-            out.push(ev);
+            self.pass(ev, out);
         }
         None
     }
 
     fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>) {
         let Some((ev, mut v, finishing)) = self.finishing.take() else { return };
+        // (choice, upstream index) -> the index the client sees, or None when denied.
+        let mut mapping: BTreeMap<(u64, u64), Option<u64>> = BTreeMap::new();
+        let mut denials: Vec<(u64, String)> = Vec::new();
         let mut rulings = rulings.iter();
-        let mut template = self.template.clone().unwrap_or_else(|| v.clone());
-        if let Some(t) = template.as_object_mut() {
-            t.remove("usage");
-        }
-        let chunk = |choice: Value| {
-            let mut c = template.clone();
-            c["choices"] = json!([choice]);
-            Event { data: c.to_string(), ..ev.clone() }
-        };
         for ci in &finishing {
             let calls = self.pending.remove(ci).unwrap_or_default();
             let mine: Vec<&Ruling> = rulings.by_ref().take(calls.len()).collect();
             // The upstream's own indexes while nothing is taken out; 0, 1, … once a call is.
             let keep_index = mine.iter().all(|r| r.allow);
             let mut allowed = 0u64;
-            for ((upstream_index, p), r) in calls.into_iter().zip(mine) {
+            for (upstream_index, r) in calls.keys().zip(mine) {
                 if r.allow {
-                    let next = if keep_index { upstream_index } else { allowed };
-                    let kind = if p.kind.is_empty() { "function".to_string() } else { p.kind };
-                    out.push(chunk(json!({"index": ci, "delta": {"tool_calls": [{"index": next, "id": p.id, "type": kind, "function": {"name": p.name, "arguments": p.args}}]}, "logprobs": null, "finish_reason": null})));
+                    mapping.insert(
+                        (*ci, *upstream_index),
+                        Some(if keep_index { *upstream_index } else { allowed }),
+                    );
                     allowed += 1;
                 } else {
-                    out.push(chunk(json!({"index": ci, "delta": {"content": format!("\n\n{}", r.text)}, "logprobs": null, "finish_reason": null})));
+                    mapping.insert((*ci, *upstream_index), None);
+                    denials.push((*ci, r.text.clone()));
                 }
             }
             if allowed == 0
@@ -253,10 +225,73 @@ impl Rewriter for Stream {
                 choice["finish_reason"] = "stop".into();
             }
         }
+        let template = self.held.first().map(|(_, t)| t.clone());
+        for (held_ev, mut chunk) in std::mem::take(&mut self.held) {
+            if !edit_fragments(&mut chunk, &mapping) {
+                out.push(held_ev);
+                continue;
+            }
+            let empty = chunk["choices"].as_array().is_some_and(|cs| {
+                cs.iter().all(|c| {
+                    c["finish_reason"].is_null()
+                        && c["delta"].as_object().is_none_or(|d| d.values().all(Value::is_null))
+                })
+            });
+            if !empty {
+                out.push(Event { data: chunk.to_string(), ..held_ev });
+            }
+        }
+        let mut template = template.unwrap_or_else(|| v.clone());
+        if let Some(t) = template.as_object_mut() {
+            t.remove("usage");
+        }
+        for (ci, text) in denials {
+            let mut c = template.clone();
+            c["choices"] = json!([{"index": ci, "delta": {"content": format!("\n\n{text}")}, "logprobs": null, "finish_reason": null}]);
+            out.push(Event { data: c.to_string(), ..ev.clone() });
+        }
         out.push(Event { data: v.to_string(), ..ev });
     }
 
     fn unfinished(&self) -> Option<String> {
         self.pending.values().flat_map(|m| m.values()).next().map(|p| p.name.clone())
     }
+}
+
+impl Stream {
+    fn pass(&mut self, ev: Event, out: &mut Vec<Event>) {
+        // Once a call is being held, later chunks wait behind it (their order is kept).
+        if self.held.is_empty() {
+            out.push(ev);
+        } else {
+            let v = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+            self.held.push((ev, v));
+        }
+    }
+}
+
+/// Applies `mapping` to the call fragments of `chunk` (drops denied calls' fragments,
+/// renumbers the rest); false when nothing had to change.
+fn edit_fragments(chunk: &mut Value, mapping: &BTreeMap<(u64, u64), Option<u64>>) -> bool {
+    let mut changed = false;
+    for choice in chunk["choices"].as_array_mut().into_iter().flatten() {
+        let ci = choice["index"].as_u64().unwrap_or(0);
+        let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else { continue };
+        let Some(Value::Array(tcs)) = delta.get_mut("tool_calls") else { continue };
+        let before = tcs.clone();
+        tcs.retain(|tc| mapping.get(&(ci, tc["index"].as_u64().unwrap_or(0))).is_none_or(Option::is_some));
+        for tc in tcs.iter_mut() {
+            let i = tc["index"].as_u64().unwrap_or(0);
+            if let Some(Some(to)) = mapping.get(&(ci, i)) {
+                tc["index"] = (*to).into();
+            }
+        }
+        if *tcs != before {
+            changed = true;
+            if tcs.is_empty() {
+                delta.remove("tool_calls");
+            }
+        }
+    }
+    changed
 }
