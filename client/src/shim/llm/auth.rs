@@ -14,7 +14,7 @@ use ledger_proto::pb;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::Client;
-use crate::shim::{Decider, RPC_TIMEOUT, ShimOptions};
+use crate::shim::{Decider, FetchedPolicy, POLICY_TTL, RPC_TIMEOUT, ShimError, ShimOptions};
 
 /// How long a resolved token is trusted before the daemon is asked again (a retired agent
 /// or a rotated token is refused at most this long after the change).
@@ -39,6 +39,9 @@ pub struct AgentCtx {
     pub agent: String,
     deciders: Vec<Mutex<Decider>>,
     next: AtomicUsize,
+    /// The policy as last fetched, for the request side (which must not wait behind a
+    /// decider that is busy appending).
+    policy: std::sync::Mutex<Option<(Instant, FetchedPolicy)>>,
 }
 
 impl std::fmt::Debug for AgentCtx {
@@ -52,7 +55,22 @@ impl AgentCtx {
         let agent = opts.agent.clone();
         let deciders =
             (0..pool.max(1)).map(|_| Mutex::new(Decider::new(opts.clone(), "llm-gateway"))).collect();
-        AgentCtx { agent, deciders, next: AtomicUsize::new(0) }
+        AgentCtx { agent, deciders, next: AtomicUsize::new(0), policy: std::sync::Mutex::new(None) }
+    }
+
+    /// The agent's policy, fetched (by one of its deciders) at most every [`POLICY_TTL`].
+    pub async fn policy(&self) -> Result<FetchedPolicy, ShimError> {
+        if let Ok(cached) = self.policy.lock()
+            && let Some((at, p)) = cached.as_ref()
+            && at.elapsed() < POLICY_TTL
+        {
+            return Ok(p.clone());
+        }
+        let fetched = self.decider().await.policy().await?;
+        if let Ok(mut cached) = self.policy.lock() {
+            *cached = Some((Instant::now(), fetched.clone()));
+        }
+        Ok(fetched)
     }
 
     /// A decider of this agent's pool: a free one if any, else the next in turn.

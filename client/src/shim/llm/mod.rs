@@ -54,7 +54,7 @@ pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 /// The largest non-streamed upstream response the gateway reads.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 /// Deciders (ledgerd connections, each its own `shim_id`) per agent.
-pub const DEFAULT_DECIDERS: usize = 8;
+pub const DEFAULT_DECIDERS: usize = 16;
 
 /// `ledgerctl shim llm` flags.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -80,7 +80,7 @@ pub struct LlmArgs {
     /// The largest request body accepted, in bytes [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Ledgerd connections per agent, each deciding one call at a time [default: 8]
+    /// Ledgerd connections per agent, each deciding one call at a time [default: 16]
     #[arg(long, value_name = "N")]
     pub deciders_per_agent: Option<usize>,
     /// Allow calls when no decision can be made or recorded (loud on stderr, recorded when possible)

@@ -168,7 +168,7 @@ pub async fn filter_tools(
     if tools.is_empty() {
         return None;
     }
-    let fetched = ctx.decider().await.policy().await.ok()?;
+    let fetched = ctx.policy().await.ok()?;
     let gone: Vec<String> = tools
         .iter()
         .filter_map(name_of)
