@@ -600,6 +600,8 @@ fn llm_gateway_records_outcomes_once_and_flags_results_of_calls_never_allowed() 
     };
     let outcomes = env.query("kind = outcome | fields tool, ref_seq, reason, details");
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    // The query docs/SHIMS.md gives for finding them.
+    assert_eq!(env.query("kind = outcome and details.flag ~ \"ran_*\" | fields seq").len(), 2);
     let by_id = |id: &str| {
         outcomes
             .iter()
