@@ -113,6 +113,9 @@ pub struct Stream {
     start: Option<(Event, Value, Vec<usize>)>,
     allowed: usize,
     denied: usize,
+    /// Indexes of the `tool_use` blocks already decided.
+    decided: std::collections::HashSet<u64>,
+    broken: Option<String>,
 }
 
 impl Rewriter for Stream {
@@ -125,6 +128,17 @@ impl Rewriter for Stream {
             }
         };
         let index = v["index"].as_u64();
+        let kind = v["type"].as_str().unwrap_or_default();
+        let late = index.is_some_and(|i| self.decided.contains(&i));
+        let nested =
+            self.held.is_some() && kind == "content_block_start" && v["content_block"]["type"] == "tool_use";
+        if late || nested {
+            self.broken = Some(format!(
+                "the upstream stream sent {kind} for content block {} out of order; it was stopped so that no undecided tool call goes through; retry the request",
+                index.unwrap_or_default()
+            ));
+            return None;
+        }
         match v["type"].as_str() {
             Some("message_start") if self.held.is_none() => {
                 let found: Vec<(usize, ToolCall)> = v["message"]["content"]
@@ -214,6 +228,7 @@ impl Rewriter for Stream {
             return;
         }
         let Some(held) = self.held.take() else { return };
+        self.decided.insert(held.index);
         match rulings.first() {
             Some(r) if r.allow => {
                 self.allowed += 1;
@@ -237,6 +252,10 @@ impl Rewriter for Stream {
     fn unfinished(&self) -> Option<String> {
         self.held.as_ref().map(|h| h.call.name.clone())
     }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.clone()
+    }
 }
 
 impl Stream {
@@ -249,5 +268,66 @@ impl Stream {
             Some(h) => h.after.push(ev),
             None => out.push(ev),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: Value) -> Event {
+        Event::new(v["type"].as_str().unwrap_or_default().to_string(), v.to_string())
+    }
+
+    fn start(i: u64, name: &str) -> Event {
+        ev(
+            json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": format!("t{i}"), "name": name, "input": {}}}),
+        )
+    }
+
+    fn delta(i: u64, part: &str) -> Event {
+        ev(
+            json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": part}}),
+        )
+    }
+
+    fn stop(i: u64) -> Event {
+        ev(json!({"type": "content_block_stop", "index": i}))
+    }
+
+    #[test]
+    fn a_held_call_is_replaced_in_place_and_the_turn_ends() {
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        assert!(s.feed(start(0, "rm"), &mut out).is_none());
+        assert!(s.feed(ev(json!({"type": "ping"})), &mut out).is_none());
+        assert!(s.feed(delta(0, "{\"path\":"), &mut out).is_none());
+        assert!(s.feed(delta(0, "\"/\"}"), &mut out).is_none());
+        assert!(out.is_empty(), "nothing of the call (nor what follows it) before the decision");
+        let calls = s.feed(stop(0), &mut out).expect("complete");
+        assert_eq!(calls, [ToolCall { id: "t0".into(), name: "rm".into(), args: "{\"path\":\"/\"}".into() }]);
+        s.resolve(&[Ruling { allow: false, text: "no".into() }], &mut out);
+        let kinds: Vec<&str> = out.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(kinds, ["content_block_start", "content_block_delta", "content_block_stop", "ping"]);
+        assert!(out[0].data.contains("\"index\":0") && out[1].data.contains("\"text\":\"no\""));
+        out.clear();
+        let md = ev(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}));
+        assert!(s.feed(md, &mut out).is_none());
+        assert!(out[0].data.contains("end_turn"), "{}", out[0].data);
+    }
+
+    #[test]
+    fn calls_out_of_order_break_the_stream() {
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        s.feed(start(0, "a"), &mut out);
+        s.feed(start(1, "b"), &mut out);
+        assert!(s.broken().is_some(), "a call starting inside a held one");
+        let mut s = Stream::default();
+        s.feed(start(0, "a"), &mut out);
+        s.feed(stop(0), &mut out);
+        s.resolve(&[Ruling { allow: false, text: "no".into() }], &mut out);
+        s.feed(delta(0, "{}"), &mut out);
+        assert!(s.broken().is_some(), "more of a call after its decision");
     }
 }

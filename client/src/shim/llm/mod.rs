@@ -278,6 +278,19 @@ impl Gateway {
         if !answer.status().is_success() {
             return answer.map(BodyExt::boxed);
         }
+        // The gateway asked for `identity`; a body it cannot read could hide a tool call.
+        if let Some(enc) = answer.headers().get(header::CONTENT_ENCODING)
+            && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return refuse(
+                vendor,
+                Fault::Upstream,
+                &format!(
+                    "the upstream sent a {} body although the gateway asked for identity; it was not passed on (its tool calls could not be checked)",
+                    String::from_utf8_lossy(enc.as_bytes())
+                ),
+            );
+        }
         let is_sse = answer
             .headers()
             .get(header::CONTENT_TYPE)

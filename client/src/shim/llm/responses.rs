@@ -113,6 +113,9 @@ pub struct Stream {
     shift: i64,
     /// Denied calls by call id: the text, for `response.completed`.
     denied: HashMap<String, String>,
+    /// Output indexes of the calls already decided.
+    decided: std::collections::HashSet<u64>,
+    broken: Option<String>,
 }
 
 impl Stream {
@@ -145,6 +148,15 @@ impl Rewriter for Stream {
         let index = v["output_index"].as_u64();
         let kind = v["type"].as_str().unwrap_or_default().to_string();
         let holding = matches!((&self.held, index), (Some(h), Some(i)) if h.output_index == i);
+        let late = index.is_some_and(|i| self.decided.contains(&i));
+        let nested = self.held.is_some() && !holding && kind == "response.output_item.added";
+        if late || nested {
+            self.broken = Some(format!(
+                "the upstream stream sent {kind} for output item {} out of order; it was stopped so that no undecided tool call goes through; retry the request",
+                index.unwrap_or_default()
+            ));
+            return None;
+        }
         match kind.as_str() {
             "response.output_item.added" if v["item"]["type"] == "function_call" && self.held.is_none() => {
                 self.held = Some(Held {
@@ -192,6 +204,7 @@ impl Rewriter for Stream {
 
     fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>) {
         let Some(held) = self.held.take() else { return };
+        self.decided.insert(held.output_index);
         match rulings.first() {
             Some(r) if r.allow => {
                 for ev in held.events {
@@ -242,6 +255,10 @@ impl Rewriter for Stream {
         }
     }
 
+    fn broken(&self) -> Option<String> {
+        self.broken.clone()
+    }
+
     fn unfinished(&self) -> Option<String> {
         self.held.as_ref().map(|h| {
             h.events
@@ -250,5 +267,46 @@ impl Rewriter for Stream {
                 .and_then(|v| v["item"]["name"].as_str().map(String::from))
                 .unwrap_or_default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: Value) -> Event {
+        Event::new(v["type"].as_str().unwrap_or_default().to_string(), v.to_string())
+    }
+
+    #[test]
+    fn a_denied_call_becomes_a_message_and_sequence_numbers_stay_contiguous() {
+        let item =
+            json!({"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "rm", "arguments": ""});
+        let done_item =
+            json!({"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "rm", "arguments": "{}"});
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        s.feed(ev(json!({"type": "response.output_item.added", "output_index": 0, "item": item, "sequence_number": 2})), &mut out);
+        s.feed(ev(json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "{}", "sequence_number": 3})), &mut out);
+        assert!(out.is_empty());
+        let calls = s
+            .feed(ev(json!({"type": "response.output_item.done", "output_index": 0, "item": done_item, "sequence_number": 4})), &mut out)
+            .expect("complete");
+        assert_eq!(calls[0].args, "{}");
+        s.resolve(&[Ruling { allow: false, text: "no".into() }], &mut out);
+        let seqs: Vec<i64> = out
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<Value>(&e.data).expect("json")["sequence_number"].as_i64().expect("n")
+            })
+            .collect();
+        assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
+        out.clear();
+        let completed = json!({"type": "response.completed", "sequence_number": 5, "response": {"status": "completed", "output": [done_item]}});
+        s.feed(ev(completed), &mut out);
+        let v: Value = serde_json::from_str(&out[0].data).expect("json");
+        assert_eq!(v["sequence_number"], 8);
+        assert_eq!(v["response"]["output"][0]["type"], "message");
+        assert_eq!(v["response"]["output"][0]["content"][0]["text"], "no");
     }
 }

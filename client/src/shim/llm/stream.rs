@@ -32,6 +32,12 @@ pub trait Rewriter: Send {
     fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>);
     /// The name of a call still held (when the upstream ends).
     fn unfinished(&self) -> Option<String>;
+    /// Why the stream cannot be followed (events of a call out of order, such as a second
+    /// call starting inside a held one, or more of a call after it was decided): the
+    /// stream is then ended with an error rather than letting anything undecided through.
+    fn broken(&self) -> Option<String> {
+        None
+    }
 }
 
 fn frame(events: &mut Vec<Event>) -> Option<Bytes> {
@@ -79,7 +85,17 @@ pub fn drive(
                     format!("the upstream stream failed{held}: {e}; retry the request")
                 }
                 Some(Ok(ev)) => {
-                    if let Some(calls) = rewriter.feed(ev, &mut out) {
+                    let calls = rewriter.feed(ev, &mut out);
+                    if let Some(why) = rewriter.broken() {
+                        out.clear();
+                        eprintln!("ledgerctl shim llm: agent {}: {why}", ctx.agent);
+                        out.push(error_event(vendor, Fault::Upstream, &why));
+                        if let Some(bytes) = frame(&mut out) {
+                            let _ = tx.send(bytes).await;
+                        }
+                        return;
+                    }
+                    if let Some(calls) = calls {
                         if let Some(bytes) = frame(&mut out)
                             && tx.send(bytes).await.is_err()
                         {
