@@ -139,8 +139,8 @@ impl Env {
         self.daemon.as_ref().expect("daemon running")
     }
 
-    /// Runs SDK cases through the gateway (`direct`: straight to the upstream).
-    fn cases(&self, cases: &[Value], direct: bool) -> Vec<Value> {
+    /// Starts the SDK driver on `cases`, through the gateway (`direct`: to the upstream).
+    fn spawn_cases(&self, cases: &[Value], direct: bool) -> Child {
         let base = if direct { self.upstream_url.clone() } else { format!("http://{}", self.gateway) };
         let mut child = Command::new("python3")
             .arg(interop().join("llm_client.py"))
@@ -152,7 +152,12 @@ impl Env {
             .expect("spawn llm_client.py");
         let input = serde_json::to_vec(cases).expect("json");
         child.stdin.take().expect("stdin").write_all(&input).expect("write cases");
-        let out = child.wait_with_output().expect("llm_client.py");
+        child
+    }
+
+    /// Runs SDK cases through the gateway (`direct`: straight to the upstream).
+    fn cases(&self, cases: &[Value], direct: bool) -> Vec<Value> {
+        let out = self.spawn_cases(cases, direct).wait_with_output().expect("llm_client.py");
         assert!(out.status.success(), "llm_client.py failed");
         String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -413,8 +418,7 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || b.len() < eol + 2 + size {
             break;
@@ -517,17 +521,7 @@ fn llm_gateway_daemon_stopped_mid_stream_denies_the_held_call() {
     // Warm the gateway (identity and policy cached) so only the decision needs the daemon.
     let warm = env.cases(&[case("anthropic", "a-text", false, &env.token)], false);
     assert_eq!(warm[0]["ok"], true, "{}", warm[0]);
-    let input = serde_json::to_vec(&[case("anthropic", "pause:a-tool", true, &env.token)]).expect("json");
-    let base = format!("http://{}", env.gateway);
-    let mut client = Command::new("python3")
-        .arg(interop().join("llm_client.py"))
-        .args(["cases", &base, &format!("{base}/v1")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    client.stdin.take().expect("stdin").write_all(&input).expect("write");
+    let client = env.spawn_cases(&[case("anthropic", "pause:a-tool", true, &env.token)], false);
     let paused = PathBuf::from(format!("{}.paused", env.log.display()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !paused.exists() && Instant::now() < deadline {

@@ -121,6 +121,19 @@ impl std::fmt::Debug for Decider {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+pub(crate) async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// A query string literal for `s`.
 pub fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -271,28 +284,41 @@ impl Decider {
         let rule = decision.rule_id.to_string();
         let reason = decision.reason.clone();
         let mut details = call.details.clone();
-        details.insert("shim".into(), self.kind.into());
         details.insert("policy_agent".into(), fetched.owner.clone().into());
         details.insert("policy_hash".into(), fetched.hash.clone().into());
-        let entry = pb::NewEntry {
+        let decision = if allow { pb::Decision::Allow } else { pb::Decision::Deny };
+        let entry = self.decision_entry(call, shim_seq, (decision, &rule, fetched.version, &reason), details);
+        let seq = self.append(entry).await?;
+        Ok(Verdict { allow, rule, seq: Some(seq), reason, policy_version: fetched.version, shim_seq })
+    }
+
+    /// A decision entry for `call`: (decision, rule, policy version, reason), with `details`
+    /// and this shim's kind in it.
+    fn decision_entry(
+        &self,
+        call: &ShimCall,
+        shim_seq: u64,
+        (decision, rule, policy_version, reason): (pb::Decision, &str, u64, &str),
+        mut details: serde_json::Map<String, serde_json::Value>,
+    ) -> pb::NewEntry {
+        details.insert("shim".into(), self.kind.into());
+        pb::NewEntry {
             kind: pb::Kind::Decision as i32,
             agent: self.opts.agent.clone(),
             session: call.session.clone(),
             action: call.action.clone(),
             tool: call.tool.clone(),
             params: call.params.clone(),
-            decision: if allow { pb::Decision::Allow } else { pb::Decision::Deny } as i32,
-            rule: rule.clone(),
-            policy_version: fetched.version,
-            reason: reason.clone(),
+            decision: decision as i32,
+            rule: rule.to_string(),
+            policy_version,
+            reason: reason.to_string(),
             shim_id: self.shim_id.clone(),
             shim_seq,
             ref_seq: None,
             details: serde_json::Value::Object(details).to_string(),
             agent_token: self.opts.token.clone(),
-        };
-        let seq = self.append(entry).await?;
-        Ok(Verdict { allow, rule, seq: Some(seq), reason, policy_version: fetched.version, shim_seq })
+        }
     }
 
     /// The seq of the latest entry matching the query `filter` (a `where` clause of
@@ -323,25 +349,12 @@ impl Decider {
             Ok(p) => p.version,
             Err(_) => 0,
         };
-        let mut details = call.details.clone();
-        details.insert("shim".into(), self.kind.into());
-        let entry = pb::NewEntry {
-            kind: pb::Kind::Decision as i32,
-            agent: self.opts.agent.clone(),
-            session: call.session.clone(),
-            action: call.action.clone(),
-            tool: call.tool.clone(),
-            params: call.params.clone(),
-            decision: pb::Decision::Deny as i32,
-            rule: rule.to_string(),
-            policy_version: version,
-            reason: reason.to_string(),
-            shim_id: self.shim_id.clone(),
+        let entry = self.decision_entry(
+            call,
             shim_seq,
-            ref_seq: None,
-            details: serde_json::Value::Object(details).to_string(),
-            agent_token: self.opts.token.clone(),
-        };
+            (pb::Decision::Deny, rule, version, reason),
+            call.details.clone(),
+        );
         let seq = self.append(entry).await?;
         Ok(Verdict {
             allow: false,
@@ -404,25 +417,9 @@ impl Decider {
             call.tool, self.opts.agent
         );
         let mut details = call.details.clone();
-        details.insert("shim".into(), self.kind.into());
         details.insert("fail_open".into(), true.into());
-        let entry = pb::NewEntry {
-            kind: pb::Kind::Decision as i32,
-            agent: self.opts.agent.clone(),
-            session: call.session.clone(),
-            action: call.action.clone(),
-            tool: call.tool.clone(),
-            params: call.params.clone(),
-            decision: pb::Decision::Allow as i32,
-            rule: "fail-open".into(),
-            policy_version: 0,
-            reason: reason.clone(),
-            shim_id: self.shim_id.clone(),
-            shim_seq,
-            ref_seq: None,
-            details: serde_json::Value::Object(details).to_string(),
-            agent_token: self.opts.token.clone(),
-        };
+        let entry =
+            self.decision_entry(call, shim_seq, (pb::Decision::Allow, "fail-open", 0, &reason), details);
         let seq = match self.append(entry).await {
             Ok(seq) => Some(seq),
             Err(e) => {

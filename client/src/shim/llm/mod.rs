@@ -413,19 +413,6 @@ pub async fn serve(
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
 /// Binds `config.listen` and returns the listener and its address.
 pub async fn bind(config: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -467,7 +454,7 @@ pub fn main(args: LlmArgs, socket: Option<PathBuf>, default_socket: PathBuf) -> 
         println!("ready listen={addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        serve(gateway, listener, terminated()).await;
+        serve(gateway, listener, crate::shim::terminated()).await;
         Ok::<(), String>(())
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
