@@ -8,8 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::decide::{Ruling, ToolCall};
-use super::outcomes::ToolResult;
+use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, raw};
 use super::sse::Event;
 use super::stream::Rewriter;

@@ -1,9 +1,13 @@
-//! The three model APIs the gateway understands, which one a request is for, and each
-//! API's own error shape (so an SDK raises its usual exception, never a parse error).
+//! The three model APIs the gateway understands, which one a request is for, each API's
+//! own error shape (so an SDK raises its usual exception, never a parse error), and the
+//! type of the bodies the gateway sends.
 
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
+
+/// The body of every response the gateway sends.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 /// Which API a request speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

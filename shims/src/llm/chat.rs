@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::decide::{Ruling, ToolCall};
-use super::outcomes::ToolResult;
+use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array};
 use super::sse::Event;
 use super::stream::Rewriter;

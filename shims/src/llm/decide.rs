@@ -23,6 +23,18 @@ pub struct ToolCall {
     pub args: String,
 }
 
+/// A tool's result as the agent sends it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResult {
+    /// The call id it answers.
+    pub id: String,
+    /// The tool's name, when the request carries the call.
+    pub tool: Option<String>,
+    /// The result as JSON text.
+    pub content: String,
+    pub is_error: bool,
+}
+
 /// What the gateway does with one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruling {

@@ -34,14 +34,11 @@ pub mod sse;
 pub mod stream;
 pub mod upstream;
 
-use api::{Api, Fault, Vendor, error_body};
+use api::{Api, Body, Fault, Vendor, error_body};
 use auth::{AgentCtx, Identity, Refusal};
 use decide::{Memory, Meta, decide_all};
 use rawjson::Obj;
 use upstream::{Target, Upstream};
-
-/// The body of every response the gateway sends.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";

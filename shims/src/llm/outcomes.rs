@@ -14,21 +14,9 @@ use serde_json::{Map, Value};
 
 use super::api::Api;
 use super::auth::AgentCtx;
-use super::decide::{Memory, Seen};
+use super::decide::{Memory, Seen, ToolResult};
 use super::{anthropic, chat, responses};
 use crate::{ShimCall, quoted};
-
-/// A tool's result as the agent sends it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolResult {
-    /// The call id it answers.
-    pub id: String,
-    /// The tool's name, when the request carries the call.
-    pub tool: Option<String>,
-    /// The result as JSON text.
-    pub content: String,
-    pub is_error: bool,
-}
 
 /// The results in a request of `api`.
 pub fn results(api: Api, request: &Value) -> Vec<ToolResult> {

@@ -16,8 +16,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 
-use super::Body;
-use super::api::{Api, Fault, error_event};
+use super::api::{Api, Body, Fault, error_event};
 use super::auth::AgentCtx;
 use super::decide::{Memory, Meta, Ruling, ToolCall, decide_all};
 use super::sse::{self, Event};
