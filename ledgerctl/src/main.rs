@@ -254,6 +254,14 @@ enum ShimCommand {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// LLM gateway: the agent's model API; decides every tool call in each response
+    #[command(
+        after_help = "Point the agent at it, with its ledgerd token as the API key (see docs/SHIMS.md):\n  ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_API_KEY=lgt_... python3 agent.py\n  OPENAI_BASE_URL=http://127.0.0.1:8787/v1 OPENAI_API_KEY=lgt_... python3 agent.py\n\nExamples:\n  ANTHROPIC_API_KEY=sk-ant-... ledgerctl shim llm --listen 127.0.0.1:8787\n  ledgerctl shim llm --config /etc/ledger-gateway/gateway.toml\n\nPrints `ready listen=ADDR` once listening; runs until SIGTERM."
+    )]
+    Llm {
+        #[command(flatten)]
+        args: ledger_shims::llm::LlmArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -605,7 +613,7 @@ impl std::error::Error for CheckFailed {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Shim(cmd) = cli.command {
-        return shim(cli.socket.unwrap_or_else(default_socket), cmd);
+        return shim(cli.socket, cmd);
     }
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);

@@ -216,6 +216,27 @@ impl Admin for AdminService {
         Ok(Response::new(self.agent_reply(&req.get_ref().name)?))
     }
 
+    async fn identify_agent(
+        &self,
+        req: Request<pb::IdentifyAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let _who =
+            self.access.require(&req, Need::one_of(&[Role::Writer, Role::Admin]), "IdentifyAgent").await?;
+        let token = &req.get_ref().token;
+        let unknown = || {
+            Status::not_found(
+                "no registered agent holds this token; register the agent with `ledgerctl agents register` or rotate its token",
+            )
+        };
+        if token.is_empty() {
+            return Err(unknown());
+        }
+        let hash = token_hash(token);
+        let state = self.state();
+        let agent = state.agents_at(None).into_iter().find(|a| a.token_hash == hash).ok_or_else(unknown)?;
+        Ok(Response::new(agent_pb(&state, agent)))
+    }
+
     async fn list_agents(
         &self,
         req: Request<pb::ListAgentsRequest>,
