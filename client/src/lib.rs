@@ -251,6 +251,19 @@ impl Client {
         Ok(self.inner.sign_manifest(pb::SignManifestRequest { files }).await?.into_inner())
     }
 
+    /// Records an evidence export in the log (auditor role): the daemon appends an
+    /// `evidence_exported` entry for the period (`to` cut to its clock) and signs a
+    /// checkpoint covering it.
+    pub async fn record_export(
+        &mut self,
+        from_unix_nanos: i64,
+        to_unix_nanos: i64,
+        agents: Vec<String>,
+    ) -> Result<pb::RecordedExport, ClientError> {
+        let req = pb::RecordExportRequest { from_unix_nanos, to_unix_nanos, agents };
+        Ok(self.inner.record_export(req).await?.into_inner())
+    }
+
     /// The daemon's health (`ledgerctl status`).
     pub async fn status(&mut self) -> Result<pb::DaemonStatus, ClientError> {
         Ok(self.admin.status(pb::StatusRequest {}).await?.into_inner())

@@ -34,7 +34,13 @@ pub fn table(s: &pb::DaemonStatus) -> String {
             human(ago(s.now_unix_nanos, s.checkpoint_time_unix_nanos))
         )
     };
+    let writer = if s.writer_error.is_empty() {
+        "running".to_string()
+    } else {
+        format!("STOPPED: {}", s.writer_error.replace('\n', " "))
+    };
     let rows = [
+        ("writer", writer),
         ("tree size", s.size.to_string()),
         ("root", hex(&s.root)),
         ("latest checkpoint", checkpoint),
@@ -132,6 +138,8 @@ pub fn json(s: &pb::DaemonStatus) -> serde_json::Value {
         "data_dir_bytes": s.data_dir_bytes,
         "version": s.version,
         "verifier_key": s.verifier_key,
+        "writer": if s.writer_error.is_empty() { "running" } else { "stopped" },
+        "writer_error": (!s.writer_error.is_empty()).then_some(&s.writer_error),
         "publish": publish,
     })
 }

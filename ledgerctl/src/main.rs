@@ -137,7 +137,7 @@ enum Command {
     Export(ExportArgs),
     /// Write an evidence bundle for a period: entries, proofs, CSV views, summary, signed manifest
     #[command(
-        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
+        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe export is first recorded in the log (an evidence_exported entry: who asked, which period), and the bundle proves that entry. The bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
     )]
     Evidence(EvidenceArgs),
     /// Check an evidence bundle offline: manifest, checkpoint, leaves, range proof, CSV rows
@@ -273,6 +273,14 @@ enum ShimCommand {
         /// The MCP server to run, and its arguments (after --)
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// LLM gateway: the agent's model API; decides every tool call in each response
+    #[command(
+        after_help = "Point the agent at it, with its ledgerd token as the API key (see docs/SHIMS.md):\n  ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_API_KEY=lgt_... python3 agent.py\n  OPENAI_BASE_URL=http://127.0.0.1:8787/v1 OPENAI_API_KEY=lgt_... python3 agent.py\n\nExamples:\n  ANTHROPIC_API_KEY=sk-ant-... ledgerctl shim llm --listen 127.0.0.1:8787\n  ledgerctl shim llm --config /etc/ledger-gateway/gateway.toml\n\nPrints `ready listen=ADDR` once listening; runs until SIGTERM."
+    )]
+    Llm {
+        #[command(flatten)]
+        args: ledger_shims::llm::LlmArgs,
     },
 }
 
@@ -628,7 +636,7 @@ fn main() -> ExitCode {
         return ExitCode::from(fleet::run("verify", args));
     }
     if let Command::Shim(cmd) = cli.command {
-        return shim(cli.socket.unwrap_or_else(default_socket), cmd);
+        return shim(cli.socket, cmd);
     }
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);
@@ -672,10 +680,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        // Query errors are already rendered, caret and all.
+        // Query errors are already rendered, caret and all; stderr gets them with the final
+        // newline every other message has.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            let text = e.to_string();
-            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e)
@@ -684,8 +692,7 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            let text = e.to_string();
-            eprint!("{}{}", terminal::text(&text), if text.ends_with('\n') { "" } else { "\n" });
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e) => {

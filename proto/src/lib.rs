@@ -36,7 +36,7 @@ pub mod pb {
 mod names {
     use crate::pb::{Decision, Kind};
 
-    const KINDS: [(Kind, &str); 12] = [
+    const KINDS: [(Kind, &str); 13] = [
         (Kind::Unspecified, "unspecified"),
         (Kind::Decision, "decision"),
         (Kind::Outcome, "outcome"),
@@ -49,6 +49,7 @@ mod names {
         (Kind::KeyRotated, "key_rotated"),
         (Kind::AccessRefused, "access_refused"),
         (Kind::ShimHeartbeat, "shim_heartbeat"),
+        (Kind::EvidenceExported, "evidence_exported"),
     ];
 
     impl Kind {

@@ -508,7 +508,7 @@ impl Checker<'_> {
                 match lit.kind {
                     LitKind::Str => Some(Const::Value(Value::Str(Cow::Owned(text.to_string())))),
                     LitKind::Int(n) => Some(Const::Value(Value::Int(n))),
-                    LitKind::Float(x) => Some(Const::Value(Value::Float(x))),
+                    LitKind::Float(x) => Some(Const::Value(Value::number(x))),
                     LitKind::Word if text == "true" || text == "false" => {
                         Some(Const::Value(Value::Bool(text == "true")))
                     }

@@ -1,6 +1,7 @@
 //! Turns what a writer sent into an entry for the log: checks it, then stamps what the
 //! writer cannot forge (its uid/gid/pid from the socket, and this host), and redacts its
-//! params ([`crate::service::redact`]) after the policy re-check has seen them as sent.
+//! params ([`crate::service::redact`]) after the policy re-check has seen them as sent, and
+//! its details, where a tool's output is summarised ([`crate::service::outcome`]).
 //!
 //! Seq and time are stamped later, by the writer thread, in commit order.
 
@@ -124,6 +125,12 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
     if redacted.truncated {
         flags.push("params_truncated");
     }
+    // Details too: a tool's output is summarised, the rest redacted like params.
+    let kept = crate::service::outcome::keep(&entry.details, ctx.redactor);
+    entry.details = kept.details;
+    if kept.redacted > 0 {
+        flags.push("details_redacted");
+    }
     let size = entry.encoded_len();
     if size > MAX_ENTRY_BYTES {
         let (field, bytes) = largest_field(&entry);
@@ -219,7 +226,11 @@ fn check_policy(entry: &pb::Entry, state: &State) -> (&'static str, Option<&'sta
         session: &entry.session,
         action: &entry.action,
     };
-    let expected = match used.policy.evaluate(&call).effect {
+    let Ok(policy) = used.policy() else {
+        // A stored version that no longer compiles cannot confirm anything.
+        return ("mismatch", Some("policy_mismatch"));
+    };
+    let expected = match policy.evaluate(&call).effect {
         Effect::Allow => Decision::Allow,
         Effect::Deny => Decision::Deny,
     };

@@ -145,6 +145,11 @@ impl Access {
         }
     }
 
+    /// The user name of `uid`, if the account files know it.
+    pub fn user_name(&self, uid: u32) -> Option<String> {
+        self.roles.user_name(uid)
+    }
+
     /// Writes the `access_refused` entry before the caller hears about the refusal. If the
     /// writer cannot take it, the refusal still stands; the daemon's log says why.
     async fn record(&self, refusal: &Refusal, rpc: &'static str, suppressed: u64) {
@@ -428,6 +433,32 @@ impl Ledger for LedgerService {
             .sign(&body)
             .map_err(|e| Status::invalid_argument(format!("cannot sign this manifest: {e}")))?;
         Ok(Response::new(pb::SignedManifest { note, vkey: self.manifest_signer.verifier().to_vkey_string() }))
+    }
+
+    async fn record_export(
+        &self,
+        req: Request<pb::RecordExportRequest>,
+    ) -> Result<Response<pb::RecordedExport>, Status> {
+        let peer = self.require(&req, Role::Auditor, "RecordExport").await?;
+        let req = req.into_inner();
+        let (from, to) = super::evidence::period(&req, crate::log::merkle::now_nanos())?;
+        let user = self.access.user_name(peer.uid);
+        let entry = super::evidence::entry(&self.host, peer, user, from, to, &req.agents);
+        let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
+        let seq = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?.seq;
+        // Signed after the entry is durable, so the checkpoint covers it.
+        let signed = self.writer.checkpoint(true).await.map_err(status::writer)?;
+        let cp = &signed.checkpoint;
+        Ok(Response::new(pb::RecordedExport {
+            seq,
+            from_unix_nanos: from,
+            to_unix_nanos: to,
+            checkpoint: Some(pb::Checkpoint {
+                note: signed.note.clone(),
+                size: cp.size,
+                root: cp.root.to_vec(),
+            }),
+        }))
     }
 
     async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {

@@ -13,16 +13,17 @@ use jiff::tz::TimeZone;
 
 use crate::field::WEEKDAYS;
 use crate::time::format_time;
-use crate::value::Value;
+use crate::value::{Value, float_text};
 
 /// A value as text, the way CSV cells and table cells show it: times in RFC 3339 in `tz`,
-/// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty.
+/// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty, numbers
+/// exactly as the JSON writer writes them (`30`, `2.5`, `1e+20`).
 pub fn format_value(v: &Value<'_>, tz: &TimeZone) -> String {
     match v {
         Value::Missing => String::new(),
         Value::Bool(b) => b.to_string(),
         Value::Int(n) => n.to_string(),
-        Value::Float(x) => x.to_string(),
+        Value::Float(x) => float_text(*x),
         Value::Str(s) | Value::Json(s) => s.to_string(),
         Value::Time(ns) => format_time(*ns, tz),
         Value::Weekday(d) => WEEKDAYS.get(usize::from(*d)).copied().unwrap_or("").to_string(),

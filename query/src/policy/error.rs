@@ -45,13 +45,15 @@ pub enum PolicyCode {
     P115,
     /// More errors than are reported; the rest are left out.
     P116,
+    /// The compiled patterns of the document would hold more memory than the limit.
+    P117,
     /// A problem inside a condition, with the query language's code.
     Query(Code),
 }
 
 impl PolicyCode {
     /// Every P-code, in order (for documentation and tests); Q-codes are [`Code::ALL`].
-    pub const ALL: [PolicyCode; 17] = [
+    pub const ALL: [PolicyCode; 18] = [
         PolicyCode::P100,
         PolicyCode::P101,
         PolicyCode::P102,
@@ -69,6 +71,7 @@ impl PolicyCode {
         PolicyCode::P114,
         PolicyCode::P115,
         PolicyCode::P116,
+        PolicyCode::P117,
     ];
 
     /// The code as written in messages: `"P103"`, or `"Q101"` for a condition error.
@@ -91,6 +94,7 @@ impl PolicyCode {
             PolicyCode::P114 => "P114",
             PolicyCode::P115 => "P115",
             PolicyCode::P116 => "P116",
+            PolicyCode::P117 => "P117",
             PolicyCode::Query(code) => code.as_str(),
         }
     }
