@@ -395,7 +395,7 @@ pub(crate) fn json_within(
     let mut out = String::from("[");
     let mut shown = 0;
     for item in items {
-        let item = item.to_string();
+        let item = bounded_item(item, max_bytes);
         if shown > 0 && out.len() + 1 + item.len() + 1 > max_bytes {
             break;
         }
@@ -411,6 +411,29 @@ pub(crate) fn json_within(
     }
     out.push(']');
     out
+}
+
+/// One error object as JSON text, its text fields cut (at a character boundary, marked
+/// with `…`) when the whole object alone would not fit `max_bytes`: a message quoting a huge
+/// word must not push the first error past what a gRPC trailer can carry.
+fn bounded_item(mut item: serde_json::Value, max_bytes: usize) -> String {
+    const FIELD_BYTES: usize = 200;
+    let text = item.to_string();
+    if text.len() <= max_bytes {
+        return text;
+    }
+    if let serde_json::Value::Object(map) = &mut item {
+        for key in ["message", "label", "help"] {
+            if let Some(serde_json::Value::String(field)) = map.get_mut(key)
+                && field.len() > FIELD_BYTES
+            {
+                let cut = floor_char_boundary(field, FIELD_BYTES);
+                field.truncate(cut);
+                field.push('…');
+            }
+        }
+    }
+    item.to_string()
 }
 
 /// Line (from 1) and column (from 1, in characters) of byte offset `at` in `text`.
@@ -630,6 +653,28 @@ mod tests {
         assert!(back.errors().len() > 2 && back.errors().len() < 10, "{json}");
         assert!(json.len() < 1300, "{json}");
         assert_eq!(errors.to_json_string_within(&text, 1 << 20), errors.to_json_string());
+    }
+
+    #[test]
+    fn json_within_cuts_one_error_too_large_for_the_bound_alone() {
+        // Found by tests/tests/fuzz.rs: a 9 KB word quoted in an error's message pushed the
+        // first error (always kept) past gRPC's 8 KiB trailer limit.
+        let word = "\u{1}allow".repeat(1500);
+        let text = format!("x {word}");
+        let huge = QueryError::new(
+            Code::Q101,
+            &text,
+            2,
+            text.len(),
+            format!("unknown field `{word}`"),
+            word.clone(),
+            Some(word.clone()),
+        );
+        let json = QueryErrors::new(vec![huge]).to_json_string_within(&text, 3000);
+        assert!(json.len() < 8 * 1024, "{} bytes", json.len());
+        let back = QueryErrors::from_json_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(back.errors()[0].code, Code::Q101);
+        assert!(back.errors()[0].message.ends_with('…'), "{json}");
     }
 
     #[test]
