@@ -21,7 +21,6 @@ use rkyv::util::AlignedVec;
 use std::sync::Arc;
 
 use crate::agent_index::AgentIndex;
-use crate::blocks::OpenBlock;
 use crate::counters::{self, Counters};
 use crate::projection::{Shared, State, is_admin_kind};
 use crate::record::{self, ArchivedRecord, Record};
@@ -90,8 +89,6 @@ pub struct Log {
     last_time: i64,
     /// Encoded entries of the commit in progress (kept for its capacity).
     scratch: Vec<Encoded>,
-    /// The newest entry block while it fills (see [`crate::blocks`]).
-    open_block: OpenBlock,
     index: AgentIndex,
     counters: Counters,
     /// The registry and policies, as of the last commit.
@@ -154,7 +151,6 @@ impl Log {
             last_checkpoint: None,
             last_time,
             scratch: Vec::new(),
-            open_block: OpenBlock::default(),
             index: AgentIndex::default(),
             counters: Counters::default(),
             state: State::default(),
@@ -163,8 +159,8 @@ impl Log {
 
         let mut recovery = Recovery::default();
         if entries_end > size {
-            // A crash after the entries reached disk but before their tree hashes did.
-            // They are whole entries (sled batches are atomic): take them into the tree.
+            // A crash after the entries were synced but before their tree hashes reached
+            // sled's disk. They are whole (their frames check): take them into the tree.
             let mut reader = log.store.reader();
             for seq in size..entries_end {
                 let entry =
@@ -178,7 +174,6 @@ impl Log {
             log.store.sync(&mut log.syncer)?;
             recovery.adopted = entries_end - size;
         }
-        log.open_block = log.store.open_block(log.size())?;
 
         // The agent index, registry and policies are projections of the log. One marker
         // (written last in every commit) says how far all three are complete; replay what
@@ -328,9 +323,9 @@ impl Log {
     /// them durable.
     ///
     /// Each entry gets the next seq, and a receive time of `now` (never earlier than the
-    /// entry before it). Returns one [`Ack`] per entry, grouped as given, only after
-    /// `fdatasync`. If an entry cannot be stored, nothing is written and the tree does not
-    /// move.
+    /// entry before it). Returns one [`Ack`] per entry, grouped as given, only after the
+    /// `fdatasync` of the segment file that holds them (the one device sync of a commit).
+    /// If an entry cannot be stored, nothing is written and the tree does not move.
     pub fn append(&mut self, groups: Vec<Vec<pb::Entry>>, now: i64) -> Result<Vec<Vec<Ack>>, LogError> {
         let time = now.max(self.last_time);
         // Reused across commits: a fresh multi-megabyte buffer per batch costs more in
@@ -378,14 +373,22 @@ impl Log {
             }
             next_state = Some(state);
         }
-        // Only now, with every entry accepted, does the tree move.
-        let mut batch = sled::Batch::default();
+        // Only now, with every entry accepted, does the tree move. The entries go to the
+        // segment file with one write and one fdatasync: that is what makes them durable.
+        // Everything after it is derived from them and written to sled unsynced; a crash
+        // before sled reaches the disk is made good from the segments at start.
+        if let Some(first) = encoded.first().map(|e| e.seq)
+            && let Err(e) = self.store.segments().append(first, encoded.iter().map(|e| e.bytes.as_slice()))
+        {
+            self.scratch = encoded;
+            return Err(StoreError::from(e).into());
+        }
+        crate::failpoint::hit("after-entries-sync");
         let mut acks = Vec::with_capacity(sizes.len());
         let mut items = encoded.drain(..);
         for n in sizes {
             let mut group = Vec::with_capacity(n);
-            for Encoded { seq, hash, bytes, agent, tool, kind, decision } in items.by_ref().take(n) {
-                self.open_block.push(seq, bytes, &mut batch);
+            for Encoded { seq, hash, bytes: _, agent, tool, kind, decision } in items.by_ref().take(n) {
                 self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
                 self.counters
                     .add(&self.store.counters, seq, time, kind, &agent, &tool, decision)
@@ -398,29 +401,30 @@ impl Log {
         }
         drop(items);
         self.scratch = encoded;
-        self.open_block.write_partial(&mut batch);
-        // Entries first, then their tree hashes: after a crash the entries are either all
-        // there or all absent, and hashes missing for present entries are recomputed.
-        self.store.blocks.apply_batch(batch).map_err(StoreError::from)?;
+        self.last_time = time;
         self.write_tiles()?;
         if let Some(state) = next_state {
             self.store.agents.apply_batch(agents_batch).map_err(StoreError::from)?;
             self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
             self.state = state;
+            self.publish();
         }
         // The hourly counters, when a part closed (about once an hour), with their marker.
         if let Some(batch) = self.counters.take_batch(self.size(), false) {
             self.store.counters.apply_batch(batch).map_err(StoreError::from)?;
         }
         // Last: its end marker covers the agent index and the projections above, so after
-        // a crash it never claims more than the trees hold.
+        // a crash (sled keeps a prefix of what it was given) it never claims more than the
+        // trees hold.
         self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;
-        self.store.sync(&mut self.syncer)?;
-        self.last_time = time;
-        if !admin.is_empty() {
-            self.publish();
-        }
         Ok(acks)
+    }
+
+    /// Work that follows the acknowledgement of a commit and would otherwise delay it:
+    /// once the newest segment file is full, the next one is created and synced.
+    pub fn after_ack(&mut self) -> Result<(), LogError> {
+        self.store.segments().prepare_next().map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Signs a checkpoint for the current tree, unless the tree has not grown since the

@@ -11,8 +11,9 @@ use rkyv::util::AlignedVec;
 
 /// Bumped whenever [`Record`]'s layout changes.
 /// 1: one entry per key in the tree `entries`; 2: entries in blocks in the tree `blocks`
-/// (see `crate::blocks`; format 1 is moved over on open).
-pub const FORMAT_VERSION: u32 = 2;
+/// (see `crate::blocks`); 3: the same records in segment files (see `crate::segments`;
+/// formats 1 and 2 are moved over on open).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One entry as it is kept on disk (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -246,6 +246,15 @@ fn run(
                 }
             }
         }
+        // After the answers: work that must not delay them (the next segment file).
+        if let Err(e) = log.after_ack() {
+            tracing::error!(error = %e, "preparing the next segment file failed; the writer stops");
+            let failed = WriterError::Failed(e.to_string());
+            for (_, reply) in checkpoints {
+                let _ = reply.send(Err(failed.clone()));
+            }
+            return Err(e);
+        }
         for (force, reply) in checkpoints {
             match log.sign_checkpoint(force, now_nanos()) {
                 Ok(cp) => {
