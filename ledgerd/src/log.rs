@@ -24,7 +24,7 @@ use crate::agent_index::AgentIndex;
 use crate::counters::{self, Counters};
 use crate::projection::{Shared, State, is_admin_kind};
 use crate::record::{self, ArchivedRecord, Record};
-use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
+use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, Writes, seq_from_key, write_in_order};
 use crate::tiles::{TILE_WIDTH, TileWriter, tile_key};
 
 /// Errors of the log. Any of them during an append leaves the in-memory tree ahead of
@@ -186,13 +186,15 @@ impl Log {
             log.state = State::load(&log.store)?;
         }
         if indexed < log.size() {
+            AgentIndex::trim(&log.store.by_agent, indexed).map_err(StoreError::from)?;
             let mut reader = log.store.reader();
             for seq in indexed..log.size() {
                 let agent = reader.with_record(seq, |r| r.agent.to_string())?.ok_or(LogError::Gap { seq })?;
                 log.index.add(&log.store.by_agent, &agent, seq).map_err(StoreError::from)?;
             }
             recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
-            log.store.by_agent.apply_batch(log.index.take_batch(log.size())).map_err(StoreError::from)?;
+            let writes = log.index.take_writes(log.size());
+            write_in_order(&log.store.by_agent, writes).map_err(StoreError::from)?;
             log.store.sync(&mut log.syncer)?;
             recovery.reindexed = log.size() - indexed;
         }
@@ -361,7 +363,7 @@ impl Log {
         // Admin entries (checked by `State::prepare` before they were queued) change the
         // registry and policies; a copy is changed so that a failure leaves nothing half-done.
         let mut next_state = None;
-        let (mut agents_batch, mut policies_batch) = (sled::Batch::default(), sled::Batch::default());
+        let (mut agents_batch, mut policies_batch) = (Writes::new(), Writes::new());
         if !admin.is_empty() {
             let mut state = self.state.clone();
             for e in &admin {
@@ -404,19 +406,20 @@ impl Log {
         self.last_time = time;
         self.write_tiles()?;
         if let Some(state) = next_state {
-            self.store.agents.apply_batch(agents_batch).map_err(StoreError::from)?;
-            self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
+            write_in_order(&self.store.agents, agents_batch).map_err(StoreError::from)?;
+            write_in_order(&self.store.policies, policies_batch).map_err(StoreError::from)?;
             self.state = state;
             self.publish();
         }
         // The hourly counters, when a part closed (about once an hour), with their marker.
-        if let Some(batch) = self.counters.take_batch(self.size(), false) {
-            self.store.counters.apply_batch(batch).map_err(StoreError::from)?;
+        if let Some(writes) = self.counters.take_writes(self.size(), false) {
+            write_in_order(&self.store.counters, writes).map_err(StoreError::from)?;
         }
         // Last: its end marker covers the agent index and the projections above, so after
         // a crash (sled keeps a prefix of what it was given) it never claims more than the
         // trees hold.
-        self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;
+        let writes = self.index.take_writes(self.size());
+        write_in_order(&self.store.by_agent, writes).map_err(StoreError::from)?;
         Ok(acks)
     }
 
@@ -485,11 +488,13 @@ impl Log {
     }
 
     fn write_tiles(&mut self) -> Result<(), LogError> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.tiles.take_dirty() {
-            batch.insert(&key, value);
+        // Highest level first: the level-0 tiles say how far the tree goes, so once they
+        // are in sled (which keeps a prefix of its writes) so is every node above them.
+        let mut writes = self.tiles.take_dirty();
+        writes.sort_by(|a, b| b.0[0].cmp(&a.0[0]));
+        for (key, value) in writes {
+            self.store.tiles.insert(key, value).map_err(StoreError::from)?;
         }
-        self.store.tiles.apply_batch(batch).map_err(StoreError::from)?;
         Ok(())
     }
 }
