@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod auth;
 pub mod background;
 pub mod blocks;
+pub mod commit_sizes;
 pub mod config;
 pub mod connections;
 pub mod counters;

@@ -163,18 +163,20 @@ impl Store {
 
     /// Bytes the store takes on disk (allocated blocks): the segment files and sled's files.
     pub fn disk_bytes(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            std::fs::read_dir(p).map_or(0, |d| {
-                d.filter_map(Result::ok)
-                    .map(|e| match e.metadata() {
-                        Ok(m) if m.is_dir() => walk(&e.path()),
-                        Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
-                        Err(_) => 0,
-                    })
-                    .sum()
-            })
-        }
-        walk(&self.dir)
+        Store::disk_bytes_of(&self.dir)
+    }
+
+    /// Bytes the files under `dir` take on disk (allocated blocks, not apparent sizes).
+    pub fn disk_bytes_of(dir: &Path) -> u64 {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => Store::disk_bytes_of(&e.path()),
+                    Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
     }
 
     /// The Merkle node source over the stored tiles.

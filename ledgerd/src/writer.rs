@@ -186,6 +186,7 @@ fn run(
             let time = now_nanos().max(log.last_time());
             scoring.score(groups.iter_mut().flatten(), time);
             let committed = feed.capture(groups.iter().flatten(), log.size(), time);
+            crate::commit_sizes::record(queued);
             match log.append(groups, time) {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
