@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use crate::record;
+use crate::stored;
 use crate::store::{Store, StoreError};
 
 /// One hour in nanoseconds.
@@ -374,15 +374,15 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
     let tree = &store.counters;
     let mut counted = 0;
     store.scan(from, to, |seq, bytes| {
-        record::with_archived(bytes, |r| {
+        stored::with_entry(bytes, |r| {
             counters.add(
                 tree,
                 seq,
-                r.time_unix_nanos.to_native(),
-                r.kind.to_native(),
-                r.agent.as_str(),
-                r.tool.as_str(),
-                r.decision.to_native(),
+                r.time_unix_nanos,
+                r.kind,
+                r.agent,
+                r.tool,
+                r.decision,
             )
         })
         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })??;

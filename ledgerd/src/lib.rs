@@ -32,6 +32,7 @@ pub mod scoring;
 pub mod segments;
 pub mod server;
 pub mod status;
+pub mod stored;
 pub mod store;
 pub mod tiles;
 pub mod watch;

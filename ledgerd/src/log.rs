@@ -14,16 +14,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_proto::merkle::{self, CompactRange, Hash};
 use ledger_proto::note::{self, NoteSigner, NoteVerifier};
-use ledger_proto::{leaf, pb};
+use ledger_proto::pb;
 
-use rkyv::util::AlignedVec;
 
 use std::sync::Arc;
 
 use crate::agent_index::AgentIndex;
 use crate::counters::{self, Counters};
 use crate::projection::{Shared, State, is_admin_kind};
-use crate::record::{self, ArchivedRecord, Record};
 use crate::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, Writes, seq_from_key, write_in_order};
 use crate::tiles::{TILE_WIDTH, TileWriter, tile_key};
 
@@ -101,8 +99,8 @@ pub struct Log {
 struct Encoded {
     seq: u64,
     hash: Hash,
-    bytes: AlignedVec,
-    /// Moved out of the record once it is encoded (no copies).
+    bytes: Vec<u8>,
+    /// Moved out of the entry once it is encoded (no copies).
     agent: String,
     tool: String,
     kind: i32,
@@ -163,12 +161,12 @@ impl Log {
             // sled's disk. They are whole (their frames check): take them into the tree.
             let mut reader = log.store.reader();
             for seq in size..entries_end {
-                let entry =
-                    reader.with_record(seq, ArchivedRecord::to_entry)?.ok_or(LogError::Gap { seq })?;
-                let hash = leaf::entry_leaf_hash(&entry);
+                let (hash, time) = reader
+                    .with_record(seq, |e| (e.leaf_hash(), e.time_unix_nanos))?
+                    .ok_or(LogError::Gap { seq })?;
                 let tiles = &mut log.tiles;
                 log.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
-                log.last_time = log.last_time.max(entry.time_unix_nanos);
+                log.last_time = log.last_time.max(time);
             }
             log.write_tiles()?;
             log.store.sync(&mut log.syncer)?;
@@ -339,25 +337,18 @@ impl Log {
         for (seq, mut entry) in (self.size()..).zip(groups.into_iter().flatten()) {
             entry.seq = seq;
             entry.time_unix_nanos = time;
-            let hash = leaf::entry_leaf_hash(&entry);
+            // The stored bytes are the canonical leaf: hashed once, written as they are.
+            let bytes = crate::stored::encode(&entry);
+            let hash = merkle::leaf_hash(&bytes);
             if is_admin_kind(entry.kind) {
                 admin.push(entry.clone());
             }
-            let (kind, decision) = (entry.kind, entry.decision);
-            let mut record = Record::from(entry);
-            let bytes = match record::encode(&record) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    self.scratch = encoded;
-                    return Err(StoreError::Encode(e.to_string()).into());
-                }
-            };
             if bytes.len() > MAX_RECORD_BYTES {
                 self.scratch = encoded;
                 return Err(StoreError::TooLarge { size: bytes.len() }.into());
             }
-            let agent = std::mem::take(&mut record.agent);
-            let tool = std::mem::take(&mut record.tool);
+            let (kind, decision) = (entry.kind, entry.decision);
+            let (agent, tool) = (entry.agent, entry.tool);
             encoded.push(Encoded { seq, hash, bytes, agent, tool, kind, decision });
         }
         // Admin entries (checked by `State::prepare` before they were queued) change the
@@ -478,8 +469,7 @@ impl Log {
     }
 
     fn check_leaf(&self, seq: u64) -> Result<(), LogError> {
-        let entry = self.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
-        let actual = leaf::entry_leaf_hash(&entry);
+        let actual = self.store.with_record(seq, |e| e.leaf_hash())?.ok_or(LogError::Gap { seq })?;
         let expected = self.store.leaf_hash(seq)?;
         if actual != expected {
             return Err(LogError::LeafMismatch { seq, actual: hex(&actual), expected: hex(&expected) });
@@ -629,7 +619,7 @@ mod tests {
         let (log, recovery) = open(dir.path(), &signer);
         assert_eq!((recovery.adopted, log.size()), (3, 23));
         let leaves: Vec<Hash> = (0..23)
-            .map(|s| leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry")))
+            .map(|s| ledger_proto::leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry")))
             .collect();
         assert_eq!(log.root(), merkle::root_from_leaf_hashes(&leaves));
     }

@@ -373,11 +373,11 @@ impl State {
         let mut reader = store.reader();
         for seq in from..to {
             // Only admin entries are decoded in full.
-            let Some(kind) = reader.with_record(seq, |r| r.kind.to_native())? else { continue };
+            let Some(kind) = reader.with_record(seq, |r| r.kind)? else { continue };
             if !is_admin_kind(kind) {
                 continue;
             }
-            let Some(entry) = reader.with_record(seq, crate::record::ArchivedRecord::to_entry)? else {
+            let Some(entry) = reader.with_record(seq, |e| e.to_entry())? else {
                 continue;
             };
             let already = match Kind::try_from(entry.kind) {

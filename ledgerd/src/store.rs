@@ -32,7 +32,8 @@ use ledger_proto::pb;
 use std::sync::Arc;
 
 use crate::blocks::Block;
-use crate::record::{self, ArchivedRecord, FORMAT_VERSION};
+use crate::record::{self, FORMAT_VERSION};
+use crate::stored::{self, StoredEntry};
 use crate::segments::{self, SEGMENT_BYTES, SegmentError, SegmentReader, Segments};
 use crate::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 
@@ -194,14 +195,14 @@ impl Store {
     pub fn with_record<T>(
         &self,
         seq: u64,
-        f: impl FnOnce(&ArchivedRecord) -> T,
+        f: impl FnOnce(&StoredEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
         self.reader().with_record(seq, f)
     }
 
     /// The stored entry with this seq.
     pub fn entry(&self, seq: u64) -> Result<Option<pb::Entry>, StoreError> {
-        self.with_record(seq, ArchivedRecord::to_entry)
+        self.with_record(seq, |e| e.to_entry())
     }
 
     /// A reader for entries by seq that keeps its place: reading seqs in increasing order
@@ -239,11 +240,10 @@ impl Store {
         })?;
         match entry {
             Some(entry) => {
-                let bytes = record::encode(&record::Record::from(entry.clone()))
-                    .map_err(|e| StoreError::Encode(e.to_string()))?;
+                let bytes = stored::encode(entry);
                 match records.first_mut() {
-                    Some(first) => *first = bytes.to_vec(),
-                    None => records.push(bytes.to_vec()),
+                    Some(first) => *first = bytes,
+                    None => records.push(bytes),
                 }
             }
             None => records.clear(),
@@ -409,10 +409,10 @@ impl EntryReader<'_> {
     pub fn with_record<T>(
         &mut self,
         seq: u64,
-        f: impl FnOnce(&ArchivedRecord) -> T,
+        f: impl FnOnce(&StoredEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
         let Some(bytes) = self.inner.record(&self.store.segments, seq)? else { return Ok(None) };
-        record::with_archived(bytes, f)
+        stored::with_entry(bytes, f)
             .map(Some)
             .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })
     }
@@ -466,8 +466,12 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
                 .collect::<Result<_, _>>()?
         };
         for r in records {
-            pending_bytes += r.len();
-            pending.push(r.to_vec());
+            // Formats 1 and 2 stored rkyv archives; format 3 stores the canonical leaf.
+            let entry = record::decode_entry(r)
+                .map_err(|e| StoreError::BadRecord { seq: end, message: e.to_string() })?;
+            let bytes = stored::encode(&entry);
+            pending_bytes += bytes.len();
+            pending.push(bytes);
             end += 1;
         }
         if pending_bytes >= 16 << 20 {
@@ -537,7 +541,7 @@ mod tests {
 
     fn write(store: &Store, n: u64, per_commit: u64) {
         let records: Vec<Vec<u8>> =
-            (0..n).map(|seq| record::encode(&record::Record::from(entry(seq))).expect("encode").to_vec()).collect();
+            (0..n).map(|seq| stored::encode(&entry(seq))).collect();
         for (i, chunk) in records.chunks(per_commit as usize).enumerate() {
             let first = i as u64 * per_commit;
             store.segments().append(first, chunk.iter().map(Vec::as_slice)).expect("append");
@@ -558,7 +562,7 @@ mod tests {
             let mut seen = Vec::new();
             store
                 .scan(lo, hi, |seq, bytes| {
-                    assert_eq!(record::decode_entry(bytes).expect("decode"), entry(seq));
+                    assert_eq!(stored::decode_entry(bytes).expect("decode"), entry(seq));
                     seen.push(seq);
                     Ok(true)
                 })
@@ -577,7 +581,7 @@ mod tests {
         assert_eq!(first_two, vec![10, 11], "a scan stops when asked");
         let mut reader = store.reader();
         for seq in (0..300).step_by(3) {
-            assert_eq!(reader.with_record(seq, |r| r.seq.to_native()).expect("read"), Some(seq));
+            assert_eq!(reader.with_record(seq, |r| r.seq).expect("read"), Some(seq));
         }
     }
 

@@ -136,7 +136,7 @@ fn replaying_a_large_log_at_start() {
     log.store()
         .scan(0, log.size(), |_, bytes| {
             kinds +=
-                ledgerd::record::with_archived(bytes, |r| i64::from(r.kind.to_native())).expect("decode");
+                ledgerd::stored::with_entry(bytes, |r| i64::from(r.kind)).expect("decode");
             Ok(true)
         })
         .expect("read");

@@ -490,8 +490,10 @@ fn main() -> anyhow::Result<()> {
         rate_of(1) / peer_1
     );
     println!(
-        "  one stream sustained over {}k, no downward slope: first million {first:.0}/s, last {last:.0}/s ({:+.1}%)",
+        "  one stream sustained over {}k, no downward slope: first {}k {first:.0}/s, last {}k {last:.0}/s ({:+.1}%)",
         total / 1000,
+        args.sustained_chunk_entries / 1000,
+        args.sustained_chunk_entries / 1000,
         100.0 * (last - first) / first
     );
     println!("sled blob files written (must be 0; they would need their own sync): {blob_files}");
