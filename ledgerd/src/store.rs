@@ -42,10 +42,8 @@ use crate::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// sled's log segment size. sled writes a log item bigger than `segment_size / 4` to a
-/// separate blob file, which it never syncs; leaf nodes hold up to 16 values, so with
-/// 1 MiB segments every node of typical entries (a few hundred bytes) stays inline in the
-/// synced log file. Entries near [`MAX_RECORD_BYTES`] can still produce a blob file:
-/// [`Syncer`] syncs any it finds before a commit is acknowledged.
+/// separate blob file, which it never syncs; with 1 MiB segments the small derived values
+/// sled holds stay inline in its log file. [`Syncer`] syncs any blob file it finds.
 const SEGMENT_SIZE: usize = 1024 * 1024;
 
 /// The largest stored record accepted.
