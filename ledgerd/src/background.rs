@@ -28,7 +28,8 @@ impl Background {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("ledgerd".into()).spawn(move || {
             // Named, so that a benchmark can tell the daemon's threads from its own.
-            let rt = tokio::runtime::Builder::new_multi_thread().thread_name("ledgerd-rt").enable_all().build()?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().thread_name("ledgerd-rt").enable_all().build()?;
             rt.block_on(crate::run(
                 config,
                 async {

@@ -22,8 +22,8 @@
 
 use std::collections::HashMap;
 
-use crate::stored;
 use crate::store::{Store, StoreError};
+use crate::stored;
 
 /// One hour in nanoseconds.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -375,15 +375,7 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
     let mut counted = 0;
     store.scan(from, to, |seq, bytes| {
         stored::with_entry(bytes, |r| {
-            counters.add(
-                tree,
-                seq,
-                r.time_unix_nanos,
-                r.kind,
-                r.agent,
-                r.tool,
-                r.decision,
-            )
+            counters.add(tree, seq, r.time_unix_nanos, r.kind, r.agent, r.tool, r.decision)
         })
         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })??;
         counted += 1;

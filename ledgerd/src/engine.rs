@@ -28,8 +28,8 @@ use ledger_query::{Context, Field, Pipeline, Query, Record, Row, Value};
 
 use crate::agent_index;
 use crate::counters::{self, HOUR_NS, PartView};
-use crate::stored::{self, StoredEntry};
 use crate::store::{Store, StoreError};
+use crate::stored::{self, StoredEntry};
 
 /// The entry fields the hourly counters keep counts for.
 const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];

@@ -16,7 +16,6 @@ use ledger_proto::merkle::{self, CompactRange, Hash};
 use ledger_proto::note::{self, NoteSigner, NoteVerifier};
 use ledger_proto::pb;
 
-
 use std::sync::Arc;
 
 use crate::agent_index::AgentIndex;
@@ -619,7 +618,9 @@ mod tests {
         let (log, recovery) = open(dir.path(), &signer);
         assert_eq!((recovery.adopted, log.size()), (3, 23));
         let leaves: Vec<Hash> = (0..23)
-            .map(|s| ledger_proto::leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry")))
+            .map(|s| {
+                ledger_proto::leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry"))
+            })
             .collect();
         assert_eq!(log.root(), merkle::root_from_leaf_hashes(&leaves));
     }

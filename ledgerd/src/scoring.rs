@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use ledger_proto::pb;
 use serde::{Deserialize, Serialize};
 
-use crate::stored::{self, StoredEntry};
 use crate::scorer::{InvalidConfig, Scorer, ScorerConfig};
 use crate::store::{Store, StoreError};
+use crate::stored::{self, StoredEntry};
 
 /// The `meta` key of the baselines snapshot: a JSON [`SnapshotTag`] line, then the
 /// scorer's [`Scorer::snapshot`].
@@ -177,10 +177,10 @@ fn copy_scored_fields(r: &StoredEntry<'_>, view: &mut pb::Entry) {
     view.kind = r.kind;
     view.decision = r.decision;
     view.shim_seq = r.shim_seq;
-    set(&mut view.agent, &r.agent);
-    set(&mut view.tool, &r.tool);
-    set(&mut view.policy_check, &r.policy_check);
-    set(&mut view.shim_id, &r.shim_id);
+    set(&mut view.agent, r.agent);
+    set(&mut view.tool, r.tool);
+    set(&mut view.policy_check, r.policy_check);
+    set(&mut view.shim_id, r.shim_id);
     view.flags.truncate(r.flags.len());
     for (i, flag) in r.flags.iter().enumerate() {
         match view.flags.get_mut(i) {

@@ -189,19 +189,27 @@ impl Segments {
             {
                 return Err(SegmentError::Damaged {
                     path,
-                    detail: format!("starts at entry {first}, but the segment before it ends at {}", prev.end()),
+                    detail: format!(
+                        "starts at entry {first}, but the segment before it ends at {}",
+                        prev.end()
+                    ),
                 });
             }
             let seg = if i == newest {
                 // The one segment a crash can have cut mid-frame.
                 let (seg, trimmed) = scan_segment(file, path, first, true)?;
                 if trimmed > 0 {
-                    tracing::warn!(bytes = trimmed, "cut a partly written, never acknowledged frame off the entry log");
+                    tracing::warn!(
+                        bytes = trimmed,
+                        "cut a partly written, never acknowledged frame off the entry log"
+                    );
                 }
                 seg
             } else {
                 match load_index(dir, first, &file) {
-                    Some((count, len, sparse)) => Seg { first, count, len, file: Arc::new(file), path, sparse },
+                    Some((count, len, sparse)) => {
+                        Seg { first, count, len, file: Arc::new(file), path, sparse }
+                    }
                     None => {
                         let (seg, _) = scan_segment(file, path, first, false)?;
                         write_index(dir, &seg)?;
@@ -237,7 +245,11 @@ impl Segments {
     /// Appends the records of entries `first..` (consecutive seqs from the current end)
     /// with one `write` and one `fdatasync`; they are visible to readers only after that.
     /// A failure poisons the writer: what reached the file is unknown.
-    pub fn append<'a>(&self, first: u64, records: impl Iterator<Item = &'a [u8]>) -> Result<(), SegmentError> {
+    pub fn append<'a>(
+        &self,
+        first: u64,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), SegmentError> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.poisoned {
             return Err(SegmentError::Poisoned);
@@ -422,7 +434,8 @@ impl Segments {
 
 /// Creates a segment file holding only its header, synced.
 fn create_file(path: &Path, first: u64) -> Result<File, SegmentError> {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(io(path))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(io(path))?;
     let mut header = [0u8; HEADER as usize];
     header[..8].copy_from_slice(SEG_MAGIC);
     header[8..].copy_from_slice(&first.to_le_bytes());
@@ -444,10 +457,19 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
     let mut header = [0u8; HEADER as usize];
     file.read_exact_at(&mut header, 0).map_err(|_| damaged("has no complete header".into()))?;
     if &header[..8] != SEG_MAGIC || u64_at(&header, 8) != Some(first) {
-        return Err(damaged(format!("does not start with the header of a segment beginning at entry {first}")));
+        return Err(damaged(format!(
+            "does not start with the header of a segment beginning at entry {first}"
+        )));
     }
     let file = Arc::new(file);
-    let loc = Loc { file: file.clone(), path: path.clone(), seq: first, offset: HEADER, end_seq: u64::MAX, len: size };
+    let loc = Loc {
+        file: file.clone(),
+        path: path.clone(),
+        seq: first,
+        offset: HEADER,
+        end_seq: u64::MAX,
+        len: size,
+    };
     let mut c = Cursor::new(loc, CHUNK);
     let mut sparse = Vec::new();
     loop {
@@ -785,7 +807,8 @@ mod tests {
         assert_eq!((s.end(), s.bytes()), (10, size));
         drop(s);
         // A flipped byte in an earlier record is damage, not a torn write.
-        for (at, why) in [(HEADER as usize + 16 + 8 + 2, "wrong checksum"), (HEADER as usize + 9, "padding")] {
+        for (at, why) in [(HEADER as usize + 16 + 8 + 2, "wrong checksum"), (HEADER as usize + 9, "padding")]
+        {
             let mut flipped = full.clone();
             flipped[at] ^= 1;
             std::fs::write(&path, &flipped).expect("write");

@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use crate::blocks::Block;
 use crate::record::{self, FORMAT_VERSION};
-use crate::stored::{self, StoredEntry};
 use crate::segments::{self, SEGMENT_BYTES, SegmentError, SegmentReader, Segments};
+use crate::stored::{self, StoredEntry};
 use crate::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 
 /// sled's page cache size. sled's default is 1 GiB, far more than a ledger on an agent
@@ -431,7 +431,8 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
     let (tmp, log) = (dir.join(MIGRATING_DIR), dir.join(LOG_DIR));
     for stale in [&tmp, &log] {
         if stale.exists() {
-            std::fs::remove_dir_all(stale).map_err(|source| StoreError::Io { path: stale.clone(), source })?;
+            std::fs::remove_dir_all(stale)
+                .map_err(|source| StoreError::Io { path: stale.clone(), source })?;
         }
     }
     let segs = Segments::open(&tmp, SEGMENT_BYTES)?;
@@ -451,7 +452,10 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
         let first =
             seq_from_key(&key).ok_or(StoreError::BadMeta { key: old_name, detail: "bad key".into() })?;
         if first != end {
-            return Err(StoreError::BadRecord { seq: end, message: format!("missing from the `{old_name}` tree") });
+            return Err(StoreError::BadRecord {
+                seq: end,
+                message: format!("missing from the `{old_name}` tree"),
+            });
         }
         let records: Vec<&[u8]> = if found < 2 {
             vec![&value[..]]
@@ -460,7 +464,9 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
             block
                 .records()
                 .enumerate()
-                .map(|(i, r)| r.map_err(|e| StoreError::BadRecord { seq: first + i as u64, message: e.to_string() }))
+                .map(|(i, r)| {
+                    r.map_err(|e| StoreError::BadRecord { seq: first + i as u64, message: e.to_string() })
+                })
                 .collect::<Result<_, _>>()?
         };
         for r in records {
@@ -492,7 +498,11 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
     db.drop_tree(old_name)?;
     db.flush()?;
     Syncer::new(dir)?.sync()?;
-    tracing::info!(entries = end, from_format = found, "moved the entries to storage format 3 (segment files)");
+    tracing::info!(
+        entries = end,
+        from_format = found,
+        "moved the entries to storage format 3 (segment files)"
+    );
     Ok(())
 }
 
@@ -538,8 +548,7 @@ mod tests {
     }
 
     fn write(store: &Store, n: u64, per_commit: u64) {
-        let records: Vec<Vec<u8>> =
-            (0..n).map(|seq| stored::encode(&entry(seq))).collect();
+        let records: Vec<Vec<u8>> = (0..n).map(|seq| stored::encode(&entry(seq))).collect();
         for (i, chunk) in records.chunks(per_commit as usize).enumerate() {
             let first = i as u64 * per_commit;
             store.segments().append(first, chunk.iter().map(Vec::as_slice)).expect("append");

@@ -79,9 +79,11 @@ impl<'a> StoredEntry<'a> {
             if string {
                 let len = varint(bytes, &mut at)? as usize;
                 let end = at.checked_add(len).filter(|e| *e <= bytes.len());
-                let raw = end.map(|end| &bytes[at..end]).ok_or_else(|| BadEntry(format!("field {field} cut")))?;
+                let raw =
+                    end.map(|end| &bytes[at..end]).ok_or_else(|| BadEntry(format!("field {field} cut")))?;
                 at += len;
-                let s = std::str::from_utf8(raw).map_err(|_| BadEntry(format!("field {field} is not UTF-8")))?;
+                let s =
+                    std::str::from_utf8(raw).map_err(|_| BadEntry(format!("field {field} is not UTF-8")))?;
                 match field {
                     4 => e.agent = s,
                     5 => e.agent_id = s,
@@ -100,7 +102,8 @@ impl<'a> StoredEntry<'a> {
                 continue;
             }
             let v = varint(bytes, &mut at)?;
-            let narrow = |v: u64| u32::try_from(v).map_err(|_| BadEntry(format!("field {field} out of range")));
+            let narrow =
+                |v: u64| u32::try_from(v).map_err(|_| BadEntry(format!("field {field} out of range")));
             match field {
                 1 => e.seq = v,
                 2 => e.time_unix_nanos = v as i64,
@@ -205,7 +208,9 @@ mod tests {
 
     #[test]
     fn every_field_reads_back_in_place() {
-        for entry in [full(), pb::Entry::default(), pb::Entry { kind: -1, decision: -7, ..pb::Entry::default() }] {
+        for entry in
+            [full(), pb::Entry::default(), pb::Entry { kind: -1, decision: -7, ..pb::Entry::default() }]
+        {
             let bytes = encode(&entry);
             let stored = StoredEntry::parse(&bytes).expect("parse");
             assert_eq!(stored.to_entry(), entry);

@@ -17,7 +17,10 @@ fn append(daemon: &Daemon, agent: &str, i: u64) -> std::process::Output {
 fn count(daemon: &Daemon, query: &str) -> u64 {
     let out = daemon.ctl(&["query", query, "--format", "csv"]);
     let text = stdout(&out);
-    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("{query}: {text}{}", stderr(&out)))
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{query}: {text}{}", stderr(&out)))
 }
 
 fn verify_ok(daemon: &Daemon, extra: &[&str]) {
@@ -128,7 +131,10 @@ fn device_syncs(appends: u64) -> Option<usize> {
     let trace = tmp.path().join("trace");
     // No periodic checkpoint inside the measured span: only the start's and the stop's.
     let config = tmp.path().join("ledgerd.toml");
-    let text = format!("data_dir = {:?}\n[checkpoint]\ninterval = \"1h\"\n", tmp.path().join("data").display().to_string());
+    let text = format!(
+        "data_dir = {:?}\n[checkpoint]\ninterval = \"1h\"\n",
+        tmp.path().join("data").display().to_string()
+    );
     std::fs::write(&config, text).expect("config");
     let mut strace = Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=fdatasync,fsync,sync_file_range", "-o"])
@@ -182,5 +188,8 @@ fn one_device_sync_per_group_commit_on_the_append_path() {
     // single appends, each its own group commit, add at most one device sync each.
     let (Some(base), Some(with)) = (device_syncs(0), device_syncs(60)) else { return };
     assert!(with >= base + 60, "every append is synced: {base} syncs without appends, {with} with 60");
-    assert!(with <= base + 60, "more than one device sync per commit: {base} without appends, {with} with 60");
+    assert!(
+        with <= base + 60,
+        "more than one device sync per commit: {base} without appends, {with} with 60"
+    );
 }

@@ -312,7 +312,15 @@ impl Figures {
 fn print_header() {
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>11} {:>14}",
-        "scenario", "appends/s", "p50", "p99", "CPU/append", "daemon CPU", "batch", "vs fsync/1", "vs fsync/batch"
+        "scenario",
+        "appends/s",
+        "p50",
+        "p99",
+        "CPU/append",
+        "daemon CPU",
+        "batch",
+        "vs fsync/1",
+        "vs fsync/batch"
     );
 }
 
@@ -422,7 +430,9 @@ fn main() -> anyhow::Result<()> {
     // The peer a team would build instead, in process, at the daemon's commit sizes.
     let peer_dir = tmp.path().join("sqlite");
     let peer_1 = median(
-        (0..args.runs).map(|_| sqlite_peer::rate(&peer_dir, 1, args.seconds)).collect::<anyhow::Result<_>>()?,
+        (0..args.runs)
+            .map(|_| sqlite_peer::rate(&peer_dir, 1, args.seconds))
+            .collect::<anyhow::Result<_>>()?,
     );
     let peer_batch = median(
         (0..args.runs)

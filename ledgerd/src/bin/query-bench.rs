@@ -800,10 +800,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => println!("  DuckDB comparisons: not measured"),
     }
-    println!(
-        "  agent + 7-day query under 50 ms at {size} entries: {week_ms:.1} ms  {}",
-        met(week_ms < 50.0)
-    );
+    println!("  agent + 7-day query under 50 ms at {size} entries: {week_ms:.1} ms  {}", met(week_ms < 50.0));
     drop(results);
     std::fs::remove_file(&csv_path).ok();
     std::fs::remove_dir_all(&store_dir).ok();
@@ -818,7 +815,12 @@ fn main() -> anyhow::Result<()> {
             let (rows, stats, _) = run_counting(store, size, &queries[1], &ctx, None)?;
             Ok((rows, stats))
         })?;
-        ensure!(m.rows == truth.agent_week, "agent + 7 days: {} rows, the generator wrote {}", m.rows, truth.agent_week);
+        ensure!(
+            m.rows == truth.agent_week,
+            "agent + 7 days: {} rows, the generator wrote {}",
+            m.rows,
+            truth.agent_week
+        );
         let store_bytes = Store::disk_bytes_of(&dir);
         println!(
             "  agent + 7-day query under 20 ms at {size} entries: {:.1} ms (first {:.1} ms, {} rows; built in {:.0} s at {:.0} entries/s, {:.0} bytes on disk per entry)  {}",
