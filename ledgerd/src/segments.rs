@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! <first seq, 20 digits>.seg   "LDGSEG\0\x01" ‖ u64 first seq ‖ frames
-//! frame                        u32 length ‖ u32 CRC-32 of (u64 seq ‖ record) ‖ record ‖ zero padding to 8
+//! frame                        u32 length, the top bit set on a commit's last frame ‖
+//!                              u32 CRC-32 of (u64 seq ‖ that u32 ‖ record) ‖ record ‖ zero padding to 8
 //! <first seq, 20 digits>.idx   (sealed segments only) "LDGIDX\0\x01" ‖ u64 first ‖ u64 count ‖
 //!                              u64 length ‖ u64 × ceil(count / 64) frame offsets ‖ u32 CRC-32
 //! ```
@@ -22,7 +23,9 @@
 //!
 //! Recovery: the newest segment is read to its end; a frame cut short or failing its CRC
 //! at the very end of the file was being written when the process stopped: it was never
-//! synced, so never acknowledged, and it is cut off. Damage anywhere else is an error.
+//! synced, so never acknowledged, and it is cut off, with the frames of the same commit
+//! before it (back to the last frame marked as a commit's last): a commit lands whole or
+//! not at all. Damage anywhere else is an error.
 //! `.idx` files are only an index: one that is missing or does not check is rebuilt.
 
 use std::fs::{File, OpenOptions};
@@ -40,6 +43,8 @@ const SEG_MAGIC: &[u8; 8] = b"LDGSEG\0\x01";
 const IDX_MAGIC: &[u8; 8] = b"LDGIDX\0\x01";
 const HEADER: u64 = 16;
 const FRAME_HEADER: usize = 8;
+/// The bit of a frame's length field that marks a commit's last frame.
+const COMMIT_END: u32 = 1 << 31;
 /// Bytes read at a time by scans.
 const CHUNK: usize = 1 << 20;
 /// Bytes read at a time for one entry looked up by seq.
@@ -72,18 +77,20 @@ fn frame_len(len: usize) -> usize {
     (FRAME_HEADER + len).next_multiple_of(8)
 }
 
-fn checksum(seq: u64, record: &[u8]) -> u32 {
+fn checksum(seq: u64, len_field: u32, record: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&seq.to_le_bytes());
+    h.update(&len_field.to_le_bytes());
     h.update(record);
     h.finalize()
 }
 
-/// Appends the frame of entry `seq` to `out`.
-pub fn push_frame(out: &mut Vec<u8>, seq: u64, record: &[u8]) {
+/// Appends the frame of entry `seq` to `out`; `last` marks the last frame of a commit.
+fn push_frame(out: &mut Vec<u8>, seq: u64, record: &[u8], last: bool) {
     let start = out.len();
-    out.extend_from_slice(&(record.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(seq, record).to_le_bytes());
+    let len_field = record.len() as u32 | if last { COMMIT_END } else { 0 };
+    out.extend_from_slice(&len_field.to_le_bytes());
+    out.extend_from_slice(&checksum(seq, len_field, record).to_le_bytes());
     out.extend_from_slice(record);
     out.resize(start + frame_len(record.len()), 0);
 }
@@ -274,11 +281,12 @@ impl Segments {
         frames.clear();
         let mut sparse = Vec::new();
         let mut seq = first;
-        for r in records {
+        let mut records = records.peekable();
+        while let Some(r) = records.next() {
             if (seq - seg_first).is_multiple_of(INDEX_EVERY) {
                 sparse.push(offset + frames.len() as u64);
             }
-            push_frame(&mut frames, seq, r);
+            push_frame(&mut frames, seq, r, records.peek().is_none());
             seq += 1;
         }
         let result = file.write_all_at(&frames, offset).and_then(|()| file.sync_data()).map_err(io(&path));
@@ -412,7 +420,7 @@ impl Segments {
         let file = create_file(&path, start)?;
         let mut frames = Vec::new();
         for (seq, r) in (start..).zip(kept.iter().chain(records)) {
-            push_frame(&mut frames, seq, r);
+            push_frame(&mut frames, seq, r, true);
         }
         file.write_all_at(&frames, HEADER).and_then(|()| file.sync_data()).map_err(io(&path))?;
         sync_dir(&self.dir)?;
@@ -472,37 +480,52 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
     };
     let mut c = Cursor::new(loc, CHUNK);
     let mut sparse = Vec::new();
+    // Where the last whole commit ends: (offset, seq, entries of `sparse`).
+    let mut committed = (HEADER, first, 0usize);
+    let mut damage = None;
     loop {
         let offset = c.buf_off + c.pos as u64;
         if offset >= size {
             break;
         }
         match c.check_frame(size - offset)? {
-            Ok(len) => {
+            Ok((len, last)) => {
                 if (c.seq - first).is_multiple_of(INDEX_EVERY) {
                     sparse.push(offset);
                 }
                 c.pos += frame_len(len);
                 c.seq += 1;
+                if last {
+                    committed = (offset + frame_len(len) as u64, c.seq, sparse.len());
+                }
             }
             Err(why) => {
                 // Torn only if nothing whole can follow: the frame runs to (or past) the
                 // end of the file, or the rest of the file is zeros.
-                let claimed = u32_at(&c.buf, c.pos).map_or(u64::MAX, |l| frame_len(l as usize) as u64);
+                let claimed =
+                    u32_at(&c.buf, c.pos).map_or(u64::MAX, |l| frame_len((l & !COMMIT_END) as usize) as u64);
                 let runs_to_end = size - offset < FRAME_HEADER as u64
                     || offset.saturating_add(claimed) >= size
                     || rest_is_zero(&file, offset, size);
-                if trim_tail && runs_to_end {
-                    file.set_len(offset).and_then(|()| file.sync_all()).map_err(io(&path))?;
-                    let seg = Seg { first, count: c.seq - first, len: offset, file, path, sparse };
-                    return Ok((seg, size - offset));
+                if !(trim_tail && runs_to_end) {
+                    return Err(damaged(why));
                 }
-                return Err(damaged(why));
+                damage = Some(why);
+                break;
             }
         }
     }
-    let seg = Seg { first, count: c.seq - first, len: size, file, path, sparse };
-    Ok((seg, 0))
+    let (end, end_seq, indexed) = committed;
+    if end == size {
+        return Ok((Seg { first, count: end_seq - first, len: size, file, path, sparse }, 0));
+    }
+    // A commit that did not reach the disk whole: cut it off, if this is the tail.
+    if !trim_tail {
+        return Err(damaged(damage.unwrap_or_else(|| format!("ends inside a commit, after byte {end}"))));
+    }
+    file.set_len(end).and_then(|()| file.sync_all()).map_err(io(&path))?;
+    sparse.truncate(indexed);
+    Ok((Seg { first, count: end_seq - first, len: end, file, path, sparse }, size - end))
 }
 
 fn rest_is_zero(file: &File, from: u64, size: u64) -> bool {
@@ -639,7 +662,7 @@ impl Cursor {
             return Err(self.damaged(format!("has no entry {}", self.seq)));
         }
         self.ensure(FRAME_HEADER)?;
-        let len = u32_at(&self.buf, self.pos).unwrap_or(0) as usize;
+        let len = (u32_at(&self.buf, self.pos).unwrap_or(0) & !COMMIT_END) as usize;
         if len == 0 {
             return Err(self.damaged(format!("has an empty frame for entry {}", self.seq)));
         }
@@ -649,13 +672,14 @@ impl Cursor {
 
     /// Checks the frame at the cursor, `left` bytes before the end of the file: its
     /// record's length, or why it is not a whole frame.
-    fn check_frame(&mut self, left: u64) -> Result<Result<usize, String>, SegmentError> {
+    fn check_frame(&mut self, left: u64) -> Result<Result<(usize, bool), String>, SegmentError> {
         let offset = self.buf_off + self.pos as u64;
         if left < FRAME_HEADER as u64 {
             return Ok(Err(format!("ends inside the frame at byte {offset}")));
         }
         self.ensure(FRAME_HEADER)?;
-        let len = u32_at(&self.buf, self.pos).unwrap_or(0) as usize;
+        let len_field = u32_at(&self.buf, self.pos).unwrap_or(0);
+        let len = (len_field & !COMMIT_END) as usize;
         if len == 0 || len > 2 * crate::store::MAX_RECORD_BYTES {
             return Ok(Err(format!("has a frame of {len} bytes at byte {offset}")));
         }
@@ -664,13 +688,13 @@ impl Cursor {
         }
         self.ensure(frame_len(len))?;
         let crc = u32_at(&self.buf, self.pos + 4).unwrap_or(0);
-        if crc != checksum(self.seq, &self.buf[self.pos + FRAME_HEADER..self.pos + FRAME_HEADER + len]) {
+        if crc != checksum(self.seq, len_field, &self.buf[self.pos + FRAME_HEADER..self.pos + FRAME_HEADER + len]) {
             return Ok(Err(format!("holds entry {} with a wrong checksum at byte {offset}", self.seq)));
         }
         if self.buf[self.pos + FRAME_HEADER + len..self.pos + frame_len(len)].iter().any(|b| *b != 0) {
             return Ok(Err(format!("holds entry {} with non-zero padding at byte {offset}", self.seq)));
         }
-        Ok(Ok(len))
+        Ok(Ok((len, len_field & COMMIT_END != 0)))
     }
 
     /// The record at the cursor.
@@ -787,19 +811,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Segments::open(dir.path(), SEGMENT_BYTES).expect("open");
         let recs: Vec<Vec<u8>> = (0..10).map(rec).collect();
-        s.append(0, recs.iter().map(Vec::as_slice)).expect("append");
+        // Two commits: entries 0..6, then 6..10.
+        s.append(0, recs[..6].iter().map(Vec::as_slice)).expect("append");
+        s.append(6, recs[6..].iter().map(Vec::as_slice)).expect("append");
         let size = s.bytes();
         drop(s);
         let path = newest(dir.path());
-        // Every cut inside the last frame, and garbage or zeros after the last whole
-        // frame, is a write that never finished: cut off, the nine before it kept.
+        // Every cut inside the second commit (inside a frame, or between two of its
+        // frames), and garbage after its last whole frame, is a write that never finished:
+        // the whole commit is cut off, the first kept.
         let full = std::fs::read(&path).expect("read");
-        let last_frame = HEADER as usize + (0..9).map(|i| frame_len(rec(i).len())).sum::<usize>();
-        for cut in [last_frame + 1, last_frame + 7, full.len() - 1] {
+        let at = |n: u64| HEADER as usize + (0..n).map(|i| frame_len(rec(i).len())).sum::<usize>();
+        let first_commit = at(6);
+        for cut in [at(9) + 1, at(9) + 7, full.len() - 1, at(8), at(7), at(6) + 3] {
             std::fs::write(&path, &full[..cut]).expect("write");
             let s = Segments::open(dir.path(), SEGMENT_BYTES).expect("open cuts the tail");
-            assert_eq!((s.end(), s.bytes()), (9, last_frame as u64), "cut at {cut}");
+            assert_eq!((s.end(), s.bytes()), (6, first_commit as u64), "cut at {cut}");
         }
+        let mut garbage = full[..at(9) + 5].to_vec();
+        garbage.extend_from_slice(&[0xab; 3]);
+        std::fs::write(&path, &garbage).expect("write");
+        assert_eq!(Segments::open(dir.path(), SEGMENT_BYTES).expect("open").end(), 6);
         let mut zeros = full.clone();
         zeros.extend_from_slice(&[0u8; 100]);
         std::fs::write(&path, &zeros).expect("write");
