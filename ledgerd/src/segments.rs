@@ -688,7 +688,13 @@ impl Cursor {
         }
         self.ensure(frame_len(len))?;
         let crc = u32_at(&self.buf, self.pos + 4).unwrap_or(0);
-        if crc != checksum(self.seq, len_field, &self.buf[self.pos + FRAME_HEADER..self.pos + FRAME_HEADER + len]) {
+        if crc
+            != checksum(
+                self.seq,
+                len_field,
+                &self.buf[self.pos + FRAME_HEADER..self.pos + FRAME_HEADER + len],
+            )
+        {
             return Ok(Err(format!("holds entry {} with a wrong checksum at byte {offset}", self.seq)));
         }
         if self.buf[self.pos + FRAME_HEADER + len..self.pos + frame_len(len)].iter().any(|b| *b != 0) {
