@@ -12,7 +12,7 @@
 //! frame                        u32 length, the top bit set on a commit's last frame ‖
 //!                              u32 CRC-32 of (u64 seq ‖ that u32 ‖ record) ‖ record ‖ zero padding to 8
 //! <first seq, 20 digits>.idx   (sealed segments only) "LDGIDX\0\x01" ‖ u64 first ‖ u64 count ‖
-//!                              u64 length ‖ u64 × ceil(count / 64) frame offsets ‖ u32 CRC-32
+//!                              u64 length ‖ u64 × ceil(count / 16) frame offsets ‖ u32 CRC-32
 //! ```
 //!
 //! A record is the rkyv [`crate::record::Record`] of one entry; every frame starts at a
@@ -38,7 +38,7 @@ use rkyv::util::AlignedVec;
 /// A segment takes no more commits once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// One offset is kept in memory (and in `.idx`) per this many entries.
-pub const INDEX_EVERY: u64 = 64;
+pub const INDEX_EVERY: u64 = 16;
 const SEG_MAGIC: &[u8; 8] = b"LDGSEG\0\x01";
 const IDX_MAGIC: &[u8; 8] = b"LDGIDX\0\x01";
 const HEADER: u64 = 16;
@@ -48,7 +48,7 @@ const COMMIT_END: u32 = 1 << 31;
 /// Bytes read at a time by scans.
 const CHUNK: usize = 1 << 20;
 /// Bytes read at a time for one entry looked up by seq.
-const LOOKUP_CHUNK: usize = 64 * 1024;
+const LOOKUP_CHUNK: usize = 8 * 1024;
 
 /// Errors of the segment files.
 #[derive(Debug, thiserror::Error)]
