@@ -12,11 +12,11 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
-pub mod shim;
 pub mod state;
 pub mod status;
 pub mod verify;
-pub mod wire;
+/// Moved to `ledger_proto::wire` (the daemon needs it too); kept here for old paths.
+pub use ledger_proto::wire;
 
 /// The socket `ledgerctl` and the shims use when none is given: `$LEDGER_SOCKET`, else
 /// `${LEDGERD_DATA_DIR:-./ledger-data}/ledgerd.sock` (where `ledgerd` puts it by default).

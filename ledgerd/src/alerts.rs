@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ledger_client::wire::EntryRenderer;
+use ledger_proto::wire::EntryRenderer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::watch::{Feed, Subscription};
+use crate::scoring::watch::{Feed, Subscription};
 
 /// How long an alert command may run before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ impl Default for AlertsConfig {
 impl AlertsConfig {
     /// Checks the values; the error says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=crate::scorer::MAX_SEVERITY).contains(&self.min_severity) {
+        if !(1..=crate::scoring::scorer::MAX_SEVERITY).contains(&self.min_severity) {
             return Err(format!("min_severity = {} is not a severity; use 1 to 10", self.min_severity));
         }
         if self.command.first().is_some_and(|p| p.is_empty()) {

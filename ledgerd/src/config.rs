@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+// Each layer keeps its own config types; the reader assembles them.
+pub use crate::scoring::scorer::parse_duration;
+pub use crate::service::auth::{RoleMembers, RolesConfig};
+pub use crate::service::publish::PublishConfig;
+pub use crate::service::redact::RedactionConfig;
+
 /// The data dir used when neither a flag, a config file nor `$LEDGERD_DATA_DIR` names one.
 pub const DEFAULT_DATA_DIR: &str = "./ledger-data";
 
@@ -46,28 +52,13 @@ pub struct Config {
     /// What one caller may send and how many may be connected.
     pub limits: LimitsConfig,
     /// Where every checkpoint is delivered besides the store (`[[publish]]`, see
-    /// [`crate::publish`]).
+    /// [`crate::service::publish`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PublishConfig>,
     /// Severity scoring: weights, action classes, baselines (`docs/SEVERITY.md`).
-    pub scorer: crate::scorer::ScorerConfig,
+    pub scorer: crate::scoring::scorer::ScorerConfig,
     /// Where entries at or above a severity are sent as they are committed.
     pub alerts: crate::alerts::AlertsConfig,
-}
-
-/// One `[[publish]]` target: exactly one of `dir` and `command`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PublishConfig {
-    /// A directory that receives one file per checkpoint (e.g. a write-once share).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dir: Option<PathBuf>,
-    /// A program and its arguments, run once per checkpoint with the note on stdin.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// How long one delivery may take before it counts as failed (default "30s").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
 }
 
 /// The `[limits]` section.
@@ -204,77 +195,12 @@ impl<'de> Deserialize<'de> for GroupSpec {
     }
 }
 
-/// The `[roles]` section: for each role, who holds it (see [`crate::auth`]).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RolesConfig {
-    /// May append decisions (and read policies).
-    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
-    pub writer: RoleMembers,
-    /// May read everything: entries, queries, exports, proofs.
-    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
-    pub auditor: RoleMembers,
-    /// May change the registry and policies.
-    #[serde(skip_serializing_if = "RoleMembers::is_empty")]
-    pub admin: RoleMembers,
-}
-
-/// The users and groups that hold one role. A uid holds the role if it is listed, its
-/// user name is listed, or its primary group or a group it is a member of is listed.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoleMembers {
-    /// User names, looked up in `/etc/passwd`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users: Vec<String>,
-    /// Group names, looked up in `/etc/group`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub uids: Vec<u32>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub gids: Vec<u32>,
-}
-
 /// When checkpoints are signed.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// How often to sign a checkpoint when the tree has grown, e.g. "10s", "1m".
     pub interval: String,
-}
-
-/// The `[redaction]` section: the rules of [`crate::redact::Redactor`].
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedactionConfig {
-    /// Redact and cut params at all.
-    pub enabled: bool,
-    /// Keys whose values are replaced whole; replaces the default list.
-    pub keys: Vec<String>,
-    /// Keys added to `keys`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub extra_keys: Vec<String>,
-    /// Credential regexes found in any string; replaces the default list.
-    pub patterns: Vec<String>,
-    /// Regexes added to `patterns`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub extra_patterns: Vec<String>,
-    /// Params longer than this (bytes of JSON text, after redaction) are cut.
-    pub max_params_bytes: usize,
-}
-
-impl Default for RedactionConfig {
-    fn default() -> Self {
-        RedactionConfig {
-            enabled: true,
-            keys: crate::redact::DEFAULT_KEYS.iter().map(|k| k.to_string()).collect(),
-            extra_keys: Vec::new(),
-            patterns: crate::redact::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
-            extra_patterns: Vec::new(),
-            max_params_bytes: crate::redact::DEFAULT_MAX_PARAMS_BYTES,
-        }
-    }
 }
 
 impl RedactionConfig {
@@ -286,7 +212,7 @@ impl RedactionConfig {
             why,
         };
         for (key, list) in [("redaction.keys", &self.keys), ("redaction.extra_keys", &self.extra_keys)] {
-            if let Some(k) = list.iter().find(|k| crate::redact::key_words(k).is_empty()) {
+            if let Some(k) = list.iter().find(|k| crate::service::redact::key_words(k).is_empty()) {
                 return Err(invalid(key, k.clone(), "a key needs at least one letter or digit".into()));
             }
         }
@@ -294,10 +220,11 @@ impl RedactionConfig {
             [("redaction.patterns", &self.patterns), ("redaction.extra_patterns", &self.extra_patterns)]
         {
             for pattern in list {
-                crate::redact::compile(pattern).map_err(|why| invalid(key, pattern.clone(), why))?;
+                crate::service::redact::compile(pattern).map_err(|why| invalid(key, pattern.clone(), why))?;
             }
         }
-        let (min, max) = (crate::redact::MIN_MAX_PARAMS_BYTES, crate::redact::MAX_MAX_PARAMS_BYTES);
+        let (min, max) =
+            (crate::service::redact::MIN_MAX_PARAMS_BYTES, crate::service::redact::MAX_MAX_PARAMS_BYTES);
         if !(min..=max).contains(&self.max_params_bytes) {
             return Err(invalid(
                 "redaction.max_params_bytes",
@@ -333,7 +260,7 @@ impl Default for Config {
             redaction: RedactionConfig::default(),
             limits: LimitsConfig::default(),
             publish: Vec::new(),
-            scorer: crate::scorer::ScorerConfig::default(),
+            scorer: crate::scoring::scorer::ScorerConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
         }
     }
@@ -347,7 +274,7 @@ impl Default for CheckpointConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_bytes: crate::store::DEFAULT_CACHE_BYTES }
+        StorageConfig { cache_bytes: crate::storage::store::DEFAULT_CACHE_BYTES }
     }
 }
 
@@ -362,8 +289,8 @@ pub enum ConfigError {
     Invalid { path: PathBuf, key: &'static str, value: String, why: String },
     #[error("config file {path}: [{section}] {why}")]
     Section { path: PathBuf, section: &'static str, why: String },
-    #[error("cannot read {path} to look up the users and groups named in the config: {source}")]
-    Accounts { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Accounts(#[from] crate::service::auth::AccountsError),
 }
 
 impl Config {
@@ -416,7 +343,7 @@ impl Config {
         let section = |section: &'static str| {
             move |why: String| ConfigError::Section { path: path.to_path_buf(), section, why }
         };
-        crate::scorer::Scorer::new(self.scorer.clone()).map_err(|e| section("scorer")(e.0))?;
+        crate::scoring::scorer::Scorer::new(self.scorer.clone()).map_err(|e| section("scorer")(e.0))?;
         self.alerts.validate().map_err(section("alerts"))?;
         Ok(())
     }
@@ -448,13 +375,6 @@ impl Config {
     /// The effective config as TOML, for `--check-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
-}
-
-impl RoleMembers {
-    /// Whether the role is given to nobody (but the daemon's own user).
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.groups.is_empty() && self.uids.is_empty() && self.gids.is_empty()
     }
 }
 
@@ -514,17 +434,6 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err("this is a number, not a name; list numeric ids in uids or gids".into());
     }
     Ok(())
-}
-
-/// Parses durations like "10s", "5m", "1h 30m" (at least one second).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration =
-        text.parse().map_err(|e| format!("{e}; write a duration such as \"10s\", \"5m\" or \"1h\""))?;
-    let d = Duration::try_from(d).map_err(|_| "a negative duration makes no sense here".to_string())?;
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".into());
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

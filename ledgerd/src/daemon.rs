@@ -9,21 +9,21 @@ use std::sync::Arc;
 use ledger_proto::pb::{self, admin_server::AdminServer, ledger_server::LedgerServer};
 use tokio::net::UnixListener;
 
-use crate::admin::AdminService;
-use crate::auth::{AccountFiles, Roles};
 use crate::config::{Config, GroupSpec};
-use crate::connections::Connections;
-use crate::datadir::DataDir;
-use crate::intake::Peer;
-use crate::log::{Log, hex};
-use crate::publish::Publisher;
-use crate::redact::Redactor;
-use crate::scoring::Scoring;
-use crate::server::{Access, LedgerService};
-use crate::status::{Rate, StatusSource};
-use crate::store::Store;
-use crate::watch::Feed;
-use crate::writer::{self, WriterHandle};
+use crate::log::merkle::{Log, hex};
+use crate::scoring::commit::Scoring;
+use crate::scoring::watch::Feed;
+use crate::scoring::writer::{self, WriterHandle};
+use crate::service::admin::AdminService;
+use crate::service::auth::{AccountFiles, Roles};
+use crate::service::connections::Connections;
+use crate::service::intake::{Peer, own_entry};
+use crate::service::publish::Publisher;
+use crate::service::redact::Redactor;
+use crate::service::server::{Access, LedgerService};
+use crate::service::status::{Rate, StatusSource};
+use crate::storage::datadir::DataDir;
+use crate::storage::store::Store;
 
 /// How long the stop waits for the publishing targets to take the last checkpoints
 /// (well within systemd's `TimeoutStopSec=30s`).
@@ -114,7 +114,7 @@ pub async fn run(
     let publisher = Publisher::start(&config.publish, &dir.root, &store)?;
     let connections = Connections::new(config.limits.max_connections);
     let status = StatusSource {
-        started_unix_nanos: crate::log::now_nanos(),
+        started_unix_nanos: crate::log::merkle::now_nanos(),
         head: writer.head(),
         store: store.clone(),
         data_dir: dir.root.clone(),
@@ -268,22 +268,6 @@ async fn append_own(
         pid: std::process::id(),
     };
     writer.append(vec![own_entry(kind, host, me, details)]).await.map(|_| ())
-}
-
-/// An entry ledgerd writes itself (agent `ledgerd`, this host), stamped with `who`: the
-/// daemon's own credentials for its lifecycle entries, the caller's for a refusal it
-/// records. It goes through the writer like any other entry.
-pub(crate) fn own_entry(kind: pb::Kind, host: &str, who: Peer, details: serde_json::Value) -> pb::Entry {
-    pb::Entry {
-        kind: kind as i32,
-        agent: "ledgerd".into(),
-        host: host.into(),
-        writer_uid: who.uid,
-        writer_gid: who.gid,
-        writer_pid: who.pid,
-        details: details.to_string(),
-        ..Default::default()
-    }
 }
 
 /// Signs a checkpoint every `interval` if the tree grew.

@@ -28,10 +28,10 @@ use ledger_proto::pb;
 use ledger_proto::rotation::Rotation;
 
 use crate::config::Config;
-use crate::datadir::DataDir;
-use crate::intake::Peer;
-use crate::log::{Log, hex, now_nanos};
-use crate::store::Store;
+use crate::log::merkle::{Log, hex, now_nanos};
+use crate::service::intake::Peer;
+use crate::storage::datadir::DataDir;
+use crate::storage::store::Store;
 
 /// What a rotation did, for the message.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ pub fn rotate_key(config: &Config) -> anyhow::Result<Rotated> {
         gid: rustix::process::getgid().as_raw(),
         pid: std::process::id(),
     };
-    let entry = crate::daemon::own_entry(pb::Kind::KeyRotated, &host, me, details);
+    let entry = crate::service::intake::own_entry(pb::Kind::KeyRotated, &host, me, details);
     let now = now_nanos();
     let acks = log.append(vec![vec![entry]], now)?;
     let seq = acks.first().and_then(|g| g.first()).map_or(0, |a| a.seq);

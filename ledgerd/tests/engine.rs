@@ -8,9 +8,9 @@ use ledger_proto::pb;
 use std::collections::BTreeMap;
 
 use ledger_query::{Context, Field, Record, Row, Value};
-use ledgerd::log::Log;
-use ledgerd::store::Store;
-use ledgerd::{counters, engine};
+use ledgerd::log::merkle::Log;
+use ledgerd::projections::{counters, engine};
+use ledgerd::storage::store::Store;
 
 /// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
 struct Rng(u64);

@@ -2,7 +2,7 @@
 //! synthetic times, and the worked example of `docs/SEVERITY.md` pinned to the code.
 
 use ledger_proto::pb::{self, Decision, Kind};
-use ledgerd::scorer::{Score, Scorer, ScorerConfig};
+use ledgerd::scoring::scorer::{Score, Scorer, ScorerConfig};
 
 /// Monday 2026-01-05 00:00:00 UTC.
 const MONDAY: i64 = 1_767_571_200;

@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use ledger_proto::note::NoteSigner;
 use ledger_proto::pb::{self, Decision, Kind};
-use ledgerd::log::Log;
-use ledgerd::scorer::ScorerConfig;
-use ledgerd::scoring::Scoring;
-use ledgerd::store::Store;
+use ledgerd::log::merkle::Log;
+use ledgerd::scoring::commit::Scoring;
+use ledgerd::scoring::scorer::ScorerConfig;
+use ledgerd::storage::store::Store;
 
 const TOOLS: [&str; 12] = [
     "fs.read_file",
@@ -87,7 +87,7 @@ fn scoring_cost_per_entry() {
     assert!(per_entry < 10_000.0, "scoring takes {per_entry} ns per entry");
 
     // With a watcher or alerts subscribed, the writer also copies and publishes each entry.
-    let feed = ledgerd::watch::Feed::new();
+    let feed = ledgerd::scoring::watch::Feed::new();
     let mut subscription = feed.subscribe(0);
     let started = Instant::now();
     let mut published = 0usize;
@@ -135,7 +135,7 @@ fn replaying_a_large_log_at_start() {
     let mut kinds = 0i64;
     log.store()
         .scan(0, log.size(), |_, bytes| {
-            kinds += ledgerd::stored::with_entry(bytes, |r| i64::from(r.kind)).expect("decode");
+            kinds += ledgerd::storage::stored::with_entry(bytes, |r| i64::from(r.kind)).expect("decode");
             Ok(true)
         })
         .expect("read");

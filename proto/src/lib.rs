@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod merkle;
 pub mod note;
 pub mod rotation;
+pub mod wire;
 
 /// Lowercase hex of bytes (hashes, key IDs), as every message and output shows them.
 pub fn hex(bytes: &[u8]) -> String {

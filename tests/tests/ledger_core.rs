@@ -262,7 +262,7 @@ async fn sigkill_loses_nothing_acknowledged_and_the_sequence_continues() {
 /// Opens the stopped daemon's store and rewrites entry `seq` with another agent name,
 /// as someone with access to the files could.
 fn tamper_entry(data_dir: &std::path::Path, seq: u64) {
-    let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+    let store = ledgerd::storage::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
     let mut entry = store.entry(seq).expect("read").expect("entry exists");
     entry.agent = "someone-else".into();
     store.tamper(seq, Some(&entry)).expect("rewrite the entry");
@@ -308,7 +308,8 @@ fn deleting_the_newest_entries_breaks_a_pinned_checkpoint() {
 
     // Remove the newest five entries (and with them the checkpoints that cover them).
     {
-        let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+        let store =
+            ledgerd::storage::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
         let end = store.entries_end().expect("end");
         store.tamper(end - 5, None).expect("remove the newest five");
         assert_eq!(store.entries_end().expect("end"), end - 5);
@@ -318,14 +319,15 @@ fn deleting_the_newest_entries_breaks_a_pinned_checkpoint() {
     assert!(refused.contains("acknowledged entries are missing"), "{refused}");
 
     {
-        let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
+        let store =
+            ledgerd::storage::store::Store::open(&data_dir.join("store"), 8 << 20).expect("open store");
         let end = store.entries_end().expect("end");
         let doomed: Vec<_> = store
             .checkpoints
             .iter()
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| ledgerd::store::seq_from_key(&k[..8]).is_some_and(|size| size > end))
+            .filter(|k| ledgerd::storage::store::seq_from_key(&k[..8]).is_some_and(|size| size > end))
             .collect();
         for k in doomed {
             store.checkpoints.remove(k).expect("remove checkpoint");

@@ -217,14 +217,14 @@ fn a_rotated_key_is_followed_by_verify_state_and_the_daemon_still_starts() {
 
 /// Every checkpoint the store holds, oldest first, as (file name, note).
 fn stored_checkpoints(data: &Path) -> Vec<(String, Vec<u8>)> {
-    let store = ledgerd::store::Store::open(&data.join("store"), 8 << 20).expect("open store");
+    let store = ledgerd::storage::store::Store::open(&data.join("store"), 8 << 20).expect("open store");
     store
         .checkpoints
         .iter()
         .map(|item| {
             let (key, note) = item.expect("read checkpoint");
             let key: [u8; 16] = key.as_ref().try_into().expect("16-byte key");
-            (ledgerd::publish::file_name(&key), note.to_vec())
+            (ledgerd::service::publish::file_name(&key), note.to_vec())
         })
         .collect()
 }

@@ -420,7 +420,7 @@ fn projections_rebuilt_from_the_log_give_the_same_state() {
 
     // Automatically, when the projection trees are gone.
     {
-        let store = ledgerd::store::Store::open(&data_dir.join("store"), 8 << 20).expect("store");
+        let store = ledgerd::storage::store::Store::open(&data_dir.join("store"), 8 << 20).expect("store");
         store.agents.clear().expect("clear");
         store.policies.clear().expect("clear");
         store.by_agent.clear().expect("clear");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ledger_client::Client;
 use ledger_proto::pb;
 use ledger_tests::{Daemon, bin, ok, stderr};
-use ledgerd::scorer::{Scorer, ScorerConfig};
+use ledgerd::scoring::scorer::{Scorer, ScorerConfig};
 
 const AGENT: &str = "billing-bot";
 const POLICY: &str = "# billing-bot: reads only\n\

@@ -1,0 +1,519 @@
+//! Runs a parsed query over the store, streaming rows out as they become final.
+//!
+//! Planning: entry times never decrease along seq, so a time period becomes a seq range
+//! by binary search over the entries tree itself (that is the time index). An agent filter
+//! reads the agent index instead of the range. Whatever is read is still checked against
+//! the whole filter, so the plan only decides what to read, never what matches. Entries
+//! are read as rkyv archives in place; memory is bounded by the result (the pipeline's
+//! rows, sort buffer or groups), not by the log.
+//!
+//! Counting queries (`count by agent, bin(time, 1h)` and the like; the shapes are those of
+//! [`Query::count_shape`] over kind, agent, tool and decision) take the whole hours of
+//! their range from the hourly counters ([`crate::projections::counters`]) instead: the counts are
+//! summed per combination of the values the query reads (and per hour when it reads the
+//! hour), and each sum is fed to the pipeline as one record weighted by it
+//! ([`ledger_query::Pipeline::push_weighted`]). The partial hours at the edges of the
+//! range, and the hours the counters do not hold yet (the last hour of the log, which may
+//! still grow, and is kept in memory by the writer), are scanned as usual. When
+//! in doubt (counters behind the log, damaged, or not adding up to the number of entries
+//! in the hours counted; a time zone whose offset is not whole hours over those hours) the
+//! query is scanned.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use ledger_proto::pb;
+use ledger_query::{Context, Field, Pipeline, Query, Record, Row, Value};
+
+use crate::projections::agent_index;
+use crate::projections::counters::{self, HOUR_NS, PartView};
+use crate::storage::store::{Store, StoreError};
+use crate::storage::stored::{self, StoredEntry};
+
+/// The entry fields the hourly counters keep counts for.
+const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];
+
+/// `kind` as the query language sees it (unset is missing).
+fn kind_value(kind: i32) -> Value<'static> {
+    match kind {
+        0 => Value::Missing,
+        k => Value::text(pb::Kind::name_of(k)),
+    }
+}
+
+/// `decision` as the query language sees it (unset is the empty name, which is missing).
+fn decision_value(decision: i32) -> Value<'static> {
+    Value::text(pb::Decision::name_of(decision))
+}
+
+/// Entries scanned between two hand-overs of finished rows.
+const EMIT_EVERY: u64 = 1024;
+
+/// A stored entry as the query engine sees it.
+pub struct View<'a, 'b>(pub &'a StoredEntry<'b>);
+
+impl Record for View<'_, '_> {
+    fn get(&self, field: &Field) -> Value<'_> {
+        let r = self.0;
+        match field {
+            Field::Seq => Value::from(r.seq),
+            Field::Time => Value::Time(r.time_unix_nanos),
+            Field::Kind => kind_value(r.kind),
+            Field::Agent => Value::text(r.agent),
+            Field::AgentId => Value::text(r.agent_id),
+            Field::Session => Value::text(r.session),
+            Field::Action => Value::text(r.action),
+            Field::Tool => Value::text(r.tool),
+            Field::Params(_) => Value::text(r.params),
+            Field::Decision => decision_value(r.decision),
+            Field::Rule => Value::text(r.rule),
+            Field::PolicyVersion => match r.policy_version {
+                0 => Value::Missing,
+                v => Value::from(v),
+            },
+            Field::Reason => Value::text(r.reason),
+            Field::WriterUid => Value::from(r.writer_uid),
+            Field::WriterGid => Value::from(r.writer_gid),
+            Field::WriterPid => Value::from(r.writer_pid),
+            Field::Host => Value::text(r.host),
+            Field::Severity => match r.severity {
+                0 => Value::Missing,
+                s => Value::from(s),
+            },
+            Field::Flags => Value::List(r.flags.iter().map(|f| Value::text(f)).collect()),
+            Field::PolicyCheck => Value::text(r.policy_check),
+            Field::ShimId => Value::text(r.shim_id),
+            Field::ShimSeq => match r.shim_seq {
+                0 => Value::Missing,
+                s => Value::from(s),
+            },
+            Field::RefSeq => r.ref_seq.map_or(Value::Missing, Value::from),
+            Field::Details(_) => Value::text(r.details),
+        }
+    }
+}
+
+/// The entries of one counter cell, summed over what a query reads of them: the fields
+/// it reads (the others are missing) and a time in their hour.
+struct Summed<'a> {
+    kind: i32,
+    agent: &'a str,
+    tool: &'a str,
+    decision: i32,
+    time: i64,
+}
+
+impl Record for Summed<'_> {
+    fn get(&self, field: &Field) -> Value<'_> {
+        match field {
+            Field::Time => Value::Time(self.time),
+            Field::Kind => kind_value(self.kind),
+            Field::Agent => Value::text(self.agent),
+            Field::Tool => Value::text(self.tool),
+            Field::Decision => decision_value(self.decision),
+            _ => Value::Missing,
+        }
+    }
+}
+
+/// What a run looked at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries read and checked against the filter.
+    pub scanned: u64,
+    /// First and one-past-last seq of the range the plan chose.
+    pub range: (u64, u64),
+    /// Whether the agent index was used.
+    pub by_agent: bool,
+    /// Whether whole hours were answered from the hourly counters.
+    pub counters: bool,
+    /// The seqs `start..end` inside `range` that were counted from the counters instead of
+    /// read (empty when the counters were not used).
+    pub counted: (u64, u64),
+    /// Counter cells read.
+    pub cells: u64,
+}
+
+/// Runs `query` over the first `size` entries. `emit` gets finished rows in order as they
+/// come; when it returns false (the client went away) the run stops.
+pub fn run(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    emit: &mut dyn FnMut(Vec<Row>) -> bool,
+) -> Result<Stats, StoreError> {
+    let mut pipeline = query.pipeline(ctx);
+    let (lo, hi) = match query.time_range(ctx) {
+        Some((from, to)) => (first_at_or_after(store, size, from)?, first_at_or_after(store, size, to)?),
+        None => (0, size),
+    };
+    let hi = hi.max(lo);
+    let mut stats = Stats { range: (lo, hi), counted: (lo, lo), ..Stats::default() };
+    let mut ranges = [(lo, hi), (hi, hi)];
+    let counted = if lo < hi { from_counters(store, size, query, ctx, lo, &mut pipeline)? } else { None };
+    if let Some(Counted { seqs, cells }) = counted {
+        (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
+        ranges = [(lo, seqs.0), (seqs.1, hi)];
+    }
+    let mut step = |a: &StoredEntry<'_>, stats: &mut Stats| -> bool {
+        pipeline.push(&View(a));
+        stats.scanned += 1;
+        if stats.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
+            let rows = pipeline.take_rows();
+            if !rows.is_empty() && !emit(rows) {
+                return false;
+            }
+        }
+        !pipeline.is_done()
+    };
+    let agents = query.agents();
+    'scan: for (lo, hi) in ranges {
+        if lo >= hi {
+            continue;
+        }
+        match &agents {
+            Some(agents) => {
+                stats.by_agent = true;
+                let mut reader = store.reader();
+                for seq in merged_agent_seqs(store, agents, lo, hi) {
+                    let seq = seq?;
+                    let going = reader
+                        .with_record(seq, |a| step(a, &mut stats))?
+                        .ok_or(StoreError::NoSuchEntry { seq, size })?;
+                    if !going {
+                        break 'scan;
+                    }
+                }
+            }
+            None => {
+                let mut going = true;
+                store.scan(lo, hi, |seq, bytes| {
+                    going = stored::with_entry(bytes, |a| step(a, &mut stats))
+                        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                    Ok(going)
+                })?;
+                if !going {
+                    break 'scan;
+                }
+            }
+        }
+    }
+    let rest = pipeline.finish().rows;
+    if !rest.is_empty() {
+        emit(rest);
+    }
+    Ok(stats)
+}
+
+/// A combination of counted values, reduced to what a query reads: strings as indexes
+/// into the run's string table, unread fields zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SumKey {
+    hour: i64,
+    kind: i32,
+    decision: i32,
+    agent: u32,
+    tool: u32,
+}
+
+/// The Fx hash (as in rustc): a multiply and a rotate per word. [`SumKey`]s are small
+/// integers, nothing an attacker chooses the hash of.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.add(u64::from(n as u32));
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Sums = HashMap<SumKey, u64, BuildHasherDefault<FxHasher>>;
+
+/// Feeds the sums to the pipeline, one weighted record each.
+fn feed(sums: &mut Sums, names: &[Box<str>], pipeline: &mut Pipeline) {
+    let name = |id: u32| names.get(id as usize).map_or("", |s| &**s);
+    for (k, n) in sums.drain() {
+        let summed = Summed {
+            kind: k.kind,
+            agent: name(k.agent),
+            tool: name(k.tool),
+            decision: k.decision,
+            time: k.hour * HOUR_NS,
+        };
+        pipeline.push_weighted(&summed, n);
+    }
+}
+
+/// What [`from_counters`] answered.
+struct Counted {
+    /// The seqs the hours counted hold, which must not be scanned.
+    seqs: (u64, u64),
+    /// Counter cells read.
+    cells: u64,
+}
+
+/// Feeds `pipeline` the whole hours of the query's range (from seq `lo` on) from the
+/// hourly counters, if the query and the counters allow it (see the module docs), or
+/// returns `None` when the query must be scanned (the pipeline is then as it was).
+fn from_counters(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    lo: u64,
+    pipeline: &mut Pipeline,
+) -> Result<Option<Counted>, StoreError> {
+    let Some(shape) = query.count_shape(COUNTED) else { return Ok(None) };
+    let Some(stored) = counters::counted_end(&store.counters)? else { return Ok(None) };
+    // Whole hours inside the query's time range, from the first entry in it, and before
+    // the hour of entry `min(stored, size - 1)`: the stored parts count exactly the entries
+    // below `stored`, and times never decrease along seq, so an earlier hour holds neither
+    // an entry they miss nor one past `size` (which they may already count).
+    let (from, to) = query.time_range(ctx).unwrap_or((i64::MIN, i64::MAX));
+    let first_hour = from.div_euclid(HOUR_NS) + i64::from(from.rem_euclid(HOUR_NS) != 0);
+    let h_lo = first_hour.max(counters::hour_of(entry_time(store, size, lo)?));
+    let edge = counters::hour_of(entry_time(store, size, stored.min(size - 1))?);
+    let h_hi = to.div_euclid(HOUR_NS).min(edge);
+    if h_lo >= h_hi {
+        return Ok(None);
+    }
+    let read = |f: Field| shape.fields.contains(&f);
+    let (by_kind, by_agent, by_tool, by_decision) =
+        (read(Field::Kind), read(Field::Agent), read(Field::Tool), read(Field::Decision));
+    // Entries of other agents cannot match (`agents()` is conservative): skip their cells.
+    let agents: Option<HashSet<String>> = query.agents().map(|a| a.into_iter().collect());
+    let utc = ctx.tz() == &jiff::tz::TimeZone::UTC;
+
+    let mut names: Vec<Box<str>> = Vec::new();
+    let mut ids: HashMap<Box<str>, u32> = HashMap::new();
+    // Summed per hour when the query reads the hour (and fed hour by hour), else over all.
+    let mut sums = Sums::default();
+    let (mut local, mut wanted) = (Vec::new(), Vec::new());
+    let (mut cells, mut total) = (0u64, 0u64);
+    let mut current = None;
+    let mut fed = false;
+    let seqs =
+        (first_at_or_after(store, size, h_lo * HOUR_NS)?, first_at_or_after(store, size, h_hi * HOUR_NS)?);
+    // Giving up after some hours were fed: start the pipeline over for the scan.
+    let give_up = |pipeline: &mut Pipeline, fed: bool| {
+        if fed {
+            *pipeline = query.pipeline(ctx);
+        }
+        Ok(None)
+    };
+    for item in counters::parts(&store.counters, h_lo, h_hi) {
+        let (hour, value) = item?;
+        if shape.calendar && current != Some(hour) {
+            if !utc && !steady(ctx.tz(), hour) {
+                return give_up(pipeline, fed);
+            }
+            fed |= !sums.is_empty();
+            feed(&mut sums, &names, pipeline);
+            current = Some(hour);
+        }
+        let Some(part) = PartView::parse(&value) else {
+            tracing::warn!(
+                hour,
+                "damaged hourly counters; scanning instead (run `ledgerd --rebuild-projections`)"
+            );
+            return give_up(pipeline, fed);
+        };
+        local.clear();
+        wanted.clear();
+        for s in &part.strings {
+            let id = match ids.get(*s) {
+                Some(id) => *id,
+                None => {
+                    let id = names.len() as u32;
+                    names.push(Box::from(*s));
+                    ids.insert(Box::from(*s), id);
+                    id
+                }
+            };
+            local.push(id);
+            wanted.push(agents.as_ref().is_none_or(|a| a.contains(*s)));
+        }
+        let mut read = 0;
+        for c in part.cells() {
+            read += 1;
+            total = total.saturating_add(c.count);
+            if !wanted[c.agent as usize] {
+                continue;
+            }
+            let key = SumKey {
+                hour: if shape.calendar { hour } else { h_lo },
+                kind: if by_kind { c.kind } else { 0 },
+                decision: if by_decision { c.decision } else { 0 },
+                agent: if by_agent { local[c.agent as usize] } else { u32::MAX },
+                tool: if by_tool { local[c.tool as usize] } else { u32::MAX },
+            };
+            *sums.entry(key).or_insert(0) += c.count;
+        }
+        if read != part.len() {
+            tracing::warn!(
+                hour,
+                "damaged hourly counters; scanning instead (run `ledgerd --rebuild-projections`)"
+            );
+            return give_up(pipeline, fed);
+        }
+        cells += read as u64;
+    }
+    // The counts must add up to the entries those hours hold (a cheap check against parts
+    // gone missing).
+    if total != seqs.1 - seqs.0 {
+        tracing::warn!(
+            counted = total,
+            entries = seqs.1 - seqs.0,
+            "hourly counters do not match the log; scanning instead (run `ledgerd --rebuild-projections`)"
+        );
+        return give_up(pipeline, fed);
+    }
+    feed(&mut sums, &names, pipeline);
+    Ok(Some(Counted { seqs, cells }))
+}
+
+/// Whether `tz` has one offset over the whole hour, a whole number of hours: then the
+/// hour is one local wall-clock hour, and the calendar functions are steady over it.
+fn steady(tz: &jiff::tz::TimeZone, hour: i64) -> bool {
+    let at =
+        |ns: i64| jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| tz.to_offset(t).seconds()).ok();
+    let start = hour.saturating_mul(HOUR_NS);
+    match (at(start), at(start.saturating_add(HOUR_NS - 1))) {
+        (Some(a), Some(b)) => a == b && a % 3600 == 0,
+        _ => false,
+    }
+}
+
+/// The time of entry `seq`.
+fn entry_time(store: &Store, size: u64, seq: u64) -> Result<i64, StoreError> {
+    store.with_record(seq, |a| a.time_unix_nanos)?.ok_or(StoreError::NoSuchEntry { seq, size })
+}
+
+/// The first seq below `size` whose time is at or after `t` (`size` if none): entry times
+/// never decrease along seq, so this is a binary search.
+fn first_at_or_after(store: &Store, size: u64, t: i64) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (0u64, size);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if entry_time(store, size, mid)? < t {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// The seqs of several agents' entries in `lo..hi`, merged in ascending order.
+fn merged_agent_seqs(
+    store: &Store,
+    agents: &[String],
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = Result<u64, StoreError>> {
+    let mut sources: Vec<_> = agents.iter().map(|a| agent_index::seqs(&store.by_agent, a, lo, hi)).collect();
+    let mut heap = BinaryHeap::new();
+    let mut pending_error = None;
+    for (i, source) in sources.iter_mut().enumerate() {
+        match source.next() {
+            Some(Ok(seq)) => heap.push(Reverse((seq, i))),
+            Some(Err(e)) => pending_error = Some(e),
+            None => {}
+        }
+    }
+    let mut failed = pending_error.map(StoreError::from);
+    std::iter::from_fn(move || {
+        if let Some(e) = failed.take() {
+            return Some(Err(e));
+        }
+        let Reverse((seq, i)) = heap.pop()?;
+        match sources[i].next() {
+            Some(Ok(next)) => heap.push(Reverse((next, i))),
+            Some(Err(e)) => failed = Some(e.into()),
+            None => {}
+        }
+        Some(Ok(seq))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_query::{DEFAULT_COLUMNS, format_value};
+
+    /// The daemon reads stored entries through `View`, clients read entries off the wire
+    /// through `ledger_proto::wire::EntryRecord` (`watch`, alerts, evidence bundles): both
+    /// must show every field alike, or a bundle row would differ from its export row.
+    #[test]
+    fn stored_and_wire_entries_read_the_same() {
+        let full = pb::Entry {
+            seq: 7,
+            time_unix_nanos: 1_767_225_600_500_000_000,
+            kind: pb::Kind::Decision as i32,
+            agent: "ops-bot".into(),
+            agent_id: "0b7c".into(),
+            session: "s1".into(),
+            action: "run".into(),
+            tool: "shell.exec".into(),
+            params: r#"{"cmd":"ls"}"#.into(),
+            decision: pb::Decision::Deny as i32,
+            rule: "no-shell".into(),
+            policy_version: 3,
+            reason: "=cmd".into(),
+            writer_uid: 1000,
+            writer_gid: 1000,
+            writer_pid: 42,
+            host: "vm".into(),
+            severity: 9,
+            flags: vec!["deny_burst".into(), "first_use".into()],
+            policy_check: "match".into(),
+            shim_id: "abc".into(),
+            shim_seq: 5,
+            ref_seq: Some(3),
+            details: r#"{"a":1}"#.into(),
+        };
+        let unset = pb::Entry { seq: 0, kind: 0, ..Default::default() };
+        let odd = pb::Entry { kind: 99, decision: 7, ref_seq: Some(0), ..full.clone() };
+        let tz = jiff::tz::TimeZone::UTC;
+        for entry in [full, unset, odd] {
+            let bytes = stored::encode(&entry);
+            stored::with_entry(&bytes, |archived| {
+                let (stored, wire) = (View(archived), ledger_proto::wire::EntryRecord(&entry));
+                for name in DEFAULT_COLUMNS {
+                    let field = Field::from_name(name).expect("a field");
+                    let (a, b) = (stored.get(&field), wire.get(&field));
+                    assert_eq!(
+                        (a.is_missing(), format_value(&a, &tz)),
+                        (b.is_missing(), format_value(&b, &tz)),
+                        "{name} of {entry:?}"
+                    );
+                }
+            })
+            .expect("archived");
+        }
+    }
+}
