@@ -4,14 +4,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::scoring::writer::MAX_BATCH_ENTRIES;
+/// Sizes counted one by one; larger commits share the last bucket. The writer's own
+/// limit (`writer::MAX_BATCH_ENTRIES`) is 8,192.
+const LARGEST: usize = 8192;
 
-/// Commits by number of entries (the last bucket takes anything larger).
-static SIZES: [AtomicU64; MAX_BATCH_ENTRIES + 1] = [const { AtomicU64::new(0) }; MAX_BATCH_ENTRIES + 1];
+/// Commits by number of entries.
+static SIZES: [AtomicU64; LARGEST + 1] = [const { AtomicU64::new(0) }; LARGEST + 1];
 
 /// Counts one commit of `entries` entries.
 pub fn record(entries: usize) {
-    SIZES[entries.min(MAX_BATCH_ENTRIES)].fetch_add(1, Ordering::Relaxed);
+    SIZES[entries.min(LARGEST)].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Forgets every commit counted so far.

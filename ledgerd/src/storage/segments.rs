@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rkyv::util::AlignedVec;
 
+/// The largest record (an entry's stored bytes) accepted.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// A segment takes no more commits once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// One offset is kept in memory (and in `.idx`) per this many entries.
@@ -680,7 +682,7 @@ impl Cursor {
         self.ensure(FRAME_HEADER)?;
         let len_field = u32_at(&self.buf, self.pos).unwrap_or(0);
         let len = (len_field & !COMMIT_END) as usize;
-        if len == 0 || len > 2 * crate::storage::store::MAX_RECORD_BYTES {
+        if len == 0 || len > 2 * MAX_RECORD_BYTES {
             return Ok(Err(format!("has a frame of {len} bytes at byte {offset}")));
         }
         if frame_len(len) as u64 > left {

@@ -46,8 +46,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled holds stay inline in its log file. [`Syncer`] syncs any blob file it finds.
 const SEGMENT_SIZE: usize = 1024 * 1024;
 
-/// The largest stored record accepted.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// The largest stored record accepted (defined with the segment framing).
+pub use crate::storage::segments::MAX_RECORD_BYTES;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
