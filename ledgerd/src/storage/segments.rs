@@ -241,11 +241,6 @@ impl Segments {
         read_lock(&self.shared).segs.last().map_or(0, Seg::end)
     }
 
-    /// The directory holding the segment files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Bytes of the durable frames and headers, all segments together.
     pub fn bytes(&self) -> u64 {
         read_lock(&self.shared).segs.iter().map(|s| s.len).sum()
@@ -429,15 +424,6 @@ impl Segments {
         drop(s);
         let (seg, _) = scan_segment(file, path, start, false)?;
         write_lock(&self.shared).segs.push(seg);
-        Ok(())
-    }
-
-    /// Writes the `.idx` of every sealed segment (after a migration wrote them all).
-    pub fn write_indexes(&self) -> Result<(), SegmentError> {
-        let s = read_lock(&self.shared);
-        for g in s.segs.iter().take(s.segs.len().saturating_sub(1)) {
-            write_index(&self.dir, g)?;
-        }
         Ok(())
     }
 }
