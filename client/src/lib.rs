@@ -5,6 +5,8 @@
 //! against signed checkpoints, trusting nothing the daemon says without proof.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use ledger_proto::pb::{self, admin_client::AdminClient, ledger_client::LedgerClient};
@@ -12,6 +14,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
+pub mod jsonl;
 pub mod state;
 pub mod status;
 pub mod verify;
@@ -34,6 +37,25 @@ pub fn default_data_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("./ledger-data"), PathBuf::from)
 }
 
+/// How long a call may wait for ledgerd when the program sets nothing ([`set_timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets, once for the whole process, how long ledgerd may stay silent: while connecting,
+/// before answering a call, and during a stream (HTTP/2 pings must be answered; a live
+/// daemon working on a long query answers them, a stopped or hung one does not). For a
+/// program that talks to one daemon with one deadline (`ledgerctl --timeout`); later calls
+/// are ignored. Without it, [`DEFAULT_TIMEOUT`].
+pub fn set_timeout(timeout: Duration) {
+    let _ = TIMEOUT.set(timeout);
+}
+
+/// The deadline [`Client::connect`] uses (see [`set_timeout`]).
+pub fn timeout() -> Duration {
+    TIMEOUT.get().copied().unwrap_or(DEFAULT_TIMEOUT)
+}
+
 /// What went wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,6 +71,12 @@ pub enum ClientError {
     Rpc(tonic::Status),
     #[error("internal client error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The daemon accepted the connection or the call and then said nothing for too long.
+    #[error(
+        "ledgerd did not answer within {}: it may be stopped (SIGSTOP), hung or overloaded; check its log and `systemctl status ledgerd`, or allow longer with --timeout",
+        state::human(*after)
+    )]
+    Timeout { after: Duration },
     /// The query does not parse or type-check; the text is rendered with carets.
     #[error("{rendered}")]
     Query { rendered: String },
@@ -56,8 +84,32 @@ pub enum ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
+        if is_timeout(&status) {
+            return ClientError::Timeout { after: timeout() };
+        }
         ClientError::Rpc(status)
     }
+}
+
+/// Whether a status is the client's own deadline or a missed HTTP/2 ping, not the daemon's
+/// answer.
+pub fn is_timeout(status: &tonic::Status) -> bool {
+    let message = status.message();
+    if (status.code() == tonic::Code::Cancelled && message.contains("Timeout expired"))
+        || status.code() == tonic::Code::DeadlineExceeded
+        || message.contains("keep-alive timed out")
+    {
+        return true;
+    }
+    // A missed ping surfaces as an "http2 error" whose causes name it.
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() || e.to_string().contains("keep-alive timed out") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The result of a query as it streams in: the columns first, then rows in chunks.
@@ -91,7 +143,7 @@ fn query_error(status: tonic::Status, text: &str) -> ClientError {
     {
         return ClientError::Query { rendered: errors.render(text) };
     }
-    ClientError::Rpc(status)
+    ClientError::from(status)
 }
 
 /// A connection to one daemon. Cloning shares the connection (calls are multiplexed).
@@ -104,20 +156,35 @@ pub struct Client {
 
 impl Client {
     /// Connects to the daemon's socket now, so a missing daemon is reported here.
+    ///
+    /// Every call made through it has the process's deadline ([`timeout`]): a call that
+    /// gets no answer in time, and a stream whose daemon stops answering HTTP/2 pings for
+    /// that long, fail with [`ClientError::Timeout`]. A stream may run for any length of
+    /// time while the daemon is alive.
     pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, ClientError> {
         let socket = socket.as_ref().to_path_buf();
+        let after = timeout();
+        let timed_out = || ClientError::Timeout { after };
         // Fail early with the real OS error (no such file, permission denied, refused).
-        UnixStream::connect(&socket)
+        tokio::time::timeout(after, UnixStream::connect(&socket))
             .await
+            .map_err(|_| timed_out())?
             .map_err(|cause| ClientError::Connect { socket: socket.clone(), cause })?;
         let path = socket.clone();
+        // Pings while idle too: a watcher waiting for entries learns that the daemon stopped.
+        let ping = (after / 2).max(Duration::from_millis(500));
         // The URI is required by the API but unused: the connector dials the socket.
-        let channel = Endpoint::from_static("http://ledgerd.invalid")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }))
-            .await?;
+        let endpoint = Endpoint::from_static("http://ledgerd.invalid")
+            .timeout(after)
+            .connect_timeout(after)
+            .http2_keep_alive_interval(ping)
+            .keep_alive_timeout(ping)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }));
+        let channel = tokio::time::timeout(after, channel).await.map_err(|_| timed_out())??;
         let inner = LedgerClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
         let admin = AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         Ok(Client { inner, admin, socket })
@@ -182,6 +249,19 @@ impl Client {
         files: Vec<pb::ManifestFile>,
     ) -> Result<pb::SignedManifest, ClientError> {
         Ok(self.inner.sign_manifest(pb::SignManifestRequest { files }).await?.into_inner())
+    }
+
+    /// Records an evidence export in the log (auditor role): the daemon appends an
+    /// `evidence_exported` entry for the period (`to` cut to its clock) and signs a
+    /// checkpoint covering it.
+    pub async fn record_export(
+        &mut self,
+        from_unix_nanos: i64,
+        to_unix_nanos: i64,
+        agents: Vec<String>,
+    ) -> Result<pb::RecordedExport, ClientError> {
+        let req = pb::RecordExportRequest { from_unix_nanos, to_unix_nanos, agents };
+        Ok(self.inner.record_export(req).await?.into_inner())
     }
 
     /// The daemon's health (`ledgerctl status`).

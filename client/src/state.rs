@@ -144,22 +144,32 @@ pub fn load(path: &Path) -> Result<Option<State>, Alarm> {
 }
 
 /// Writes the state file atomically: a temporary file next to it, synced, renamed over
-/// it, then the directory synced.
+/// it, then the directory synced. The temporary file has a fresh random name and is
+/// created exclusively (`O_EXCL`, which never follows a symlink), so nothing planted in
+/// the directory is followed or overwritten.
 pub fn save(path: &Path, state: &State) -> Result<(), Alarm> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
     let err = |what: &str, e: std::io::Error| {
         Alarm::Error(format!("checks passed, but cannot {what} the state file {}: {e}", path.display()))
     };
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| err("name", std::io::Error::other(e.to_string())))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::verify::hex(&nonce)));
     let mut text = serde_json::to_string_pretty(state).map_err(|e| Alarm::Error(e.to_string()))?;
     text.push('\n');
-    let mut file = std::fs::File::create(&tmp).map_err(|e| err("create", e))?;
-    file.write_all(text.as_bytes()).map_err(|e| err("write", e))?;
-    file.sync_all().map_err(|e| err("sync", e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| err("replace", e))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| err("create", e))?;
+    let written = file
+        .write_all(text.as_bytes())
+        .map_err(|e| err("write", e))
+        .and_then(|()| file.sync_all().map_err(|e| err("sync", e)))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err("replace", e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("sync the directory of", e))?;
     Ok(())
 }
@@ -171,7 +181,9 @@ fn unreachable(socket: &Path, e: &ClientError) -> Alarm {
 /// A failed call: unreachable if the daemon went away, an error otherwise.
 fn call_failed(socket: &Path, what: &str, e: ClientError) -> Alarm {
     match &e {
-        ClientError::Connect { .. } | ClientError::Transport(_) => unreachable(socket, &e),
+        ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout { .. } => {
+            unreachable(socket, &e)
+        }
         ClientError::Rpc(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
             unreachable(socket, &e)
         }

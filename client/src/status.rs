@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ledger_proto::pb;
+use ledger_query::terminal;
 
 use crate::state::human;
 use crate::verify::hex;
@@ -33,7 +34,13 @@ pub fn table(s: &pb::DaemonStatus) -> String {
             human(ago(s.now_unix_nanos, s.checkpoint_time_unix_nanos))
         )
     };
+    let writer = if s.writer_error.is_empty() {
+        "running".to_string()
+    } else {
+        format!("STOPPED: {}", s.writer_error.replace('\n', " "))
+    };
     let rows = [
+        ("writer", writer),
         ("tree size", s.size.to_string()),
         ("root", hex(&s.root)),
         ("latest checkpoint", checkpoint),
@@ -41,8 +48,8 @@ pub fn table(s: &pb::DaemonStatus) -> String {
         ("connections", format!("{} (limit {})", s.connections, s.max_connections)),
         ("appends/s", format!("{:.2} (last minute)", s.appends_per_second)),
         ("data dir", bytes(s.data_dir_bytes)),
-        ("version", s.version.clone()),
-        ("verifier key", s.verifier_key.clone()),
+        ("version", terminal::line(&s.version).into_owned()),
+        ("verifier key", terminal::line(&s.verifier_key).into_owned()),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -62,9 +69,13 @@ pub fn table(s: &pb::DaemonStatus) -> String {
         } else {
             format!("in {}", human(ago(p.next_retry_unix_nanos, s.now_unix_nanos)))
         };
-        let error = if p.last_error.is_empty() { "-".to_string() } else { p.last_error.replace('\n', " ") };
+        let error = if p.last_error.is_empty() {
+            "-".to_string()
+        } else {
+            terminal::line(&p.last_error).into_owned()
+        };
         cells.push(vec![
-            p.target.clone(),
+            terminal::line(&p.target).into_owned(),
             p.delivered_size.to_string(),
             p.pending.to_string(),
             p.failures.to_string(),
@@ -127,6 +138,8 @@ pub fn json(s: &pb::DaemonStatus) -> serde_json::Value {
         "data_dir_bytes": s.data_dir_bytes,
         "version": s.version,
         "verifier_key": s.verifier_key,
+        "writer": if s.writer_error.is_empty() { "running" } else { "stopped" },
+        "writer_error": (!s.writer_error.is_empty()).then_some(&s.writer_error),
         "publish": publish,
     })
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use ledger_client::Client;
 use ledger_proto::pb;
+use ledger_query::terminal;
 
 use crate::print::{or_dash, print_rows, time_text, write_out};
 use crate::{AgentsCommand, NoRows};
@@ -51,7 +52,7 @@ pub(crate) const AGENT_COLUMNS: [&str; 7] =
 
 pub(crate) fn show_agent(a: &pb::Agent) -> String {
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {}\n", terminal::line(&v)));
     line("name", a.name.clone());
     line("id", a.id.clone());
     line("owner", or_dash(&a.owner));

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail};
 use ledger_client::Client;
+use ledger_query::terminal;
 
 use crate::agents::parse_at;
 use crate::{CheckFailed, EvidenceArgs, VerifyBundleArgs};
@@ -23,11 +24,12 @@ pub(crate) async fn evidence(socket: &Path, args: &EvidenceArgs) -> anyhow::Resu
     verify::verify_bundle(&args.out, None)
         .map_err(|e| anyhow!("the bundle just written does not verify: {e}"))?;
     eprintln!(
-        "wrote {}: entries {}..={} ({} rows in events.csv), checkpoint size {}",
+        "wrote {}: entries {}..={} ({} rows in events.csv), recorded as entry {}, checkpoint size {}",
         args.out.display(),
         done.first_seq,
         done.last_seq,
         done.events,
+        done.export_seq,
         done.tree_size
     );
     Ok(())
@@ -43,13 +45,14 @@ pub(crate) fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<()> {
                 );
             }
             println!(
-                "ok: {} files, checkpoint {} size {}, entries {}..={} complete and in the tree, {} events.csv rows equal their leaves",
+                "ok: {} files, checkpoint {} size {}, entries {}..={} complete and in the tree, {} events.csv rows equal their leaves, export recorded as entry {}",
                 report.files,
-                report.origin,
+                terminal::line(&report.origin),
                 report.tree_size,
                 report.first_seq,
                 report.last_seq,
-                report.events_rows
+                report.events_rows,
+                report.export_seq
             );
             Ok(())
         }

@@ -14,11 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger_client::state::Alarm;
 use ledger_client::{Client, default_socket};
 use ledger_proto::pb;
+use ledger_query::terminal;
 
 mod access_review;
 mod agents;
 mod append;
 mod completions;
+mod deadline;
 mod evidence;
 mod policy;
 mod print;
@@ -52,6 +54,11 @@ struct Cli {
     /// Path of ledgerd's Unix socket
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// How long ledgerd may stay silent (connecting, answering, or mid-stream: a live daemon
+    /// answers pings while it works), e.g. "30s", "2m" [default: 10s; 60s for `policy set`
+    /// and `evidence`]
+    #[arg(long, global = true, value_name = "DURATION", env = "LEDGER_TIMEOUT")]
+    timeout: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,7 +136,7 @@ enum Command {
     Export(ExportArgs),
     /// Write an evidence bundle for a period: entries, proofs, CSV views, summary, signed manifest
     #[command(
-        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
+        after_help = "Examples:\n  ledgerctl evidence --from 2026-01-01 --to 2026-04-01 --out q1-evidence\n  ledgerctl evidence --from 2026-03-01 --to 2026-03-02 --agent billing-bot --out incident\n\nThe export is first recorded in the log (an evidence_exported entry: who asked, which period), and the bundle proves that entry. The bundle is checked offline with `ledgerctl verify-bundle DIR --key FILE` (docs/FORMAT.md, \"Evidence bundle\")."
     )]
     Evidence(EvidenceArgs),
     /// Check an evidence bundle offline: manifest, checkpoint, leaves, range proof, CSV rows
@@ -246,6 +253,14 @@ enum ShimCommand {
         /// The MCP server to run, and its arguments (after --)
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// LLM gateway: the agent's model API; decides every tool call in each response
+    #[command(
+        after_help = "Point the agent at it, with its ledgerd token as the API key (see docs/SHIMS.md):\n  ANTHROPIC_BASE_URL=http://127.0.0.1:8787 ANTHROPIC_API_KEY=lgt_... python3 agent.py\n  OPENAI_BASE_URL=http://127.0.0.1:8787/v1 OPENAI_API_KEY=lgt_... python3 agent.py\n\nExamples:\n  ANTHROPIC_API_KEY=sk-ant-... ledgerctl shim llm --listen 127.0.0.1:8787\n  ledgerctl shim llm --config /etc/ledger-gateway/gateway.toml\n\nPrints `ready listen=ADDR` once listening; runs until SIGTERM."
+    )]
+    Llm {
+        #[command(flatten)]
+        args: ledger_shims::llm::LlmArgs,
     },
 }
 
@@ -547,8 +562,7 @@ struct AppendArgs {
     token: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DecisionArg {
     Allow,
     Deny,
@@ -599,10 +613,17 @@ impl std::error::Error for CheckFailed {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Shim(cmd) = cli.command {
-        return shim(cli.socket.unwrap_or_else(default_socket), cmd);
+        return shim(cli.socket, cmd);
     }
     if matches!(cli.command, Command::Completions { .. } | Command::Man { .. }) {
         return generated(cli.command);
+    }
+    match deadline::timeout(&cli) {
+        Ok(t) => ledger_client::set_timeout(t),
+        Err(e) => {
+            eprintln!("ledgerctl: error: {e}");
+            return ExitCode::from(2);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -614,26 +635,32 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<NoRows>().is_some() => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<tonic::Status>().is_some_and(ledger_client::is_timeout) => {
+            let after = ledger_client::timeout();
+            eprintln!("ledgerctl: error: {}", ledger_client::ClientError::Timeout { after });
+            ExitCode::from(2)
+        }
         // The daemon's own words, without the gRPC wrapping.
         Err(e) if e.downcast_ref::<tonic::Status>().is_some() => {
             let message =
                 e.downcast_ref::<tonic::Status>().map(|s| s.message().to_string()).unwrap_or_default();
-            eprintln!("ledgerctl: error: {message}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&message));
             ExitCode::from(2)
         }
         Err(e) if e.downcast_ref::<Alarm>().is_some() => {
             let code = e.downcast_ref::<Alarm>().map_or(2, Alarm::exit_code);
-            eprintln!("ledgerctl: {e}");
+            eprintln!("ledgerctl: {}", terminal::text(&e.to_string()));
             ExitCode::from(code)
         }
         Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
-            eprintln!("ledgerctl: FAILED: {e}");
+            eprintln!("ledgerctl: FAILED: {}", terminal::text(&e.to_string()));
             ExitCode::from(1)
         }
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        // Query errors are already rendered, caret and all.
+        // Query errors are already rendered, caret and all; stderr gets them with the final
+        // newline every other message has.
         Err(e) if e.downcast_ref::<Rendered>().is_some() => {
-            eprint!("{e}");
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e)
@@ -642,11 +669,11 @@ fn main() -> ExitCode {
                 Some(ledger_client::ClientError::Query { .. })
             ) =>
         {
-            eprint!("{e}");
+            eprintln!("{}", terminal::text(e.to_string().trim_end_matches('\n')));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ledgerctl: error: {e:#}");
+            eprintln!("ledgerctl: error: {}", terminal::text(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

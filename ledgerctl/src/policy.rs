@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use ledger_client::Client;
 use ledger_proto::pb;
+use ledger_query::terminal;
 
 use crate::agents::at_nanos;
 use crate::append::normalize_params;
@@ -21,7 +22,7 @@ pub(crate) fn policy_error(status: tonic::Status, text: &str) -> anyhow::Error {
     {
         return Rendered(errors.render(text)).into();
     }
-    ledger_client::ClientError::Rpc(status).into()
+    ledger_client::ClientError::from(status).into()
 }
 
 pub(crate) async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<()> {
@@ -34,6 +35,7 @@ pub(crate) async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<
             } else {
                 read_policy_file(&file)?
             };
+            let text = strip_bom(text);
             // Checked here first, so a mistake is shown without a daemon and before anything is sent.
             if let Err(e) = ledger_query::policy::Policy::parse(&text) {
                 return Err(Rendered(e.render(&text)).into());
@@ -61,7 +63,7 @@ pub(crate) async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<
                 at_unix_nanos: at_nanos(at.as_deref())?,
             };
             let p = client.admin().get_policy(request).await?.into_inner();
-            write_out(p.text.as_bytes())
+            write_out(terminal::text(&p.text).as_bytes())
         }
         PolicyCommand::History { agent, format } => {
             let mut client = Client::connect(socket).await?;
@@ -113,7 +115,7 @@ pub(crate) async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<
                     &format!("{agent} v{to} ({})", short(&b.hash)),
                 )
                 .to_string();
-            write_out(text.as_bytes())
+            write_out(terminal::text(&text).as_bytes())
         }
         PolicyCommand::Check { agent, tool, params } => {
             let params = if params.is_empty() {
@@ -129,18 +131,22 @@ pub(crate) async fn policy(socket: &Path, cmd: PolicyCommand) -> anyhow::Result<
                 .into_inner();
             let mut out = format!(
                 "{} by {} (policy {} v{}, hash {})\n{}\n\n",
-                c.decision.to_uppercase(),
-                c.rule,
-                c.policy_agent,
+                terminal::line(&c.decision.to_uppercase()),
+                terminal::line(&c.rule),
+                terminal::line(&c.policy_agent),
                 c.version,
-                short(&c.hash),
-                c.reason
+                terminal::line(&short(&c.hash)),
+                terminal::line(&c.reason)
             );
             for r in &c.rules {
                 let mark = if r.matched { "matched" } else { "no match" };
                 out.push_str(&format!(
                     "  line {:<4} {:<9} {} {}: {}\n",
-                    r.line, mark, r.effect, r.id, r.condition
+                    r.line,
+                    mark,
+                    terminal::line(&r.effect),
+                    terminal::line(&r.id),
+                    terminal::line(&r.condition)
                 ));
             }
             write_out(out.as_bytes())?;
@@ -160,6 +166,14 @@ pub(crate) fn read_policy_file(path: &Path) -> anyhow::Result<String> {
         );
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))
+}
+
+/// Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the policy.
+fn strip_bom(text: String) -> String {
+    match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
 }
 
 pub(crate) fn short(hash: &str) -> String {

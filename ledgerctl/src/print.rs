@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use ledger_query::terminal;
+
 use crate::Format;
 use crate::query::report_neutralised;
 
@@ -25,7 +27,7 @@ pub(crate) fn table_widths(columns: &[&str], rows: &[Vec<String>], min: &[usize]
         .collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(terminal::line(cell).chars().count());
         }
     }
     widths
@@ -61,10 +63,11 @@ pub(crate) fn print_aligned(
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut l = String::new();
         for (i, (cell, w)) in cells.zip(widths).enumerate() {
+            let cell = terminal::line(cell);
             if i > 0 {
                 l.push_str("  ");
             }
-            l.push_str(cell);
+            l.push_str(&cell);
             l.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
         }
         out.push_str(l.trim_end());

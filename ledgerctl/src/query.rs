@@ -24,6 +24,7 @@ pub(crate) fn time_zone(tz: Option<&str>) -> anyhow::Result<(String, jiff::tz::T
 
 /// Parses locally first: errors show at once, rendered with carets, without a daemon.
 pub(crate) fn check_query(text: &str) -> anyhow::Result<()> {
+    ledger_query::check_length(text).map_err(|m| anyhow!(m))?;
     ledger_query::parse(text).map(|_| ()).map_err(|e| Rendered(e.render(text)).into())
 }
 
@@ -107,12 +108,55 @@ pub(crate) fn export_query(args: &ExportArgs) -> String {
     parts.join(" and ")
 }
 
+/// Checks `--query` on its own, before it is joined with the other flags: it must be one
+/// filter expression. Errors point into the text the user wrote, and a pipeline stage or a
+/// period is named as such (the joined query would otherwise put a caret in text nobody
+/// wrote, and unbalanced parentheses could escape the `--from`/`--to` bounds).
+fn check_export_filter(text: &str) -> anyhow::Result<()> {
+    let Err(errors) = ledger_query::parse_condition(text) else { return Ok(()) };
+    let lead = text.len() - text.trim_start().len();
+    let first = text[lead..].split_whitespace().next().unwrap_or("");
+    if let (true, Some(e)) = (
+        ["last", "since", "until", "during"].contains(&first.to_ascii_lowercase().as_str()),
+        errors.errors().first(),
+    ) {
+        // The parser stumbles after the keyword; point at the keyword itself.
+        let mut e = e.clone();
+        e.code = ledger_query::Code::Q100;
+        e.message = "`--query` takes a filter expression, not a period".to_string();
+        e.label = "a period starts here".to_string();
+        e.help = Some("give the period with `--from` and `--to`".to_string());
+        e.line = 1 + text[..lead].matches('\n').count();
+        e.col = 1 + text[..lead].rsplit('\n').next().unwrap_or("").chars().count();
+        e.start = lead;
+        e.end = lead + first.len();
+        return Err(Rendered(e.render(text)).into());
+    }
+    let mut rendered = Vec::new();
+    for e in errors.errors() {
+        let mut e = e.clone();
+        if text.get(e.start..).unwrap_or("").trim_start().starts_with('|') {
+            e.message = "`--query` takes a filter expression, not pipeline stages".to_string();
+            e.label = "a stage starts here".to_string();
+            e.help = Some(
+                "export writes whole entries; for `| count`, `| fields` and the like run `ledgerctl query`"
+                    .to_string(),
+            );
+        }
+        rendered.push(e.render(text));
+    }
+    Err(Rendered(rendered.join("\n\n")).into())
+}
+
 /// Time flags may be written as in queries (`2026-01-01`, `7d ago`, RFC 3339).
 pub(crate) fn time_literal(t: &str) -> String {
     t.trim().to_string()
 }
 
 pub(crate) async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    if let Some(filter) = &args.query {
+        check_export_filter(filter)?;
+    }
     let text = export_query(args);
     check_query(&text)?;
     let (tz_name, tz) = time_zone(args.tz.as_deref())?;

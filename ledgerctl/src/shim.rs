@@ -17,8 +17,10 @@ impl ShimArgs {
 
 /// The shims manage their own runtime and exit codes (the hook must never exit with a code
 /// other than 0 or 2).
-pub(crate) fn shim(socket: PathBuf, cmd: ShimCommand) -> ExitCode {
+pub(crate) fn shim(explicit_socket: Option<PathBuf>, cmd: ShimCommand) -> ExitCode {
+    let socket = explicit_socket.clone().unwrap_or_else(ledger_client::default_socket);
     match cmd {
+        ShimCommand::Llm { args } => ledger_shims::llm::main(args, explicit_socket, socket),
         ShimCommand::ClaudeCode { shim } => ledger_shims::claude::main(shim.options(socket, "claude-code")),
         ShimCommand::Mcp { shim, heartbeat, command } => {
             if shim.agent.is_none() && std::env::var("LEDGER_AGENT").map_or(true, |a| a.is_empty()) {

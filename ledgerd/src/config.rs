@@ -232,6 +232,16 @@ impl RedactionConfig {
                 format!("must be from {min} to {max} (the whole entry must stay under 60 KiB)"),
             ));
         }
+        if self.output_excerpt_bytes > crate::service::redact::MAX_OUTPUT_EXCERPT_BYTES {
+            return Err(invalid(
+                "redaction.output_excerpt_bytes",
+                self.output_excerpt_bytes.to_string(),
+                format!(
+                    "must be from 0 (no excerpt, the default) to {}",
+                    crate::service::redact::MAX_OUTPUT_EXCERPT_BYTES
+                ),
+            ));
+        }
         Ok(())
     }
 }

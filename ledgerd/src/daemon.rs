@@ -30,6 +30,59 @@ use crate::storage::store::Store;
 const PUBLISH_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a stop waits for open streams to finish before it goes on without them.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a daemon whose writer stopped keeps answering (appends with the error,
+/// `status` with it) before it exits, so callers and monitoring see why.
+pub const WRITER_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The exit status after the writer stopped on a storage error (EX_TEMPFAIL): systemd
+/// restarts ledgerd (`deploy/ledgerd.service`), which works again once space is freed.
+pub const EXIT_STORAGE_FAILED: u8 = 75;
+
+/// The daemon ends because its writer stopped on a storage error (a full disk, an I/O
+/// error): what is on disk is then unknown, and only a restart (which recovers from what
+/// was synced) can append again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the ledger's writer stopped after a storage error: {0}. Nothing can be appended until ledgerd restarts; free space or fix the disk, then start it again (systemd restarts it by itself, see docs/DEPLOY.md)"
+)]
+pub struct StorageFailed(pub String);
+
+/// Holds one handle of the store until `run` ends. sled flushes when its last handle is
+/// dropped, and after an I/O error (a full disk) that flush waits forever: the daemon hung
+/// instead of exiting. So when the writer stopped on a storage error the last handle is
+/// leaked instead (nothing more may be written anyway; the OS closes the files at exit and
+/// the next start recovers from what was synced).
+struct LastStoreHandle {
+    store: Option<Store>,
+    failure: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Drop for LastStoreHandle {
+    fn drop(&mut self) {
+        if self.failure.borrow().is_some() {
+            std::mem::forget(self.store.take());
+        }
+    }
+}
+
+/// An error opening the store: [`StorageFailed`] when the disk failed under it (sled's I/O
+/// errors: a full disk, EIO), so a start on a still-full disk exits 75 like a writer
+/// that stopped, and systemd keeps retrying; anything else as it is (status 1).
+fn storage_io(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    let io = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some()
+            || matches!(c.downcast_ref::<sled::Error>(), Some(sled::Error::Io(_)))
+    });
+    if io { StorageFailed(format!("{e:#}")).into() } else { e }
+}
+
+/// Turns a writer error that means the storage failed into [`StorageFailed`].
+fn storage_exit(writer: &WriterHandle, e: writer::WriterError) -> anyhow::Error {
+    match (e, writer.failure().borrow().clone()) {
+        (writer::WriterError::Failed(detail), _) | (_, Some(detail)) => StorageFailed(detail).into(),
+        (other, None) => other.into(),
+    }
+}
 
 /// What the daemon prints once it serves: the line tests and scripts wait for.
 #[derive(Clone, Debug)]
@@ -64,6 +117,12 @@ pub async fn run(
         None => Roles::daemon_only(daemon_uid),
     });
     let (socket_group, socket_mode) = socket_permissions(&config)?;
+    // Before anything is written: a socket path that would replace a file (the log's own
+    // `store/db` once) stops the start.
+    crate::socket_path::check(&config.socket_path(), &config.data_dir)?;
+    // Every connection the limits allow must fit the open-file limit, or accept fails
+    // with EMFILE under load.
+    crate::service::connections::check_fd_limit(config.limits.max_connections)?;
     let dir = DataDir::prepare(&config.data_dir)?;
     let host: Arc<str> = gethostname::gethostname().to_string_lossy().into();
     crate::rotate::resume(&dir, config.storage.cache_bytes)?;
@@ -76,11 +135,12 @@ pub async fn run(
     let store = {
         let path = store_path.clone();
         let cache = config.storage.cache_bytes;
-        tokio::task::spawn_blocking(move || Store::open(&path, cache)).await??
+        tokio::task::spawn_blocking(move || Store::open(&path, cache)).await?.map_err(storage_io)?
     };
     // The service signs evidence manifests with the same key; the log owns the original.
     let manifest_signer = Arc::new(signer.clone());
-    let (log, recovery) = tokio::task::spawn_blocking(move || Log::open(store, signer)).await??;
+    let (log, recovery) =
+        tokio::task::spawn_blocking(move || Log::open(store, signer)).await?.map_err(storage_io)?;
     if recovery.adopted > 0 {
         tracing::warn!(
             adopted = recovery.adopted,
@@ -109,10 +169,12 @@ pub async fn run(
     let shared = log.shared();
     let feed = Feed::new();
     let (writer, writer_thread) = writer::spawn(log, scoring, feed.clone());
+    // Dropped last of what `run` holds (locals drop in reverse order).
+    let _last_store = LastStoreHandle { store: Some(store.clone()), failure: writer.failure() };
     let alerts = crate::alerts::spawn(&config.alerts, &feed);
     // Publishing reads the stored checkpoints on its own tasks: never on the write path.
     let publisher = Publisher::start(&config.publish, &dir.root, &store)?;
-    let connections = Connections::new(config.limits.max_connections);
+    let connections = Connections::new(config.limits.max_connections, roles.clone());
     let status = StatusSource {
         started_unix_nanos: crate::log::merkle::now_nanos(),
         head: writer.head(),
@@ -122,6 +184,7 @@ pub async fn run(
         publish: publisher.board(),
         verifier_key: verifier.to_vkey_string(),
         rate: Rate::start(writer.head()),
+        writer_failure: writer.failure(),
     };
 
     // Monitoring gaps must be visible: every start is in the log, with what it found.
@@ -132,8 +195,10 @@ pub async fn run(
         "previous_checkpoint_size": previous_checkpoint,
         "adopted_after_crash": recovery.adopted,
     });
-    append_own(&writer, pb::Kind::DaemonStarted, &host, details).await?;
-    let cp = writer.checkpoint(false).await?;
+    append_own(&writer, pb::Kind::DaemonStarted, &host, details)
+        .await
+        .map_err(|e| storage_exit(&writer, e))?;
+    let cp = writer.checkpoint(false).await.map_err(|e| storage_exit(&writer, e))?;
 
     let socket = config.socket_path();
     let listener = bind(&socket, socket_group, socket_mode)?;
@@ -175,8 +240,26 @@ pub async fn run(
     // wait for them forever.
     let closing = feed.clone();
     let (stopping, stop_started) = tokio::sync::oneshot::channel::<()>();
+    // A writer that stopped on a storage error ends the daemon too, after a short grace
+    // in which `status` and every append say why (fail loudly, restart to recover).
+    let mut failure = writer.failure();
+    let writer_failed = async move {
+        while failure.borrow_and_update().is_none() {
+            if failure.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tracing::error!(
+            "the writer has stopped; ledgerd exits with status {EXIT_STORAGE_FAILED} in {}s so that it is restarted (see docs/DEPLOY.md)",
+            WRITER_FAILED_GRACE.as_secs()
+        );
+        tokio::time::sleep(WRITER_FAILED_GRACE).await;
+    };
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = writer_failed => {}
+        }
         closing.close();
         let _ = stopping.send(());
     };
@@ -208,10 +291,16 @@ pub async fn run(
     };
     ticker.abort();
     let _ = std::fs::remove_file(&socket);
-
-    let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
-    let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
-    let final_cp = writer.checkpoint(false).await;
+    // After a storage error nothing more can be written: no `daemon_stopped`, no final
+    // checkpoint (the next start recovers from what was synced and records its start).
+    let failed = writer.failure().borrow().clone();
+    let (stopped, final_cp) = if failed.is_none() {
+        let stop_details = serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "reason": "signal" });
+        let stopped = append_own(&writer, pb::Kind::DaemonStopped, &host, stop_details).await;
+        (stopped, writer.checkpoint(false).await.map(|_| ()))
+    } else {
+        (Ok(()), Ok(()))
+    };
     // The final checkpoint goes out too, if the targets take it promptly; otherwise it
     // is delivered after the next start (each target keeps a cursor).
     publisher.finish(PUBLISH_GRACE).await;
@@ -230,6 +319,9 @@ pub async fn run(
         if joined.is_err() {
             tracing::warn!("the alerts thread did not finish; stopping without it");
         }
+    }
+    if let Some(detail) = failed {
+        return Err(StorageFailed(detail).into());
     }
     served?;
     stopped?;
@@ -301,9 +393,20 @@ fn bind(path: &Path, group: Option<u32>, mode: u32) -> anyhow::Result<UnixListen
             "another ledgerd is already serving on {}; stop it or pass another --socket",
             path.display()
         ),
-        Err(_) if path.exists() => std::fs::remove_file(path)
-            .map_err(|e| anyhow::anyhow!("cannot remove stale socket {}: {e}", path.display()))?,
-        Err(_) => {}
+        // Only a stale socket is removed: anything else there was checked away at start,
+        // and is refused again here in case it appeared since.
+        Err(_) => match crate::socket_path::existing_kind(path)? {
+            Some(crate::socket_path::Kind::Socket) => std::fs::remove_file(path)
+                .map_err(|e| anyhow::anyhow!("cannot remove stale socket {}: {e}", path.display()))?,
+            None => {}
+            Some(crate::socket_path::Kind::Other(what)) => {
+                return Err(crate::socket_path::SocketPathError::NotSocket {
+                    path: path.to_path_buf(),
+                    what,
+                }
+                .into());
+            }
+        },
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot bind socket {}: {e}", path.display()))?;

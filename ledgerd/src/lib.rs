@@ -26,6 +26,7 @@ pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod rotate;
+pub mod socket_path;
 
 pub use config::Config;
 pub use daemon::{Ready, run};

@@ -54,7 +54,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ledgerd: error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<ledgerd::daemon::StorageFailed>().is_some() {
+                ExitCode::from(ledgerd::daemon::EXIT_STORAGE_FAILED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -66,7 +70,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => {
+            // It says who may connect and with which role: only ledgerd's user or root may
+            // have written it.
+            ledgerd::storage::datadir::owned_if_present(path)?;
+            Config::load(path)?
+        }
         None => Config::default(),
     };
     if let Some(dir) = args.data_dir {

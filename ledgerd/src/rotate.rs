@@ -104,6 +104,7 @@ pub fn rotate_key(config: &Config) -> anyhow::Result<Rotated> {
 /// before the key is loaded; does nothing without `signing.key.next`.
 pub fn resume(dir: &DataDir, cache_bytes: u64) -> anyhow::Result<()> {
     let next_path = next_key(dir);
+    crate::storage::datadir::owned_if_present(&next_path)?;
     let text = match fs::read_to_string(&next_path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

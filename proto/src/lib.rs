@@ -21,6 +21,13 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Generated code for the `ledger.v1` protobuf package.
 #[allow(clippy::all, missing_docs)]
+/// Trailer of a failed `AppendStream`: how many of its entries were appended before it
+/// stopped (decimal).
+pub const APPENDED_COUNT_TRAILER: &str = "ledger-appended-count";
+/// Trailer of a failed `AppendStream`: the seq of the last of its entries appended, when
+/// any was (decimal).
+pub const APPENDED_LAST_SEQ_TRAILER: &str = "ledger-appended-last-seq";
+
 pub mod pb {
     tonic::include_proto!("ledger.v1");
 }
@@ -29,7 +36,7 @@ pub mod pb {
 mod names {
     use crate::pb::{Decision, Kind};
 
-    const KINDS: [(Kind, &str); 12] = [
+    const KINDS: [(Kind, &str); 13] = [
         (Kind::Unspecified, "unspecified"),
         (Kind::Decision, "decision"),
         (Kind::Outcome, "outcome"),
@@ -42,6 +49,7 @@ mod names {
         (Kind::KeyRotated, "key_rotated"),
         (Kind::AccessRefused, "access_refused"),
         (Kind::ShimHeartbeat, "shim_heartbeat"),
+        (Kind::EvidenceExported, "evidence_exported"),
     ];
 
     impl Kind {

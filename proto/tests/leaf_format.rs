@@ -39,3 +39,23 @@ fn format_doc_leaf_example() {
 
 const EXPECTED_BYTES: &str = "0805108080e8ef9eca9cc3181801220b62696c6c696e672d626f74420864622e71756572794a127b2273716c223a2273656c6563742031227d50015a0d726561642d696e766f69636573600270e807";
 const EXPECTED_HASH: &str = "45855b4b5f1471e902d534b8b7bad24696676ed3e1fc5b2ffc99659b37dff947";
+
+/// Issue 13: FORMAT.md once said "these 71 leaf bytes" of a 79-byte leaf. The count it
+/// states and every hex byte of the listing must be the leaf's.
+#[test]
+fn format_doc_states_the_leaf_length_and_bytes() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md"))
+        .expect("FORMAT.md");
+    let bytes = leaf::leaf_bytes(&example());
+    let stated = format!("has these\n{} leaf bytes:", bytes.len());
+    assert!(doc.contains(&stated), "FORMAT.md must say {stated:?}");
+    // The listing: the code block after that sentence, hex pairs before each comment.
+    let block = doc.split(&stated).nth(1).and_then(|rest| rest.split("```").nth(1)).expect("the listing");
+    let listed: String = block
+        .lines()
+        .filter_map(|line| line.split("field").next())
+        .flat_map(|part| part.split_whitespace())
+        .filter(|t| t.len() == 2 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert_eq!(listed, hex(&bytes));
+}

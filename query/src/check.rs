@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use crate::ast::{
     self, AggFunc, CmpOp, Func, LitKind, Literal, OperandKind, PatternKind, PeriodClause, Rhs, Span, Stage,
 };
-use crate::error::{Code, QueryError};
+use crate::error::{Code, MAX_ERRORS, QueryError, QueryErrors};
 use crate::field::{DEFAULT_COLUMNS, FIELD_NAMES, Field, Type, WEEKDAYS};
 use crate::pattern::Matcher;
 use crate::plan::{Access, AggSpec, CmpKind, Cond, Const, FuncKind, Step};
@@ -40,8 +40,8 @@ struct ColInfo {
 }
 
 /// Checks a parsed query.
-pub(crate) fn check_query(text: &str, q: &ast::Query) -> Result<Checked, Vec<QueryError>> {
-    let mut c = Checker { text, errors: Vec::new() };
+pub(crate) fn check_query(text: &str, q: &ast::Query) -> Result<Checked, QueryErrors> {
+    let mut c = Checker { text, errors: Vec::new(), left_out: 0 };
     let mut steps = Vec::new();
     if let Some(p) = &q.period {
         steps.push(Step::Filter(period_cond(p)));
@@ -74,20 +74,16 @@ pub(crate) fn check_query(text: &str, q: &ast::Query) -> Result<Checked, Vec<Que
     if c.errors.is_empty() {
         Ok(Checked { steps, columns })
     } else {
-        c.errors.sort_by_key(|e| (e.start, e.end));
-        Err(c.errors)
+        Err(QueryErrors::capped(text, c.errors, c.left_out))
     }
 }
 
 /// Checks a bare condition (a policy rule) against the entry schema.
-pub(crate) fn check_condition(text: &str, e: &ast::Expr) -> Result<Cond, Vec<QueryError>> {
-    let mut c = Checker { text, errors: Vec::new() };
+pub(crate) fn check_condition(text: &str, e: &ast::Expr) -> Result<Cond, QueryErrors> {
+    let mut c = Checker { text, errors: Vec::new(), left_out: 0 };
     match c.cond(e, &Scope::Record) {
         Some(cond) if c.errors.is_empty() => Ok(cond),
-        _ => {
-            c.errors.sort_by_key(|e| (e.start, e.end));
-            Err(c.errors)
-        }
+        _ => Err(QueryErrors::capped(text, c.errors, c.left_out)),
     }
 }
 
@@ -113,7 +109,11 @@ fn period_cond(p: &PeriodClause) -> Cond {
 
 struct Checker<'t> {
     text: &'t str,
+    /// The first [`MAX_ERRORS`] errors found.
     errors: Vec<QueryError>,
+    /// How many more were found; they are counted, not built (building one locates it in
+    /// the text, which for thousands of them would cost the text's length each).
+    left_out: usize,
 }
 
 fn describe_lit(lit: &Literal) -> &'static str {
@@ -136,6 +136,10 @@ impl Checker<'_> {
         label: impl Into<String>,
         help: Option<String>,
     ) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.left_out += 1;
+            return;
+        }
         self.errors.push(QueryError::new(code, self.text, span.start, span.end, message, label, help));
     }
 
@@ -504,7 +508,7 @@ impl Checker<'_> {
                 match lit.kind {
                     LitKind::Str => Some(Const::Value(Value::Str(Cow::Owned(text.to_string())))),
                     LitKind::Int(n) => Some(Const::Value(Value::Int(n))),
-                    LitKind::Float(x) => Some(Const::Value(Value::Float(x))),
+                    LitKind::Float(x) => Some(Const::Value(Value::number(x))),
                     LitKind::Word if text == "true" || text == "false" => {
                         Some(Const::Value(Value::Bool(text == "true")))
                     }

@@ -31,6 +31,8 @@ pub enum Code {
     Q109,
     /// Expression nested too deeply.
     Q110,
+    /// More errors than are reported: the first [`MAX_ERRORS`] are shown.
+    Q111,
     /// A value of the wrong type.
     Q201,
     /// An operator that does not apply to the field's type.
@@ -59,7 +61,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in order (for documentation and tests).
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::Q100,
         Code::Q101,
         Code::Q102,
@@ -71,6 +73,7 @@ impl Code {
         Code::Q108,
         Code::Q109,
         Code::Q110,
+        Code::Q111,
         Code::Q201,
         Code::Q202,
         Code::Q203,
@@ -99,6 +102,7 @@ impl Code {
             Code::Q108 => "Q108",
             Code::Q109 => "Q109",
             Code::Q110 => "Q110",
+            Code::Q111 => "Q111",
             Code::Q201 => "Q201",
             Code::Q202 => "Q202",
             Code::Q203 => "Q203",
@@ -123,6 +127,43 @@ impl Code {
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The most errors reported for one query; a [`Code::Q111`] error after them says how many
+/// were found. Each is found and rendered once, so a long query with thousands of mistakes
+/// costs time and memory linear in its length, not in its length times its mistakes.
+pub const MAX_ERRORS: usize = 10;
+
+/// The longest query text accepted, in bytes (64 KiB); a longer one is refused before it
+/// is parsed ([`check_length`]).
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// The most characters of a message, label or help kept in an error: they may quote the
+/// query (an unknown 100 KB name), and every copy of the error carries them.
+pub const MAX_MESSAGE_CHARS: usize = 400;
+
+/// The most characters of a line quoted under an error; a longer line is shown as a
+/// window around the error, `…` marking what is left out.
+const WINDOW_CHARS: usize = 240;
+
+/// Refuses a query text longer than [`MAX_QUERY_BYTES`], with what to do instead.
+pub fn check_length(text: &str) -> Result<(), String> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(format!(
+            "query too long: {} bytes, the limit is {MAX_QUERY_BYTES} bytes ({} KiB); match many values with a pattern or `in [...]`, or split the query",
+            text.len(),
+            MAX_QUERY_BYTES / 1024
+        ));
+    }
+    Ok(())
+}
+
+/// `s` cut to [`MAX_MESSAGE_CHARS`] characters, `…` marking the cut.
+pub(crate) fn clip(s: String) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => s,
+        Some((at, _)) => format!("{}…", &s[..at]),
     }
 }
 
@@ -172,7 +213,16 @@ impl QueryError {
         let start = floor_char_boundary(text, start.min(text.len()));
         let end = floor_char_boundary(text, end.clamp(start, text.len()));
         let (line, col) = line_col(text, start);
-        QueryError { code, message: message.into(), label: label.into(), help, line, col, start, end }
+        QueryError {
+            code,
+            message: clip(message.into()),
+            label: clip(label.into()),
+            help: help.map(clip),
+            line,
+            col,
+            start,
+            end,
+        }
     }
 
     /// Renders the error as rustc does, quoting the offending line of `query`:
@@ -243,6 +293,27 @@ impl QueryErrors {
         QueryErrors { errors }
     }
 
+    /// The errors a checker found (at most [`MAX_ERRORS`], in any order), and how many
+    /// more it left out: ordered by position, followed by a [`Code::Q111`] error when
+    /// some were left out.
+    pub(crate) fn capped(text: &str, mut errors: Vec<QueryError>, left_out: usize) -> QueryErrors {
+        errors.sort_by_key(|e| (e.start, e.end));
+        if left_out > 0 {
+            let at = errors.last().map_or(0, |e| e.end);
+            let total = errors.len() + left_out;
+            errors.push(QueryError::new(
+                Code::Q111,
+                text,
+                at,
+                at,
+                format!("too many errors: {total} found, the first {} are shown", errors.len()),
+                "the errors from here on are left out",
+                Some("fix these and run the query again".to_string()),
+            ));
+        }
+        QueryErrors { errors }
+    }
+
     /// The errors, in the order of their position in the query.
     pub fn errors(&self) -> &[QueryError] {
         &self.errors
@@ -261,6 +332,25 @@ impl QueryErrors {
     /// The JSON array as text, for a gRPC status message.
     pub fn to_json_string(&self) -> String {
         self.to_json().to_string()
+    }
+
+    /// The JSON array as text, at most about `max_bytes` long (see [`json_within`]): what
+    /// fits of the errors in order, then a [`Code::Q111`] error naming how many were left
+    /// out. For gRPC trailers, which clients limit (8 KiB by default in gRPC C-core).
+    pub fn to_json_string_within(&self, text: &str, max_bytes: usize) -> String {
+        json_within(self.errors.iter().map(QueryError::to_json), max_bytes, |shown, total| {
+            let at = self.errors.get(shown).map_or(text.len(), |e| e.start);
+            QueryError::new(
+                Code::Q111,
+                text,
+                at,
+                at,
+                format!("too many errors to send: {total} found, the first {shown} are shown"),
+                "the errors from here on are left out",
+                Some("fix these and run the query again".to_string()),
+            )
+            .to_json()
+        })
     }
 
     /// Reads back what [`QueryErrors::to_json`] wrote (an array, or a single object).
@@ -291,6 +381,36 @@ impl IntoIterator for QueryErrors {
     fn into_iter(self) -> Self::IntoIter {
         self.errors.into_iter()
     }
+}
+
+/// A JSON array of `items` of at most about `max_bytes`: the first item always, then each
+/// next one while the array stays within `max_bytes`; when some are left out, the item
+/// `more(shown, total)` closes the array (it must be small: its size is not counted).
+pub(crate) fn json_within(
+    items: impl ExactSizeIterator<Item = serde_json::Value>,
+    max_bytes: usize,
+    more: impl FnOnce(usize, usize) -> serde_json::Value,
+) -> String {
+    let total = items.len();
+    let mut out = String::from("[");
+    let mut shown = 0;
+    for item in items {
+        let item = item.to_string();
+        if shown > 0 && out.len() + 1 + item.len() + 1 > max_bytes {
+            break;
+        }
+        if shown > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+        shown += 1;
+    }
+    if shown < total {
+        out.push(',');
+        out.push_str(&more(shown, total).to_string());
+    }
+    out.push(']');
+    out
 }
 
 /// Line (from 1) and column (from 1, in characters) of byte offset `at` in `text`.
@@ -393,17 +513,21 @@ impl Snippet<'_> {
         let pad = " ".repeat(line_no.len());
         let line_text = text.split('\n').nth(self.line.saturating_sub(1)).unwrap_or("");
         let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
-        // Indent the carets with the same whitespace as the text (tabs stay tabs).
-        let indent: String = line_text
-            .chars()
-            .take(self.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
         let span_chars = text
             .get(self.span.clone())
             .map(|s| s.split('\n').next().unwrap_or("").trim_end_matches('\r').chars().count())
             .unwrap_or(0);
-        let carets = "^".repeat(span_chars.max(1));
+        // A long line is quoted as a window around the error, so that every error costs
+        // the same to show however long the query is.
+        let col0 = self.col.saturating_sub(1);
+        let (from, shown_span, line_text) = window(line_text, col0, span_chars);
+        // Indent the carets with the same whitespace as the text (tabs stay tabs).
+        let indent: String = line_text
+            .chars()
+            .take(col0 - from + usize::from(from > 0))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let carets = "^".repeat(shown_span.max(1));
         let mut out = format!(
             "error[{}]: {}\n{pad}--> {}:{}:{}\n{pad} |\n{line_no} | {line_text}\n{pad} | {indent}{carets}",
             self.code, self.message, self.source, self.line, self.col
@@ -417,6 +541,29 @@ impl Snippet<'_> {
         }
         out
     }
+}
+
+/// `line` itself when it is at most [`WINDOW_CHARS`] long, else the part around the
+/// `span` characters from character `col0`, with `…` where something is left out; with the
+/// first character shown and how many of the span's characters are shown.
+fn window(line: &str, col0: usize, span: usize) -> (usize, usize, std::borrow::Cow<'_, str>) {
+    let chars = line.chars().count();
+    if chars <= WINDOW_CHARS {
+        return (0, span, line.into());
+    }
+    let context = WINDOW_CHARS / 4;
+    let shown_span = span.min(WINDOW_CHARS / 2);
+    let from = col0.saturating_sub(context);
+    let to = (col0 + shown_span.max(1) + context).min(chars);
+    let mut out = String::new();
+    if from > 0 {
+        out.push('…');
+    }
+    out.extend(line.chars().skip(from).take(to.saturating_sub(from)));
+    if to < chars {
+        out.push('…');
+    }
+    (from, shown_span, out.into())
 }
 
 #[cfg(test)]
@@ -438,6 +585,51 @@ mod tests {
             e.render(&long),
             "error[Q100]: m\n  --> query:12:1\n   |\n12 | x\n   | ^\n   |\n   = help: h"
         );
+    }
+
+    #[test]
+    fn long_lines_are_quoted_as_a_window_around_the_error() {
+        let text = format!("{} agnet = 1 {}", "a".repeat(5000), "b".repeat(5000));
+        let e = QueryError::new(Code::Q101, &text, 5001, 5006, "unknown field", "not a known field", None);
+        let rendered = e.render(&text);
+        let quoted = rendered.lines().nth(3).unwrap_or_default();
+        let carets = rendered.lines().nth(4).unwrap_or_default();
+        assert!(
+            quoted.starts_with("1 | …") && quoted.ends_with('…') && quoted.contains(" agnet = 1 "),
+            "{rendered}"
+        );
+        assert!(quoted.chars().count() < WINDOW_CHARS + 10, "{rendered}");
+        // The carets stand under `agnet`.
+        let caret_at = carets.find('^').unwrap_or_default();
+        let under: String = quoted.chars().skip(carets[..caret_at].chars().count()).take(5).collect();
+        assert_eq!(under, "agnet", "{rendered}");
+        assert_eq!(clip("x".repeat(500)).chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn json_within_keeps_the_first_and_names_what_is_left_out() {
+        let text = "x ".repeat(200);
+        let errors: Vec<QueryError> = (0..50)
+            .map(|i| {
+                QueryError::new(
+                    Code::Q101,
+                    &text,
+                    i * 2,
+                    i * 2 + 1,
+                    "unknown field `x`",
+                    "not a known field",
+                    None,
+                )
+            })
+            .collect();
+        let errors = QueryErrors::new(errors);
+        let json = errors.to_json_string_within(&text, 1000);
+        let back = QueryErrors::from_json_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        let last = back.errors().last().map(|e| e.code);
+        assert_eq!(last, Some(Code::Q111), "{json}");
+        assert!(back.errors().len() > 2 && back.errors().len() < 10, "{json}");
+        assert!(json.len() < 1300, "{json}");
+        assert_eq!(errors.to_json_string_within(&text, 1 << 20), errors.to_json_string());
     }
 
     #[test]

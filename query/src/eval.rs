@@ -92,20 +92,44 @@ fn json_path<'j>(root: Option<&'j serde_json::Value>, path: &[String]) -> Value<
     json_value(cur, true).normalized()
 }
 
-/// A JSON value as a query value; `null` is missing. Nested containers become JSON text.
+/// A JSON value as a query value; `null` is missing (but an array's null element is the
+/// JSON text `null`). Numbers take their one canonical form
+/// (`30.0` is `30`, see [`Value::number`]). Nested containers become JSON text, with their
+/// numbers in that same form, so `{"t":30}` and `{"t":30.0}` are one value.
 fn json_value(v: &serde_json::Value, top: bool) -> Value<'_> {
     match v {
+        // A null element of an array is a present element (`[null]` is not empty).
+        serde_json::Value::Null if !top => Value::Json(Cow::Borrowed("null")),
         serde_json::Value::Null => Value::Missing,
         serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => n.as_f64().map_or(Value::Missing, Value::Float),
-        },
+        serde_json::Value::Number(n) => json_number(n),
         serde_json::Value::String(s) => Value::Str(Cow::Borrowed(s)),
         serde_json::Value::Array(items) if top => {
             Value::List(items.iter().map(|i| json_value(i, false)).collect())
         }
-        other => Value::Json(Cow::Owned(other.to_string())),
+        other => Value::Json(Cow::Owned(canonical(other).to_string())),
+    }
+}
+
+fn json_number(n: &serde_json::Number) -> Value<'static> {
+    match n.as_i64() {
+        Some(i) => Value::Int(i),
+        None => n.as_f64().map_or(Value::Missing, Value::number),
+    }
+}
+
+/// A copy of `v` with every number in canonical form (integral floats as integers).
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Number(n) => match json_number(n) {
+            Value::Int(i) => serde_json::Value::from(i),
+            _ => v.clone(),
+        },
+        serde_json::Value::Array(items) => items.iter().map(canonical).collect(),
+        serde_json::Value::Object(map) => {
+            map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect::<serde_json::Map<_, _>>().into()
+        }
+        other => other.clone(),
     }
 }
 

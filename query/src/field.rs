@@ -48,6 +48,7 @@ pub const KINDS: &[&str] = &[
     "key_rotated",
     "access_refused",
     "shim_heartbeat",
+    "evidence_exported",
 ];
 
 /// Values of the `decision` field.

@@ -35,11 +35,13 @@ mod time;
 mod value;
 
 pub use aggregate::Row;
-pub use error::{Code, JsonError, QueryError, QueryErrors};
+pub use error::{
+    Code, JsonError, MAX_ERRORS, MAX_MESSAGE_CHARS, MAX_QUERY_BYTES, QueryError, QueryErrors, check_length,
+};
 pub use field::{DECISIONS, DEFAULT_COLUMNS, Field, KINDS, POLICY_CHECKS, WEEKDAYS};
 pub use output::{
-    CsvWriter, format_value, neutralise, unneutralise, write_csv, write_json_lines, write_json_rows,
-    write_table,
+    CsvWriter, format_value, neutralise, terminal, unneutralise, write_csv, write_json_lines,
+    write_json_rows, write_table,
 };
 pub use pattern::glob_to_regex;
 pub use pipeline::{Pipeline, ResultSet};
@@ -67,7 +69,7 @@ pub struct Query {
 /// On failure: one syntax error (where parsing got furthest), or every type error found.
 pub fn parse(text: &str) -> Result<Query, QueryErrors> {
     let ast = parse::parse_query(text).map_err(|e| QueryErrors::new(vec![e]))?;
-    let checked = check::check_query(text, &ast).map_err(QueryErrors::new)?;
+    let checked = check::check_query(text, &ast)?;
     let aggregation = checked.steps.iter().any(|s| matches!(s, Step::Aggregate { .. } | Step::Top { .. }));
     let lowered = plan::lower(checked.steps);
     let prefilter = lowered
@@ -86,7 +88,7 @@ pub fn parse(text: &str) -> Result<Query, QueryErrors> {
 /// `tool = "db.query" and params.sql ~ /(?i)^select /`.
 pub fn parse_condition(text: &str) -> Result<Filter, QueryErrors> {
     let ast = parse::parse_expr(text).map_err(|e| QueryErrors::new(vec![e]))?;
-    let cond = check::check_condition(text, &ast).map_err(QueryErrors::new)?;
+    let cond = check::check_condition(text, &ast)?;
     Ok(Filter { cond })
 }
 

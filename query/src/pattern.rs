@@ -1,9 +1,16 @@
 //! The right-hand side of `~`: globs (anchored) and regular expressions (unanchored).
+//!
+//! Compiled with `regex-automata`'s meta engine (the one inside `regex`, same syntax and
+//! semantics) because it reports how much memory a compiled pattern holds, which bounds a
+//! whole policy's patterns ([`crate::policy::MAX_REGEX_BYTES`]).
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
 
 /// Compiled regexes may not grow past this, so a query cannot exhaust the daemon's memory.
 const SIZE_LIMIT: usize = 1 << 20;
+
+/// The lazy DFA's cache per pattern and thread (the cache `regex` calls `dfa_size_limit`).
+const DFA_CACHE_BYTES: usize = 1 << 20;
 
 /// A compiled pattern. Cloning is cheap (the compiled program is shared).
 #[derive(Debug, Clone)]
@@ -19,10 +26,14 @@ impl Matcher {
 
     /// Compiles a regular expression (Rust `regex` syntax, unanchored).
     pub(crate) fn regex(pattern: &str) -> Result<Matcher, String> {
-        RegexBuilder::new(pattern)
-            .size_limit(SIZE_LIMIT)
-            .dfa_size_limit(SIZE_LIMIT)
-            .build()
+        Regex::builder()
+            .configure(
+                Regex::config()
+                    .nfa_size_limit(Some(SIZE_LIMIT))
+                    .onepass_size_limit(Some(SIZE_LIMIT))
+                    .hybrid_cache_capacity(DFA_CACHE_BYTES),
+            )
+            .build(pattern)
             .map(|re| Matcher { re })
             .map_err(|e| describe(&e))
     }
@@ -30,25 +41,33 @@ impl Matcher {
     pub(crate) fn is_match(&self, text: &str) -> bool {
         self.re.is_match(text)
     }
+
+    /// Heap bytes the compiled pattern holds (its automata; caches come on top, at most
+    /// [`DFA_CACHE_BYTES`] per thread that uses it).
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.re.memory_usage()
+    }
 }
 
-/// The last line of a regex error ("error: unclosed group"), without the pattern excerpt
-/// that the caret rendering already shows.
-fn describe(e: &regex::Error) -> String {
-    match e {
-        regex::Error::CompiledTooBig(_) => "the pattern is too large".to_string(),
-        other => {
-            let text = other.to_string();
-            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid regex");
-            last.trim().trim_start_matches("error: ").to_string()
-        }
+/// The last line of a regex error ("unclosed group"), without the pattern excerpt that
+/// the caret rendering already shows.
+fn describe(e: &regex_automata::meta::BuildError) -> String {
+    if e.size_limit().is_some() {
+        return "the pattern is too large".to_string();
     }
+    let text = match e.syntax_error() {
+        Some(syntax) => syntax.to_string(),
+        None => e.to_string(),
+    };
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid regex");
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// Translates a glob into an anchored regex.
 ///
 /// - `*` matches any run of characters within one path segment (not `/`);
-/// - `**` matches across segments (anything, `/` included); `/**/` also matches a single `/`;
+/// - `**` matches across segments (anything, `/` and newlines included); `/**/` also matches
+///   a single `/`;
 /// - `?` matches one character other than `/`;
 /// - `\` makes the next character literal;
 /// - every other character, `.` included, matches itself.
@@ -63,12 +82,13 @@ pub fn glob_to_regex(glob: &str) -> String {
                 while chars.get(i) == Some(&'*') {
                     i += 1;
                 }
-                // `/**/` may stand for no directory at all.
+                // `/**/` may stand for no directory at all. `(?s)`: `**` matches anything,
+                // newlines included, as `*` and `?` do (their classes include `\n`).
                 if re.ends_with('/') && chars.get(i) == Some(&'/') {
-                    re.push_str("(?:.*/)?");
+                    re.push_str("(?s:.*/)?");
                     i += 1;
                 } else {
-                    re.push_str(".*");
+                    re.push_str("(?s:.*)");
                 }
                 continue;
             }
@@ -111,5 +131,17 @@ mod tests {
         assert!(!m(r"a\*", "ab"));
         assert!(m("", ""));
         assert!(m(r"x\", r"x\"));
+    }
+
+    /// Issue 13: `**` matched no newline while `*` and `?` did, so `not reason ~ "**"`
+    /// counted every multi-line reason as missing.
+    #[test]
+    fn double_star_matches_newlines() {
+        assert!(m("**", "line one\nline two"));
+        assert!(m("*", "a\nb"));
+        assert!(m("a?b", "a\nb"));
+        assert!(m("**rm -rf**", "echo\nrm -rf /\n"));
+        assert!(m("/srv/**/x", "/srv/a\nb/x"));
+        assert!(m("a/**", "a/\n"));
     }
 }

@@ -96,6 +96,16 @@ impl Cond {
         }
     }
 
+    /// Heap bytes of the compiled patterns in this condition.
+    pub(crate) fn pattern_bytes(&self) -> usize {
+        match self {
+            Cond::All(items) | Cond::Any(items) => items.iter().map(Cond::pattern_bytes).sum(),
+            Cond::Not(c) => c.pattern_bytes(),
+            Cond::Match { matcher, .. } => matcher.memory_usage(),
+            Cond::Cmp { .. } | Cond::In { .. } | Cond::Has { .. } => 0,
+        }
+    }
+
     fn accesses<'c>(&'c self, out: &mut Vec<&'c Access>) {
         match self {
             Cond::All(items) | Cond::Any(items) => items.iter().for_each(|c| c.accesses(out)),

@@ -6,10 +6,19 @@
 /// `agnet` is one edit from `agent`), ignoring case. Up to one edit is accepted for words
 /// of up to four characters, two for longer ones.
 pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let len = word.chars().count();
+    let limit = if len <= 4 { 1 } else { 2 };
+    // Lengths further apart than the limit cannot be close, and a long word (a pasted
+    // 100 KB name) is not compared at all.
+    if candidates.iter().all(|c| len > c.chars().count() + limit) {
+        return None;
+    }
     let word = word.to_lowercase();
-    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
     let mut best: Option<(usize, &'c str)> = None;
     for &c in candidates {
+        if c.chars().count().abs_diff(len) > limit {
+            continue;
+        }
         let d = distance(&word, &c.to_lowercase());
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));

@@ -76,10 +76,9 @@ impl Duration {
             return Err(DurationError::Malformed);
         }
         let n: i64 = number.parse().map_err(|_| DurationError::TooLarge)?;
+        // `0s` is a duration, as the grammar says (`last 0s` is the instant `now`); `bin`
+        // refuses a width of 0 where it is parsed.
         let ns = n.checked_mul(unit_ns).ok_or(DurationError::TooLarge)?;
-        if ns == 0 {
-            return Err(DurationError::Malformed);
-        }
         Ok(Duration { ns })
     }
 }
@@ -351,7 +350,7 @@ mod tests {
         assert_eq!(Duration::parse("24h").ok(), Some(Duration { ns: 24 * 3600 * NS_PER_SEC }));
         assert!(Duration::parse("24hours").is_err());
         assert!(Duration::parse("h").is_err());
-        assert!(Duration::parse("0s").is_err());
+        assert_eq!(Duration::parse("0s").ok(), Some(Duration { ns: 0 }));
         assert!(matches!(Duration::parse("99999999999w"), Err(DurationError::TooLarge)));
     }
 }

@@ -15,10 +15,11 @@ use crate::field::WEEKDAYS;
 /// An empty string and an empty list count as [`Value::Missing`]: protobuf cannot tell
 /// "empty" from "not set", so neither can a query.
 ///
-/// `Eq`, `Ord` and `Hash` give a total order used for sorting, grouping and `dcount`:
-/// `Missing` < `Bool` < numbers (`Int` and `Float` compared by value) < `Str` < `Time` <
-/// `Weekday` < `List` < `Json`. The query operators (`=`, `<`, …) use their own rules; see
-/// `docs/QUERY.md`.
+/// `Eq`, `Ord` and `Hash` give a total order used for sorting, grouping, `dcount`, `top`,
+/// `min` and `max`: `Missing` < `Bool` < numbers < `Str` < `Time` < `Weekday` < `List` <
+/// `Json`. Numbers are one type: `Int(30)` and `Float(30.0)` are equal (and hash alike), and
+/// [`Value::number`] turns every integral float into an `Int`, so a number has one form and
+/// one rendering. The query operators (`=`, `<`, …) use their own rules; see `docs/QUERY.md`.
 #[derive(Debug, Clone)]
 pub enum Value<'a> {
     /// The field is absent (or empty) in this entry.
@@ -46,6 +47,15 @@ impl<'a> Value<'a> {
         Value::Str(Cow::Borrowed(s))
     }
 
+    /// A number in its one canonical form: an integral value that fits an `i64` is an
+    /// `Int` (`30.0` and `3e1` become `Int(30)`), anything else a `Float`.
+    pub fn number(x: f64) -> Value<'a> {
+        match integral(x) {
+            Some(n) => Value::Int(n),
+            None => Value::Float(x),
+        }
+    }
+
     /// Copies borrowed data so the value can outlive its record.
     pub fn into_owned(self) -> OwnedValue {
         match self {
@@ -61,11 +71,13 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// Whether the value counts as absent: `Missing`, an empty string or an empty list.
+    /// Whether the value counts as absent: `Missing`, an empty string, an empty list, or an
+    /// empty JSON object or array (`{}`, `[]`): empty is missing wherever it comes from.
     pub fn is_missing(&self) -> bool {
         match self {
             Value::Missing => true,
-            Value::Str(s) | Value::Json(s) => s.is_empty(),
+            Value::Str(s) => s.is_empty(),
+            Value::Json(s) => matches!(s.as_ref(), "" | "{}" | "[]"),
             Value::List(items) => items.is_empty(),
             _ => false,
         }
@@ -77,12 +89,14 @@ impl<'a> Value<'a> {
         if self.is_missing() { Value::Missing } else { self }
     }
 
-    /// The text a pattern (`~`) is matched against, for scalar values.
+    /// The text a pattern (`~`) is matched against: strings as they are, other values as
+    /// they are shown (a JSON object as its compact text), so that `~ "**"` holds for
+    /// every present value. `None` for lists (whose elements are matched) and times.
     pub(crate) fn match_text(&self) -> Option<Cow<'_, str>> {
         match self {
-            Value::Str(s) => Some(Cow::Borrowed(s.as_ref())),
+            Value::Str(s) | Value::Json(s) => Some(Cow::Borrowed(s.as_ref())),
             Value::Int(n) => Some(Cow::Owned(n.to_string())),
-            Value::Float(x) => Some(Cow::Owned(x.to_string())),
+            Value::Float(x) => Some(Cow::Owned(float_text(*x))),
             Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
             Value::Weekday(d) => WEEKDAYS.get(usize::from(*d)).map(|s| Cow::Borrowed(*s)),
             _ => None,
@@ -108,8 +122,8 @@ impl<'a> Value<'a> {
         match (self, other) {
             (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
             (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
-            (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b),
-            (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)),
+            (Value::Int(a), Value::Float(b)) => int_float_cmp(*a, *b),
+            (Value::Float(a), Value::Int(b)) => int_float_cmp(*b, *a).map(Ordering::reverse),
             (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
             (Value::Str(a), Value::Str(b)) => Some(a.as_ref().cmp(b.as_ref())),
             (Value::Time(a), Value::Time(b)) => Some(a.cmp(b)),
@@ -125,11 +139,13 @@ impl Ord for Value<'_> {
             (Value::Missing, Value::Missing) => Ordering::Equal,
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
-            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-            // Numbers compare by value; an Int sorts before an equal Float so that the
-            // order stays consistent with `Eq`, which tells them apart.
-            (Value::Int(a), Value::Float(b)) => (*a as f64).total_cmp(b).then(Ordering::Less),
-            (Value::Float(a), Value::Int(b)) => a.total_cmp(&(*b as f64)).then(Ordering::Greater),
+            // Numbers compare by value, exactly (no rounding of large integers), so 30 and
+            // 30.0 are one value; NaN, which no JSON holds, sorts after every number.
+            (Value::Float(a), Value::Float(b)) => a.partial_cmp(b).unwrap_or_else(|| a.total_cmp(b)),
+            (Value::Int(a), Value::Float(b)) => int_float_cmp(*a, *b).unwrap_or(Ordering::Less),
+            (Value::Float(a), Value::Int(b)) => {
+                int_float_cmp(*b, *a).map_or(Ordering::Greater, Ordering::reverse)
+            }
             (Value::Str(a), Value::Str(b)) | (Value::Json(a), Value::Json(b)) => a.cmp(b),
             (Value::Time(a), Value::Time(b)) => a.cmp(b),
             (Value::Weekday(a), Value::Weekday(b)) => a.cmp(b),
@@ -155,20 +171,57 @@ impl Eq for Value<'_> {}
 
 impl Hash for Value<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // The discriminant alone is not enough for numbers: Int and Float share a rank but
-        // are never equal, so hashing the variant separately stays consistent with Eq.
-        std::mem::discriminant(self).hash(state);
+        // Numbers hash by value, as they compare: an integral float like an Int.
+        self.rank().hash(state);
         match self {
             Value::Missing => {}
             Value::Bool(b) => b.hash(state),
             Value::Int(n) => n.hash(state),
-            Value::Float(x) => x.to_bits().hash(state),
+            Value::Float(x) => match integral(*x) {
+                Some(n) => n.hash(state),
+                // -0.0 is integral, so only one zero reaches here; NaN hashes alike.
+                None => x.to_bits().hash(state),
+            },
             Value::Str(s) | Value::Json(s) => s.hash(state),
             Value::Time(t) => t.hash(state),
             Value::Weekday(d) => d.hash(state),
             Value::List(items) => items.hash(state),
         }
     }
+}
+
+/// 2^63 as a float (exact): every float in `[-2^63, 2^63)` without a fraction is an `i64`.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
+/// `x` as an `i64` when it is a whole number in range (`-0.0` is 0).
+fn integral(x: f64) -> Option<i64> {
+    (x.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&x)).then_some(x as i64)
+}
+
+/// Compares an integer with a float exactly (`i64 as f64` rounds above 2^53); `None` for NaN.
+fn int_float_cmp(a: i64, b: f64) -> Option<Ordering> {
+    if b.is_nan() {
+        return None;
+    }
+    if b >= I64_BOUND {
+        return Some(Ordering::Less);
+    }
+    if b < -I64_BOUND {
+        return Some(Ordering::Greater);
+    }
+    // In range: compare with the whole part exactly, then let the fraction decide.
+    let whole = b.trunc();
+    match a.cmp(&(whole as i64)) {
+        Ordering::Equal => 0.0f64.partial_cmp(&(b - whole)),
+        other => Some(other),
+    }
+}
+
+/// How a float is written by every writer (table, CSV, JSON) and matched by `~`: the
+/// shortest text that reads back as the same float, as JSON writes it (`2.5`, `1e+20`,
+/// `1.5e-7`). Integral floats within `i64` never get here (see [`Value::number`]).
+pub(crate) fn float_text(x: f64) -> String {
+    serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string())
 }
 
 impl<'a> From<&'a str> for Value<'a> {

@@ -18,11 +18,12 @@ use ledger_proto::pb;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Decider, ShimCall, ShimError, ShimOptions};
+use super::{Decider, ShimCall, ShimError, ShimOptions, quoted};
 
-/// The largest `tool_response` (as JSON text) kept whole in an outcome's details; a larger
-/// one is replaced by its size and BLAKE3 hash.
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+/// The largest `tool_response` (as JSON text) sent to the daemon, which keeps only its
+/// status, size and keyed hash (docs/REDACTION.md); a larger one is sent as its size alone
+/// (a gRPC message holds at most 4 MiB).
+pub const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 
 /// The hook input: only the fields used; unknown fields are ignored.
 #[derive(Debug, Deserialize)]
@@ -116,11 +117,6 @@ async fn pre_tool_use(opts: ShimOptions, input: &HookInput) -> Result<String, Sh
     Ok(answer.to_string())
 }
 
-/// A query string literal for `s`.
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 async fn post_tool_use(opts: ShimOptions, input: &HookInput) -> Result<(), ShimError> {
     require_tool(input)?;
     let mut decider = Decider::new(opts, "claude-code");
@@ -133,16 +129,14 @@ async fn post_tool_use(opts: ShimOptions, input: &HookInput) -> Result<(), ShimE
     if ref_seq.is_none() {
         details.insert("decision_found".into(), false.into());
     }
+    // The daemon summarises the output and redacts the rest (the hook need not get it
+    // right); only an output too large for one message is reduced here, to its size.
     if let Some(response) = &input.tool_response {
         let text = response.to_string();
         if text.len() <= MAX_RESPONSE_BYTES {
             details.insert("tool_response".into(), response.clone());
         } else {
             details.insert("tool_response_bytes".into(), text.len().into());
-            details.insert(
-                "tool_response_blake3".into(),
-                blake3::hash(text.as_bytes()).to_hex().as_str().into(),
-            );
         }
     }
     let opts = decider.options().clone();
@@ -173,26 +167,15 @@ async fn find_decision(
     tool_use_id: &str,
 ) -> Result<Option<u64>, ShimError> {
     let agent = decider.options().agent.clone();
-    let mut text = format!(
+    let mut filter = format!(
         "kind = decision and agent = {} and details.tool_use_id = {}",
         quoted(&agent),
         quoted(tool_use_id)
     );
     if !session.is_empty() {
-        text.push_str(&format!(" and session = {}", quoted(session)));
+        filter.push_str(&format!(" and session = {}", quoted(session)));
     }
-    text.push_str(" | sort seq desc | limit 1 | fields seq");
-    let client = decider.client().await?;
-    let mut stream = super::timed("cannot look up the decision", client.query(&text, "")).await?;
-    let mut found = None;
-    while let Some(rows) = super::timed("cannot look up the decision", stream.next_rows()).await? {
-        for row in rows {
-            if let Some(ledger_query::Value::Int(n)) = row.first() {
-                found = u64::try_from(*n).ok();
-            }
-        }
-    }
-    Ok(found)
+    decider.latest_seq(&filter).await
 }
 
 /// The whole command: reads stdin, runs the hook, prints the answer; exit 0, or 2 with the
@@ -233,11 +216,6 @@ pub fn main(opts: ShimOptions) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_strings_are_escaped() {
-        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
-    }
 
     #[tokio::test]
     async fn bad_input_is_an_error() {

@@ -2,8 +2,8 @@
 //! library: decide a tool call under the agent's policy, record the decision in
 //! the ledger, and only then answer (docs/SHIMS.md).
 //!
-//! [`Decider`] is shared by both shims ([`claude`], the Claude Code hook, and [`mcp`], the
-//! MCP stdio proxy). It fetches the agent's policy (its own, else the default policy of
+//! [`Decider`] is shared by the three shims ([`claude`], the Claude Code hook, [`mcp`], the
+//! MCP stdio proxy, and [`llm`], the LLM gateway). It fetches the agent's policy (its own, else the default policy of
 //! agent `*`), checks that the text hashes to the hash the daemon gives, parses it, keeps
 //! it for [`POLICY_TTL`], evaluates each call locally with `ledger_query::policy`, and
 //! appends the decision durably before returning it.
@@ -23,8 +23,9 @@ use ledger_query::policy::{Call, Effect, Policy};
 
 use ledger_client::{Client, ClientError};
 
-// One module per agent host; the LLM gateway joins them here as `pub mod llm;`.
+// One module per agent host.
 pub mod claude;
+pub mod llm;
 pub mod mcp;
 
 /// How long a fetched policy is used before it is fetched again.
@@ -120,6 +121,24 @@ impl std::fmt::Debug for Decider {
             .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+pub(crate) async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// A query string literal for `s`.
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// A random id for one shim process (hex of 16 random bytes).
@@ -267,28 +286,86 @@ impl Decider {
         let rule = decision.rule_id.to_string();
         let reason = decision.reason.clone();
         let mut details = call.details.clone();
-        details.insert("shim".into(), self.kind.into());
         details.insert("policy_agent".into(), fetched.owner.clone().into());
         details.insert("policy_hash".into(), fetched.hash.clone().into());
-        let entry = pb::NewEntry {
+        let decision = if allow { pb::Decision::Allow } else { pb::Decision::Deny };
+        let entry = self.decision_entry(call, shim_seq, (decision, &rule, fetched.version, &reason), details);
+        let seq = self.append(entry).await?;
+        Ok(Verdict { allow, rule, seq: Some(seq), reason, policy_version: fetched.version, shim_seq })
+    }
+
+    /// A decision entry for `call`: (decision, rule, policy version, reason), with `details`
+    /// and this shim's kind in it.
+    fn decision_entry(
+        &self,
+        call: &ShimCall,
+        shim_seq: u64,
+        (decision, rule, policy_version, reason): (pb::Decision, &str, u64, &str),
+        mut details: serde_json::Map<String, serde_json::Value>,
+    ) -> pb::NewEntry {
+        details.insert("shim".into(), self.kind.into());
+        pb::NewEntry {
             kind: pb::Kind::Decision as i32,
             agent: self.opts.agent.clone(),
             session: call.session.clone(),
             action: call.action.clone(),
             tool: call.tool.clone(),
             params: call.params.clone(),
-            decision: if allow { pb::Decision::Allow } else { pb::Decision::Deny } as i32,
-            rule: rule.clone(),
-            policy_version: fetched.version,
-            reason: reason.clone(),
+            decision: decision as i32,
+            rule: rule.to_string(),
+            policy_version,
+            reason: reason.to_string(),
             shim_id: self.shim_id.clone(),
             shim_seq,
             ref_seq: None,
             details: serde_json::Value::Object(details).to_string(),
             agent_token: self.opts.token.clone(),
+        }
+    }
+
+    /// The seq of the latest entry matching the query `filter` (a `where` clause of
+    /// docs/QUERY.md), if any.
+    pub async fn latest_seq(&mut self, filter: &str) -> Result<Option<u64>, ShimError> {
+        let text = format!("{filter} | sort seq desc | limit 1 | fields seq");
+        let client = self.client().await?;
+        let mut stream = timed("cannot look up the ledger", client.query(&text, "")).await?;
+        let mut found = None;
+        while let Some(rows) = timed("cannot look up the ledger", stream.next_rows()).await? {
+            for row in rows {
+                if let Some(ledger_query::Value::Int(n)) = row.first() {
+                    found = u64::try_from(*n).ok();
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records a denial that no policy made: the call could not be judged (for example its
+    /// arguments are not JSON), so it is refused without evaluating it, under `rule`. Like
+    /// [`Decider::decide`], the entry is durable before this returns, and errors fail closed
+    /// (there is no fail-open for a call that cannot be judged).
+    pub async fn refuse(&mut self, call: &ShimCall, rule: &str, reason: &str) -> Result<Verdict, ShimError> {
+        self.seq += 1;
+        let shim_seq = self.seq;
+        let version = match self.policy().await {
+            Ok(p) => p.version,
+            Err(_) => 0,
         };
+        let entry = self.decision_entry(
+            call,
+            shim_seq,
+            (pb::Decision::Deny, rule, version, reason),
+            call.details.clone(),
+        );
         let seq = self.append(entry).await?;
-        Ok(Verdict { allow, rule, seq: Some(seq), reason, policy_version: fetched.version, shim_seq })
+        Ok(Verdict {
+            allow: false,
+            rule: rule.to_string(),
+            seq: Some(seq),
+            reason: reason.to_string(),
+            policy_version: version,
+            shim_seq,
+        })
     }
 
     /// Appends one entry durably (on error the connection is dropped and re-made next time).
@@ -342,25 +419,9 @@ impl Decider {
             call.tool, self.opts.agent
         );
         let mut details = call.details.clone();
-        details.insert("shim".into(), self.kind.into());
         details.insert("fail_open".into(), true.into());
-        let entry = pb::NewEntry {
-            kind: pb::Kind::Decision as i32,
-            agent: self.opts.agent.clone(),
-            session: call.session.clone(),
-            action: call.action.clone(),
-            tool: call.tool.clone(),
-            params: call.params.clone(),
-            decision: pb::Decision::Allow as i32,
-            rule: "fail-open".into(),
-            policy_version: 0,
-            reason: reason.clone(),
-            shim_id: self.shim_id.clone(),
-            shim_seq,
-            ref_seq: None,
-            details: serde_json::Value::Object(details).to_string(),
-            agent_token: self.opts.token.clone(),
-        };
+        let entry =
+            self.decision_entry(call, shim_seq, (pb::Decision::Allow, "fail-open", 0, &reason), details);
         let seq = match self.append(entry).await {
             Ok(seq) => Some(seq),
             Err(e) => {
@@ -375,6 +436,11 @@ impl Decider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_are_escaped() {
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
 
     #[test]
     fn shim_ids_are_random_hex() {

@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Decider, ShimCall, ShimError, ShimOptions};
+use super::{Decider, ShimCall, ShimError, ShimOptions, terminated};
 
 /// How long the server gets to exit after its stdin is closed, before it is killed.
 pub const CHILD_GRACE: Duration = Duration::from_secs(5);
@@ -224,19 +224,6 @@ async fn heartbeats(shared: Arc<Shared>, every: Duration, mut stop: tokio::sync:
                 "ledgerctl shim mcp: heartbeat not recorded (the proxy carries on; calls are refused while no decision can be recorded): {e}"
             );
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

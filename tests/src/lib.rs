@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ledger_client::Client;
 
 pub mod accounts;
+pub mod fuzz;
 
 /// The directory holding this profile's binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {
@@ -77,23 +78,14 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn ledgerd: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("ready ") => {
-                let socket = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("socket="))
-                    .map(PathBuf::from)
-                    .ok_or("ready line without socket")?;
-                Ok(Daemon {
-                    child: Some(child),
-                    data_dir: data_dir.to_path_buf(),
-                    socket,
-                    ready: line,
-                    _tmp: None,
-                })
-            }
+        match ready_line(&mut child)? {
+            Some((line, socket)) => Ok(Daemon {
+                child: Some(child),
+                data_dir: data_dir.to_path_buf(),
+                socket,
+                ready: line,
+                _tmp: None,
+            }),
             _ => {
                 let out = child.wait_with_output().map_err(|e| e.to_string())?;
                 Err(String::from_utf8_lossy(&out.stderr).into_owned())
@@ -137,6 +129,17 @@ impl Daemon {
             let _ = child.kill();
         }
         self.wait();
+    }
+
+    /// Stops the process where it stands (SIGSTOP): it keeps its socket, and the kernel
+    /// still accepts connections that nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused daemon run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
     }
 
     fn signal(&self, sig: &str) {
@@ -201,6 +204,34 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Reads a starting `ledgerd`'s first line from its piped stdout: the `ready` line and the
+/// socket it names, or `None` when it printed no ready line (it exited).
+pub fn ready_line(child: &mut std::process::Child) -> Result<Option<(String, PathBuf)>, String> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    match BufReader::new(stdout).lines().next() {
+        Some(Ok(line)) if line.starts_with("ready ") => {
+            let socket = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("socket="))
+                .map(PathBuf::from)
+                .ok_or("ready line without socket")?;
+            Ok(Some((line, socket)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Runs `ledgerd --data-dir DATA --rotate-key` (the daemon stopped) and returns its output.
+pub fn rotate_key(data_dir: &Path) -> Output {
+    Command::new(bin("ledgerd"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--rotate-key")
+        .env("LEDGERD_LOG", "warn")
+        .output()
+        .expect("ledgerd --rotate-key")
 }
 
 /// Runs `ledgerctl --socket SOCKET ARGS` with optional stdin.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ledger_tests::{Daemon, bin, ctl, stderr, stdout};
+use ledger_tests::{Daemon, ctl, stderr, stdout};
 
 const OK: i32 = 0;
 const ROLLBACK: i32 = 3;
@@ -166,13 +166,7 @@ fn a_rotated_key_is_followed_by_verify_state_and_the_daemon_still_starts() {
     assert_eq!(code(&verify_state(&d.socket, &state, &["--key", vkey.to_str().expect("utf-8")])), OK);
     assert!(d.stop());
 
-    let out = Command::new(bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--rotate-key")
-        .env("LEDGERD_LOG", "warn")
-        .output()
-        .expect("ledgerd --rotate-key");
+    let out = ledger_tests::rotate_key(&data);
     assert!(out.status.success(), "rotate: {}", stderr(&out));
     assert!(stdout(&out).contains("rotated"), "{}", stdout(&out));
     let new_key = std::fs::read_to_string(&vkey).expect("vkey");

@@ -213,3 +213,178 @@ async fn secrets_in_params_are_never_stored() {
         }
     }
 }
+
+/// Realistic tool outputs with secrets in them, and the secret bytes each holds.
+fn tool_outputs(agent_token: &str) -> Vec<(&'static str, String, Vec<String>)> {
+    let aws_session = "FwoGZXIvYXdzEJr//////////wEaDNKSESSIONTOKENEXAMPLE0123456789";
+    let db_password = "Sup3r-S3cret-DbPw";
+    let redis_password = "r3disPassw0rd77";
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let ssh_body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+    let ghp = "ghp_R2d2C3poSecretToken0123456789abcdefAB";
+    let slack = "xoxb-2048-4096-SlackBotSecretValue";
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJlLXNlY3JldA";
+    let mssql = "MssqlPassw0rd!x";
+    let mongo = "M0ngoPassw0rd99";
+    let git = "gitRemotePassw0rd";
+    vec![
+        (
+            "~/.aws/credentials",
+            format!(
+                "[default]\naws_access_key_id = {AWS_ID}\naws_secret_access_key = {AWS_SECRET}\naws_session_token = {aws_session}\nregion = eu-west-1\n"
+            ),
+            vec![AWS_ID.into(), AWS_SECRET.into(), aws_session.into()],
+        ),
+        (
+            ".env",
+            format!(
+                "# app\nDATABASE_URL=postgres://app:{db_password}@db.internal:5432/prod\nREDIS_URL=redis://:{redis_password}@cache:6379/0\nSTRIPE_SECRET_KEY={stripe}\nexport GITHUB_TOKEN={ghp}\nDEBUG=false\n"
+            ),
+            vec![db_password.into(), redis_password.into(), stripe.into(), ghp.into()],
+        ),
+        (
+            "id_ed25519",
+            format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n{ssh_body}\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+            ),
+            vec![ssh_body.into()],
+        ),
+        (
+            ".claude/settings.json",
+            serde_json::json!({ "env": { "LEDGER_AGENT": "coder", "LEDGER_AGENT_TOKEN": agent_token } })
+                .to_string(),
+            vec![agent_token.into()],
+        ),
+        (
+            "tokens.log",
+            format!(
+                "slack: {slack}\nauth header Authorization: Bearer {jwt}\nlogin token is {agent_token} ok\n"
+            ),
+            vec![slack.into(), jwt.into(), agent_token.into()],
+        ),
+        (
+            "appsettings.ini",
+            format!(
+                "[db]\nconn = Server=tcp:db,1433;Database=x;User Id=sa;Password={mssql};\nmongo = mongodb+srv://admin:{mongo}@cluster0.example.net/x\norigin = https://bob:{git}@git.example.com/r.git\n"
+            ),
+            vec![mssql.into(), mongo.into(), git.into()],
+        ),
+    ]
+}
+
+/// Issue 12: the Claude Code hook's PostToolUse sent the whole `tool_response` in an
+/// outcome's details, which were never redacted. Every output here goes through the hook
+/// (as `Read` and `Bash` responses) and through the client (details with an output and
+/// with secrets elsewhere in them); no secret byte is in any file under the data dir, a
+/// query, an export or an evidence bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_immutable_log_through_details() {
+    let mut daemon = Daemon::start();
+    let reg =
+        ok(&daemon.ctl(&["agents", "register", "coder", "--owner", "dev@example.com", "--purpose", "t"]));
+    let token = reg.lines().find_map(|l| l.strip_prefix("token")).map(str::trim).expect("token").to_string();
+    assert!(token.starts_with("lgt_"), "{reg}");
+    let outputs = tool_outputs(&token);
+    let secrets: Vec<String> = outputs.iter().flat_map(|(_, _, s)| s.clone()).collect();
+
+    let mut client = daemon.client().await;
+    for (i, (file, text, _)) in outputs.iter().enumerate() {
+        // Through the hook, as Claude Code runs it: a Read and a Bash `cat`.
+        let read = serde_json::json!({
+            "session_id": "s-1", "hook_event_name": "PostToolUse", "tool_name": "Read",
+            "tool_use_id": format!("toolu_read_{i}"), "cwd": "/home/dev",
+            "tool_input": { "file_path": format!("/home/dev/{file}") },
+            "tool_response": { "type": "text", "file": { "filePath": format!("/home/dev/{file}"), "content": text, "numLines": text.lines().count() } },
+        });
+        let bash = serde_json::json!({
+            "session_id": "s-1", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+            "tool_use_id": format!("toolu_bash_{i}"),
+            "tool_input": { "command": format!("cat ~/{file}") },
+            "tool_response": { "stdout": text, "stderr": "", "interrupted": false, "isImage": false },
+        });
+        for input in [read, bash] {
+            let out = daemon.ctl_stdin(
+                &["shim", "claude-code", "--agent", "coder", "--token", &token],
+                Some(input.to_string().as_bytes()),
+            );
+            assert_eq!(ok(&out).trim(), "", "PostToolUse prints nothing");
+        }
+        // Through the client: an outcome with the output, and secrets in other details.
+        let details = serde_json::json!({
+            "output": text,
+            "note": format!("read {file}"),
+            "context": { "files": [{ "name": file, "text": text }] },
+        });
+        let entry = pb::NewEntry {
+            kind: pb::Kind::Outcome as i32,
+            agent: "coder".into(),
+            tool: "fs.read".into(),
+            params: serde_json::json!({ "path": file }).to_string(),
+            details: details.to_string(),
+            ..Default::default()
+        };
+        client.append(entry).await.expect("append an outcome");
+    }
+    // A decision's details too, with an output under another key and the same secrets
+    // elsewhere.
+    let env = &outputs[1].1;
+    let details = serde_json::json!({ "stdout": env, "exit_code": 0, "env_dump": env }).to_string();
+    let mut decision = new_entry("Bash", r#"{"command":"env"}"#);
+    decision.agent = "coder".into();
+    decision.details = details;
+    client.append(decision).await.expect("append a decision");
+
+    let check = |what: &str, text: &str| {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{secret} is in the {what}:\n{text}");
+        }
+    };
+    let rows = ok(&daemon.ctl(&["query", "kind = outcome", "--format", "json"]));
+    assert_eq!(rows.lines().count(), 3 * outputs.len(), "{rows}");
+    check("query", &rows);
+    check("query", &ok(&daemon.ctl(&["query", "agent = \"coder\"", "--format", "json"])));
+    check("export", &ok(&daemon.ctl(&["export"])));
+    // What is kept: how the call ended, the output's size and its keyed hash.
+    let bash_rows = ok(&daemon.ctl(&[
+        "query",
+        "kind = outcome and tool = \"Bash\" | fields details",
+        "--format",
+        "json",
+    ]));
+    for line in bash_rows.lines() {
+        let row: Value = serde_json::from_str(line).expect("row");
+        let d: Value = serde_json::from_str(row["details"].as_str().expect("details")).expect("json");
+        let kept = if d.get("tool_response").is_some() { &d["tool_response"] } else { &d["stdout"] };
+        assert!(kept["output_bytes"].as_u64().is_some_and(|n| n > 10), "{d}");
+        assert_eq!(kept["output_keyed_blake3"].as_str().map(str::len), Some(64), "{d}");
+    }
+    let flagged = ok(&daemon.ctl(&["query", "flags has details_redacted | count", "--format", "json"]));
+    assert!(!flagged.contains("\"count\":0"), "the client's other details were redacted: {flagged}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("bundle");
+    let bundle_str = bundle.to_str().expect("utf-8");
+    ok(&daemon.ctl(&["evidence", "--from", "2000-01-01", "--to", "2100-01-01", "--out", bundle_str]));
+    let mut files = Vec::new();
+    files_under(&bundle, &mut files);
+    assert!(files.len() >= 3, "{files:?}");
+    for file in &files {
+        check(&file.display().to_string(), &String::from_utf8_lossy(&std::fs::read(file).expect("read")));
+    }
+
+    let _keep = daemon.keep_dir();
+    let data_dir = daemon.data_dir.clone();
+    assert!(daemon.stop());
+    let mut files = Vec::new();
+    files_under(&data_dir, &mut files);
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read");
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} is in {}",
+                file.display()
+            );
+        }
+    }
+}

@@ -135,7 +135,14 @@ fn every_recorded_hook_input_is_decided_recorded_and_answered() {
     let outcome: Value = serde_json::from_str(rows.trim()).unwrap_or_else(|e| panic!("{e}: {rows}"));
     assert_eq!(outcome["ref_seq"], decision_seq, "{outcome}");
     assert_eq!(outcome["tool"], "Bash");
-    assert_eq!(details(&outcome)["tool_response"]["stdout"], "Cargo.toml\nsrc\n", "{outcome}");
+    // The daemon keeps how the call ended, the output's size and keyed hash, not the output
+    // (issue 12: secrets reached the log through it).
+    let response = &details(&outcome)["tool_response"];
+    assert_eq!(response["interrupted"], false, "{outcome}");
+    let sent: Value = serde_json::from_slice::<Value>(&post).expect("JSON")["tool_response"].clone();
+    assert_eq!(response["output_bytes"], sent.to_string().len(), "{outcome}");
+    assert_eq!(response["output_keyed_blake3"].as_str().map(str::len), Some(64), "{outcome}");
+    assert!(response.get("stdout").is_none() && !rows.contains("Cargo.toml"), "{outcome}");
 
     // Not a hook input: exit 2 with the reason, nothing on stdout.
     let bad = daemon.ctl_stdin(&["shim", "claude-code", "--agent", "coder"], Some(b"{not json"));

@@ -3,7 +3,7 @@
 //! the registry and policies, the summary page, and the manifest the daemon signs.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,9 +13,10 @@ use ledger_proto::merkle::{self, Hash};
 use ledger_proto::{leaf, pb};
 use ledger_query::{CsvWriter, OwnedValue, Value};
 
+use super::layout::{ACCESS_REVIEW, AGENTS, POLICY_CHANGES, SUMMARY, VERIFY_MD, policy_path};
 use super::{
-    CHECKPOINT, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, VKEY, event_row, frame_leaf,
-    inclusion_ranges, manifest_files, outside_subtrees, time_text,
+    CHECKPOINT, EVENTS, LEAVES, MANIFEST, PROOF, PROOF_FORMAT, ProofFile, ProvenEntry, VKEY, event_row,
+    frame_leaf, inclusion_ranges, manifest_files, outside_subtrees, time_text,
 };
 use crate::{Client, ClientError};
 
@@ -40,6 +41,8 @@ pub struct ExportSummary {
     pub last_seq: u64,
     pub tree_size: u64,
     pub events: u64,
+    /// The `evidence_exported` entry the export wrote.
+    pub export_seq: u64,
 }
 
 /// Why no bundle was written.
@@ -57,7 +60,7 @@ pub enum ExportError {
 
 impl From<tonic::Status> for ExportError {
     fn from(status: tonic::Status) -> Self {
-        ExportError::Client(ClientError::Rpc(status))
+        ExportError::Client(ClientError::from(status))
     }
 }
 
@@ -89,16 +92,6 @@ pub(super) fn csv_bytes(
     writer.write_rows(&chunk).map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())?;
     Ok(out)
-}
-
-/// A name safe as one path component (agent names become directories).
-fn path_component(name: &str) -> String {
-    if name == "*" {
-        return "_default".into();
-    }
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect()
 }
 
 fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
@@ -165,6 +158,8 @@ struct Streams {
     /// Rows waiting for the CSV writer, which takes them in chunks.
     rows: Vec<Vec<OwnedValue>>,
     frame: Vec<u8>,
+    /// The `policy_changed` and `evidence_exported` entries written to leaves.bin.
+    kept: BTreeMap<u64, pb::Entry>,
 }
 
 impl Streams {
@@ -187,12 +182,16 @@ impl Streams {
             events_path,
             rows: Vec::with_capacity(1024),
             frame: Vec::new(),
+            kept: BTreeMap::new(),
         })
     }
 
-    fn leaf(&mut self, leaf: &[u8]) -> Result<(), ExportError> {
+    fn leaf(&mut self, read: &Read) -> Result<(), ExportError> {
+        if [pb::Kind::PolicyChanged as i32, pb::Kind::EvidenceExported as i32].contains(&read.entry.kind) {
+            self.kept.insert(read.entry.seq, read.entry.clone());
+        }
         self.frame.clear();
-        frame_leaf(&mut self.frame, leaf).map_err(ExportError::Malformed)?;
+        frame_leaf(&mut self.frame, &read.leaf).map_err(ExportError::Malformed)?;
         self.leaves
             .write_all(&self.frame)
             .map_err(|source| ExportError::Io { path: self.leaves_path.clone(), source })
@@ -211,7 +210,8 @@ impl Streams {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), ExportError> {
+    /// Flushes both files; returns the kept entries.
+    fn finish(mut self) -> Result<BTreeMap<u64, pb::Entry>, ExportError> {
         self.flush_rows()?;
         let events_path = self.events_path.clone();
         let io = |path: &Path| {
@@ -220,7 +220,8 @@ impl Streams {
         };
         // Flushes through to the file (the csv writer flushes its BufWriter).
         self.events.finish().map_err(io(&events_path))?;
-        self.leaves.flush().map_err(io(&self.leaves_path))
+        self.leaves.flush().map_err(io(&self.leaves_path))?;
+        Ok(self.kept)
     }
 }
 
@@ -244,16 +245,36 @@ async fn write_bundle(
     opts: &ExportOptions,
     to: i64,
 ) -> Result<ExportSummary, ExportError> {
-    // The checkpoint first: it must cover every entry of the period.
-    let cp = client.checkpoint(true).await?;
+    // An empty period is refused before anything is recorded.
+    let first = first_at_or_after(client, opts.from_unix_nanos).await?;
+    let Some((first, _)) = first.filter(|(_, time)| *time < to) else {
+        return Err(ExportError::Usage(format!(
+            "no entries between {} and {}: a bundle needs at least one; widen the period",
+            time_text(opts.from_unix_nanos),
+            time_text(to)
+        )));
+    };
+    // The export records itself, and the checkpoint the daemon signs right after covers
+    // that entry: the bundle always proves an entry after its period.
+    let recorded = client.record_export(opts.from_unix_nanos, to, opts.agents.clone()).await?;
+    let to = recorded.to_unix_nanos;
+    let cp = recorded
+        .checkpoint
+        .ok_or_else(|| ExportError::Malformed("RecordExport sent no checkpoint".into()))?;
     let size = cp.size;
+    if recorded.from_unix_nanos != opts.from_unix_nanos || to > opts.to_unix_nanos || recorded.seq >= size {
+        return Err(ExportError::Malformed(format!(
+            "RecordExport recorded entry {} for {}..{} under a checkpoint of size {size}",
+            recorded.seq, recorded.from_unix_nanos, to
+        )));
+    }
 
     // Walk the log from just before the period up to the checkpoint, writing leaves.bin
     // and events.csv as the entries come (nothing of the period is held in memory): the
     // last entry before the period, the period, and the first entry after it. Entry times
     // never decrease along seq, so the daemon finds where the period starts by binary
     // search.
-    let walk_from = first_at_or_after(client, opts.from_unix_nanos).await?.min(size).saturating_sub(1);
+    let walk_from = first.min(size).saturating_sub(1);
     let bar = progress_bar(opts.progress, size - walk_from);
     let dir = &opts.out;
     let mut out = Streams::create(dir)?;
@@ -262,6 +283,7 @@ async fn write_bundle(
     let mut before: Option<Read> = None;
     let (mut start, mut end) = (None, walk_from);
     let (mut first_seq, mut last_seq) = (None, 0);
+    let mut witness = false;
     let mut expected = walk_from;
     let mut stream = client.entries(walk_from, size, false).await?;
     while let Some(stored) = stream.message().await? {
@@ -281,18 +303,19 @@ async fn write_bundle(
         if start.is_none() {
             start = Some(before.as_ref().map_or(read.entry.seq, |b| b.entry.seq));
             if let Some(b) = before.take() {
-                out.leaf(&b.leaf)?;
+                out.leaf(&b)?;
             }
         }
         if time >= to {
             if first_seq.is_some() {
                 // The witness after the period.
-                out.leaf(&read.leaf)?;
+                out.leaf(&read)?;
                 end = read.entry.seq + 1;
+                witness = true;
             }
             break;
         }
-        out.leaf(&read.leaf)?;
+        out.leaf(&read)?;
         end = read.entry.seq + 1;
         first_seq.get_or_insert(read.entry.seq);
         last_seq = read.entry.seq;
@@ -304,13 +327,18 @@ async fn write_bundle(
     drop(stream);
     bar.finish_and_clear();
     let Some(first_seq) = first_seq else {
-        return Err(ExportError::Usage(format!(
-            "no entries between {} and {} (the log has {size})",
-            time_text(opts.from_unix_nanos),
+        return Err(ExportError::Malformed(format!(
+            "the daemon listed entries before {} but none of them is in the period",
             time_text(to)
         )));
     };
-    out.finish()?;
+    if !witness {
+        return Err(ExportError::Malformed(format!(
+            "checkpoint of size {size} holds no entry after the period, not even export entry {}",
+            recorded.seq
+        )));
+    }
+    let kept = out.finish()?;
     let start = start.unwrap_or(first_seq);
 
     // The outside hashes are the siblings on the inclusion paths of the range's ends.
@@ -333,6 +361,12 @@ async fn write_bundle(
         hashes.push(crate::verify::hex(hash));
     }
 
+    // Entries outside the range the bundle relies on: its export entry and the policy
+    // versions set before the period, each proven on its own.
+    let mut leaves = Leaves { kept, proven: BTreeMap::new(), size, range: start..end };
+    leaves.get(client, recorded.seq).await?;
+    let views = registry_views(client, &mut leaves, opts, to, first_seq, last_seq).await?;
+
     write(dir, CHECKPOINT, cp.note.as_bytes())?;
     let proof = ProofFile {
         format: PROOF_FORMAT.into(),
@@ -343,14 +377,15 @@ async fn write_bundle(
         to_unix_nanos: to,
         first_seq,
         last_seq,
+        export_seq: recorded.seq,
         agents: opts.agents.clone(),
         hashes,
+        entries: leaves.proven.into_values().collect(),
     };
     let proof_text =
         serde_json::to_string_pretty(&proof).map_err(|e| ExportError::Malformed(e.to_string()))?;
     write(dir, PROOF, format!("{proof_text}\n").as_bytes())?;
 
-    let views = registry_views(client, opts, to, first_seq, last_seq).await?;
     for (name, bytes) in &views.files {
         write(dir, name, bytes)?;
     }
@@ -362,7 +397,7 @@ async fn write_bundle(
         last_seq,
         policy_changes: &views.policy_changes,
     });
-    write(dir, "summary.html", html.as_bytes())?;
+    write(dir, SUMMARY, html.as_bytes())?;
 
     // The daemon names its key when it signs; the first signature (of the files so far)
     // only tells us the key, so that verifier.vkey and VERIFY.md are covered by the
@@ -370,28 +405,64 @@ async fn write_bundle(
     let vkey =
         client.sign_manifest(to_wire(manifest_files(dir).map_err(ExportError::Malformed)?)).await?.vkey;
     write(dir, VKEY, format!("{vkey}\n").as_bytes())?;
-    write(dir, "VERIFY.md", super::html::verify_md(&vkey).as_bytes())?;
+    write(dir, VERIFY_MD, super::html::verify_md(&vkey).as_bytes())?;
     let signed = client.sign_manifest(to_wire(manifest_files(dir).map_err(ExportError::Malformed)?)).await?;
     write(dir, MANIFEST, signed.note.as_bytes())?;
 
-    Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len() })
+    Ok(ExportSummary { first_seq, last_seq, tree_size: size, events: period.len(), export_seq: recorded.seq })
 }
 
-/// The seq of the first entry at or after `from` (ns), or `u64::MAX` if there is none,
-/// found by the daemon's query engine (a binary search over entry times).
-async fn first_at_or_after(client: &mut Client, from: i64) -> Result<u64, ExportError> {
-    let text = format!("time >= {} | fields seq | limit 1", time_text(from));
+/// The leaves the bundle relies on besides the walk: those kept from the range
+/// (`policy_changed`, `evidence_exported`), and any other fetched with an inclusion proof.
+struct Leaves {
+    kept: BTreeMap<u64, pb::Entry>,
+    proven: BTreeMap<u64, ProvenEntry>,
+    size: u64,
+    range: std::ops::Range<u64>,
+}
+
+impl Leaves {
+    /// The entry at `seq`: from the range, or proven against the checkpoint's tree and
+    /// added to `proof.json`'s `entries`.
+    async fn get(&mut self, client: &mut Client, seq: u64) -> Result<pb::Entry, ExportError> {
+        if let Some(e) = self.kept.get(&seq) {
+            return Ok(e.clone());
+        }
+        if self.range.contains(&seq) {
+            return Err(ExportError::Malformed(format!("entry {seq} of the range was not kept")));
+        }
+        let proof = client.prove(seq, self.size).await?;
+        let entry =
+            proof.entry.ok_or_else(|| ExportError::Malformed(format!("no entry {seq} in its proof")))?;
+        if entry.seq != seq || proof.path.len() != inclusion_ranges(seq, self.size).len() {
+            return Err(ExportError::Malformed(format!("the inclusion proof of entry {seq} does not fit")));
+        }
+        let leaf = crate::verify::hex(&leaf::leaf_bytes(&entry));
+        let path = proof.path.iter().map(|h| crate::verify::hex(h)).collect();
+        self.proven.insert(seq, ProvenEntry { seq, leaf, path });
+        self.kept.insert(seq, entry.clone());
+        Ok(entry)
+    }
+}
+
+/// The seq and time of the first entry at or after `from` (ns), if any, found by the
+/// daemon's query engine (a binary search over entry times).
+async fn first_at_or_after(client: &mut Client, from: i64) -> Result<Option<(u64, i64)>, ExportError> {
+    let text = format!("time >= {} | fields seq, time | limit 1", time_text(from));
     let mut rows = client.query(&text, "").await?;
     while let Some(chunk) = rows.next_rows().await? {
         if let Some(row) = chunk.first() {
-            return match row.first() {
-                Some(ledger_query::Value::Int(seq)) => u64::try_from(*seq)
+            return match row.as_slice() {
+                [ledger_query::Value::Int(seq), ledger_query::Value::Time(time)] => u64::try_from(*seq)
+                    .map(|seq| Some((seq, *time)))
                     .map_err(|_| ExportError::Malformed(format!("the daemon answered seq {seq}"))),
-                other => Err(ExportError::Malformed(format!("the daemon answered {other:?} for a seq"))),
+                other => {
+                    Err(ExportError::Malformed(format!("the daemon answered {other:?} for a seq and time")))
+                }
             };
         }
     }
-    Ok(u64::MAX)
+    Ok(None)
 }
 
 fn to_wire(files: Vec<ledger_proto::manifest::ManifestFile>) -> Vec<pb::ManifestFile> {
@@ -406,6 +477,7 @@ struct Views {
 
 async fn registry_views(
     client: &mut Client,
+    leaves: &mut Leaves,
     opts: &ExportOptions,
     to: i64,
     first_seq: u64,
@@ -453,7 +525,7 @@ async fn registry_views(
         "policy_version",
         "changed_in_period",
     ];
-    files.push(("agents.csv".to_string(), csv_bytes(&columns, agent_rows).map_err(ExportError::Malformed)?));
+    files.push((AGENTS.to_string(), csv_bytes(&columns, agent_rows).map_err(ExportError::Malformed)?));
 
     // Every policy version in force at some moment of the period.
     let mut names: BTreeSet<String> = agents.iter().map(|a| a.name.clone()).collect();
@@ -475,40 +547,21 @@ async fn registry_views(
     }
     let mut policy_rows = Vec::new();
     for v in &versions {
-        let file = format!("policies/{}/v{}.txt", path_component(&v.agent), v.version);
-        files.push((file.clone(), v.text.clone().into_bytes()));
-        policy_rows.push(vec![
-            v.agent.clone(),
-            v.version.to_string(),
-            time_text(v.time_unix_nanos),
-            v.seq.to_string(),
-            v.author.clone(),
-            v.approver.clone(),
-            v.reason.clone(),
-            v.hash.clone(),
-            v.prev_hash.clone(),
-            v.writer_uid.to_string(),
-            in_period(v.seq).to_string(),
-            file,
-        ]);
+        // The row and the text come from the version's signed leaf, as the verifier reads them.
+        let entry = leaves.get(client, v.seq).await?;
+        let version = super::policies::version(&entry, in_period(v.seq)).map_err(ExportError::Malformed)?;
+        if version.row[11] != policy_path(&v.agent, v.version) || version.text != v.text {
+            return Err(ExportError::Malformed(format!(
+                "policy {} v{} differs from its entry {}",
+                v.agent, v.version, v.seq
+            )));
+        }
+        files.push((version.row[11].clone(), version.text.into_bytes()));
+        policy_rows.push(version.row);
     }
-    let columns = [
-        "agent",
-        "version",
-        "time",
-        "seq",
-        "author",
-        "approver",
-        "reason",
-        "hash",
-        "prev_hash",
-        "writer_uid",
-        "changed_in_period",
-        "file",
-    ];
     files.push((
-        "policy_changes.csv".into(),
-        csv_bytes(&columns, policy_rows).map_err(ExportError::Malformed)?,
+        POLICY_CHANGES.into(),
+        csv_bytes(&super::policies::COLUMNS, policy_rows).map_err(ExportError::Malformed)?,
     ));
 
     let mut review_rows = Vec::new();
@@ -537,10 +590,7 @@ async fn registry_views(
     }
     let columns =
         ["when", "at", "agent", "agent_id", "policy_agent", "policy_version", "policy_hash", "rules"];
-    files.push((
-        "access_review.csv".into(),
-        csv_bytes(&columns, review_rows).map_err(ExportError::Malformed)?,
-    ));
+    files.push((ACCESS_REVIEW.into(), csv_bytes(&columns, review_rows).map_err(ExportError::Malformed)?));
     let policy_changes = versions.into_iter().filter(|v| in_period(v.seq)).collect();
     Ok(Views { files, policy_changes })
 }

@@ -306,23 +306,27 @@ Exit 0: every check held. Exit 1: the named check failed. Exit 2: it could not r
 1. `MANIFEST` is a signed note (C2SP signed-note, Ed25519) over the lines
    `ledgerd evidence manifest v1`, the origin, then `<BLAKE3 hex>  <path>` for every other
    file. Check its signature with the key, and every file's BLAKE3 (`b3sum`); no file may
-   be missing or extra.
+   be missing or extra. `verifier.vkey` must be the key you obtained.
 2. `checkpoint.note` is a signed C2SP checkpoint: origin, tree size, base64 root.
 3. `leaves.bin` is a sequence of (4-byte big-endian length, leaf bytes); each leaf is the
    canonical protobuf `ledger.v1.Entry`, entries `start..end` of `proof.json`, in order.
 4. Rebuild the root: walk the RFC 9162 tree of `tree_size` leaves (BLAKE3, leaf hash
    `BLAKE3(0x00 ‖ leaf)`, node hash `BLAKE3(0x01 ‖ left ‖ right)`); a subtree wholly outside
    `start..end` takes the next hash of `proof.json`'s `hashes`, a leaf inside takes its
-   hash. The result must equal the checkpoint's root.
+   hash. The result must equal the checkpoint's root. Each of `proof.json`'s `entries` has
+   an inclusion proof to the same root.
 5. The entries with `from_unix_nanos <= time < to_unix_nanos` are `first_seq..=last_seq`;
-   the leaf just before and just after them (when the log has one) lie outside the
-   period, which proves no entry at either end was left out.
-6. Every row of `events.csv` (after removing the one `'` put before a cell starting
-   with `= + - @`, tab or CR, possibly after other `'`) equals the fields of its leaf.
+   the leaf just before them (unless the log starts with them) and the leaf just after
+   them lie outside the period, which proves no entry at either end was left out.
+6. Entry `export_seq` is the `evidence_exported` entry this export wrote: it names the
+   period, who asked, and lies after the period.
+7. Every raw cell of `events.csv` equals the field of its leaf with one `'` put before it
+   when it starts with `= + - @`, tab or CR (possibly after other `'`).
+8. Every row of `policy_changes.csv` and every file under `policies/` equals what its
+   `policy_changed` entry records.
 
-`agents.csv`, `policy_changes.csv`, `policies/`, `access_review.csv` and `summary.html`
-are covered by the signed manifest; the policy changes themselves are `policy_changed`
-entries among the leaves.
+`agents.csv`, `access_review.csv` and `summary.html` are covered by the signed manifest
+only.
 "
     )
 }

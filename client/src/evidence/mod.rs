@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod export;
 mod html;
+pub mod layout;
+mod policies;
 pub mod verify;
 
 /// The signed manifest (BLAKE3 of every other file).
@@ -31,7 +33,7 @@ pub const EVENTS: &str = "events.csv";
 pub const VKEY: &str = "verifier.vkey";
 
 /// The `format` value of `proof.json`.
-pub const PROOF_FORMAT: &str = "ledgerd evidence proof v1";
+pub const PROOF_FORMAT: &str = "ledgerd evidence proof v2";
 
 /// The columns of `events.csv`, in order: those of `ledgerctl export` (every field, in
 /// [`ledger_query::DEFAULT_COLUMNS`] order, so a bundle's rows line up with an export's),
@@ -40,28 +42,56 @@ pub fn event_columns() -> Vec<&'static str> {
     ledger_query::DEFAULT_COLUMNS.iter().copied().chain(["leaf_hash"]).collect()
 }
 
-/// `proof.json`: which leaves the bundle holds and how they tie to the checkpoint.
+/// `proof.json`: which leaves the bundle holds and how they tie to the checkpoint. Every
+/// integer is a decimal string ([`layout::decimal`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofFile {
     /// Always [`PROOF_FORMAT`].
     pub format: String,
     /// The checkpoint's tree size.
+    #[serde(with = "layout::decimal")]
     pub tree_size: u64,
     /// `leaves.bin` holds leaves `start..end`.
+    #[serde(with = "layout::decimal")]
     pub start: u64,
+    #[serde(with = "layout::decimal")]
     pub end: u64,
-    /// The period asked for: `from <= time < to`, ns since the Unix epoch (UTC).
+    /// The period: `from <= time < to`, ns since the Unix epoch (UTC), as the export
+    /// entry records it.
+    #[serde(with = "layout::decimal")]
     pub from_unix_nanos: i64,
+    #[serde(with = "layout::decimal")]
     pub to_unix_nanos: i64,
     /// The first and last entry of the period (the leaves outside them are the witnesses
     /// that nothing at either end was left out).
+    #[serde(with = "layout::decimal")]
     pub first_seq: u64,
+    #[serde(with = "layout::decimal")]
     pub last_seq: u64,
+    /// The `evidence_exported` entry this bundle's export wrote.
+    #[serde(with = "layout::decimal")]
+    pub export_seq: u64,
     /// `--agent` names that narrowed the CSV views (empty: all agents).
     pub agents: Vec<String>,
     /// The subtree hashes outside `start..end`, in the order [`rebuild_root`] takes them.
     pub hashes: Vec<String>,
+    /// Entries outside `start..end` the bundle relies on (its export entry, the
+    /// `policy_changed` entries of policy versions set before the period), each with its
+    /// inclusion proof; sorted by seq.
+    pub entries: Vec<ProvenEntry>,
+}
+
+/// One leaf outside the range, proven by an RFC 9162 inclusion path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenEntry {
+    #[serde(with = "layout::decimal")]
+    pub seq: u64,
+    /// The leaf bytes, lowercase hex.
+    pub leaf: String,
+    /// The inclusion path from the leaf up, 64 lowercase hex digits each.
+    pub path: Vec<String>,
 }
 
 /// RFC 3339 UTC text of a time in ns, as `events.csv` writes it.
@@ -257,16 +287,19 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<ManifestFile>, String> {
     Ok(out)
 }
 
-/// Parses 64 hex digits.
+/// Parses 64 lowercase hex digits.
 pub fn parse_hash(text: &str) -> Option<Hash> {
-    if text.len() != 64 || !text.is_ascii() {
+    parse_hex(text)?.try_into().ok()
+}
+
+/// Parses lowercase hex (an even number of `0-9a-f` digits).
+pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2)
+        || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

@@ -260,6 +260,12 @@ impl Log {
         &self.state
     }
 
+    /// Hands the projection a policy compiled off the writer thread for the next admin
+    /// commit ([`State::offer`]); `None` takes back what was not used.
+    pub fn offer_policy(&mut self, policy: Option<Arc<ledger_query::policy::Policy>>) {
+        self.state.offer(policy);
+    }
+
     /// The handle connections read the registry and policies from.
     pub fn shared(&self) -> Shared {
         self.shared.clone()
@@ -446,7 +452,7 @@ impl Log {
             origin: self.signer.name().to_string(),
             size,
             root,
-            extensions: vec![format!("time {}", rfc3339(now))],
+            extensions: vec![format!("time {}", rfc3339_nanos(now))],
         };
         let note = self.signer.sign_checkpoint(&checkpoint).map_err(LogError::Sign)?;
         let mut key = [0u8; 16];
@@ -511,6 +517,15 @@ pub fn rfc3339(unix_nanos: i64) -> String {
         .unwrap_or_else(|_| unix_nanos.to_string())
 }
 
+/// RFC 3339 UTC with as many fractional digits as the nanoseconds need (none for whole
+/// seconds): exact. Checkpoint `time` lines (whole seconds before issue 13, which
+/// every reader still accepts) and the period of an `evidence_exported` entry use it.
+pub fn rfc3339_nanos(unix_nanos: i64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(unix_nanos))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| unix_nanos.to_string())
+}
+
 /// The current time in nanoseconds since the Unix epoch.
 pub fn now_nanos() -> i64 {
     SystemTime::now()
@@ -523,6 +538,14 @@ pub fn now_nanos() -> i64 {
 mod tests {
     use super::*;
     use ledger_proto::merkle::NodeSource;
+
+    #[test]
+    fn checkpoint_times_are_exact_to_the_nanosecond() {
+        assert_eq!(rfc3339_nanos(1_767_225_600_000_000_000), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339_nanos(1_767_225_600_000_000_001), "2026-01-01T00:00:00.000000001Z");
+        assert_eq!(rfc3339_nanos(1_767_225_600_500_000_000), "2026-01-01T00:00:00.5Z");
+        assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+    }
 
     fn entry(i: u64) -> pb::Entry {
         pb::Entry {

@@ -59,11 +59,39 @@ pub struct PolicyState {
     pub writer_uid: u32,
 }
 
-/// A policy version with its compiled document.
+/// A policy version, with its compiled document if it is the newest of its policy.
+///
+/// Only the newest version of each policy is kept compiled: a policy with heavy patterns
+/// must not be held once per version (1.35 GB each, issue 12), nor compiled again for every
+/// version at each start. Older versions are compiled when read ([`PolicyEntry::policy`]:
+/// a decision citing an old version, `policy check` at a past time) and not kept.
 #[derive(Clone, Debug)]
 pub struct PolicyEntry {
     pub state: PolicyState,
-    pub policy: Arc<Policy>,
+    compiled: Option<Arc<Policy>>,
+}
+
+impl PolicyEntry {
+    /// The compiled document (compiled now if this is an older version).
+    pub fn policy(&self) -> Result<Arc<Policy>, Refused> {
+        match &self.compiled {
+            Some(p) => Ok(p.clone()),
+            None => compile(&self.state).map(Arc::new),
+        }
+    }
+}
+
+/// Compiles a stored policy version.
+fn compile(state: &PolicyState) -> Result<Policy, Refused> {
+    Policy::parse(&state.text).map(|p| p.with_version(state.version)).map_err(|e| {
+        Refused(format!(
+            "policy {:?} version {} (entry {}) does not parse: {}",
+            state.agent,
+            state.version,
+            state.seq,
+            e.render(&state.text)
+        ))
+    })
 }
 
 /// Why an admin change was refused (the message goes back to the caller).
@@ -78,6 +106,9 @@ pub struct State {
     agents: BTreeMap<String, Vec<AgentState>>,
     /// Every version of every policy (`*` included), oldest first.
     policies: BTreeMap<String, Vec<PolicyEntry>>,
+    /// A policy the admin service compiled (off the writer thread) for the change being
+    /// committed; [`State::apply`] takes it when its text is the one committed.
+    prepared: Option<Arc<Policy>>,
 }
 
 /// The published snapshot, read by every connection.
@@ -200,6 +231,9 @@ impl State {
                         "agent {name:?} is already registered; update it with `ledgerctl agents update`, or retire it first"
                     )));
                 }
+                // The registration introduces the id: it carries it in `agent_id` like every
+                // later entry of the agent, so `agent_id = "…"` finds the agent's whole life.
+                entry.agent_id = details.id.clone();
             }
             Ok(Kind::AgentUpdated | Kind::AgentRetired) => {
                 let agent = active.ok_or_else(|| match self.agent(&name) {
@@ -286,15 +320,19 @@ impl State {
             }
             Ok(Kind::PolicyChanged) => {
                 let text = details.text.unwrap_or_default();
-                let policy = Policy::parse(&text)
-                    .map_err(|e| {
-                        Refused(format!("entry {seq}: stored policy does not parse: {}", e.render(&text)))
-                    })?
-                    .with_version(entry.policy_version);
+                let hash = ledger_proto::hex(blake3::hash(text.as_bytes()).as_bytes());
+                // Never compiled here, on the writer thread: the admin service compiled
+                // it; a replay compiles only the newest versions, after it.
+                let compiled = match self.prepared.take() {
+                    Some(p) if p.hash_hex() == hash => {
+                        Some(Arc::new(Arc::unwrap_or_clone(p).with_version(entry.policy_version)))
+                    }
+                    _ => None,
+                };
                 let state = PolicyState {
                     agent: name.clone(),
                     version: entry.policy_version,
-                    hash: policy.hash_hex(),
+                    hash,
                     text,
                     prev_hash: details.prev_hash,
                     author: details.author,
@@ -304,10 +342,11 @@ impl State {
                     seq,
                     writer_uid: entry.writer_uid,
                 };
-                self.policies
-                    .entry(name.clone())
-                    .or_default()
-                    .push(PolicyEntry { state, policy: Arc::new(policy) });
+                let history = self.policies.entry(name.clone()).or_default();
+                if let Some(previous) = history.last_mut() {
+                    previous.compiled = None;
+                }
+                history.push(PolicyEntry { state, compiled });
             }
             _ => {}
         }
@@ -342,16 +381,29 @@ impl State {
             let (_, v) = item?;
             let p: PolicyState = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::BadMeta { key: "policies", detail: e.to_string() })?;
-            let policy = Policy::parse(&p.text)
-                .map_err(|e| StoreError::BadMeta { key: "policies", detail: e.render(&p.text) })?
-                .with_version(p.version);
-            state
-                .policies
-                .entry(p.agent.clone())
-                .or_default()
-                .push(PolicyEntry { state: p, policy: Arc::new(policy) });
+            state.policies.entry(p.agent.clone()).or_default().push(PolicyEntry { state: p, compiled: None });
         }
+        state.compile_newest().map_err(|e| StoreError::BadMeta { key: "policies", detail: e.0 })?;
         Ok(state)
+    }
+
+    /// Hands [`State::apply`] the compiled form of the policy about to be committed (or
+    /// takes back one left over).
+    pub fn offer(&mut self, policy: Option<Arc<Policy>>) {
+        self.prepared = policy;
+    }
+
+    /// Compiles the newest version of every policy that is not compiled yet (after a
+    /// load or a replay); an error names the version that does not parse.
+    pub fn compile_newest(&mut self) -> Result<(), Refused> {
+        for history in self.policies.values_mut() {
+            if let Some(newest) = history.last_mut()
+                && newest.compiled.is_none()
+            {
+                newest.compiled = Some(Arc::new(compile(&newest.state)?));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the projection trees were ever built for this store.
@@ -392,6 +444,46 @@ impl State {
         }
         write_in_order(&store.agents, agents)?;
         write_in_order(&store.policies, policies)?;
+        self.compile_newest().map_err(|e| StoreError::BadMeta { key: "policies", detail: e.0 })?;
         Ok(replayed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_changed(seq: u64, version: u64, text: &str) -> pb::Entry {
+        pb::Entry {
+            seq,
+            kind: Kind::PolicyChanged as i32,
+            agent: "*".into(),
+            policy_version: version,
+            details: AdminDetails { text: Some(text.into()), ..Default::default() }.to_json(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_newest_version_of_a_policy_stays_compiled() {
+        let one = "rule a: deny tool = \"x\"\ndefault allow\n";
+        let two = "rule b: deny tool = \"y\"\ndefault allow\n";
+        let mut state = State::default();
+        state.offer(Some(Arc::new(Policy::parse(one).expect("parses"))));
+        state.apply(&policy_changed(1, 1, one)).expect("apply");
+        assert!(state.policy_history("*")[0].compiled.is_some(), "the offered policy is taken");
+        // A policy offered for another text is not used; a replay compiles nothing.
+        state.offer(Some(Arc::new(Policy::parse(one).expect("parses"))));
+        state.apply(&policy_changed(2, 2, two)).expect("apply");
+        let history = state.policy_history("*");
+        assert!(history[0].compiled.is_none(), "the older version is no longer kept compiled");
+        assert!(history[1].compiled.is_none());
+        state.compile_newest().expect("compile");
+        let history = state.policy_history("*");
+        assert!(history[0].compiled.is_none() && history[1].compiled.is_some());
+        // The old version is still there to read, compiled on demand.
+        let old = history[0].policy().expect("compiles");
+        assert_eq!((old.version(), old.rules()[0].id.as_str()), (Some(1), "a"));
+        assert_eq!(history[1].policy().expect("compiled").rules()[0].id, "b");
     }
 }

@@ -7,12 +7,16 @@
 //! channel, so batches grow with load and the sync cost is shared.
 //!
 //! If a write or sync fails, what is on disk is unknown: the writer answers that batch
-//! with the error, stops, and every later call fails with [`WriterError::Stopped`].
+//! with the error, stops, and every later call fails with [`WriterError::Stopped`]. The
+//! error is published ([`WriterHandle::failure`]): `Status` reports it and the daemon
+//! exits non-zero soon after, so that it is restarted once the disk is fixed.
 
+use std::sync::Arc;
 use std::thread;
 
 use ledger_proto::merkle::Hash;
 use ledger_proto::pb;
+use ledger_query::policy::Policy;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::merkle::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
@@ -55,7 +59,13 @@ pub enum Command {
     /// Append one admin entry (registry or policy change) as its own commit, after
     /// checking it against the registry and policies as they stand (see
     /// `projection::State::prepare`). Answers with the entry as committed.
-    Admin { entry: Box<pb::Entry>, reply: oneshot::Sender<Result<pb::Entry, WriterError>> },
+    /// A policy change comes with its document compiled by the caller, so the writer
+    /// thread never compiles one.
+    Admin {
+        entry: Box<pb::Entry>,
+        policy: Option<Arc<Policy>>,
+        reply: oneshot::Sender<Result<pb::Entry, WriterError>>,
+    },
     /// Finish what is queued before this, then end the thread (answered once it has).
     Stop { reply: oneshot::Sender<()> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
@@ -67,6 +77,7 @@ pub enum Command {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     head: watch::Receiver<Head>,
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl WriterHandle {
@@ -89,10 +100,14 @@ impl WriterHandle {
     }
 
     /// Appends an admin entry (see [`Command::Admin`]) and waits until it is durable.
-    pub async fn admin(&self, entry: pb::Entry) -> Result<pb::Entry, WriterError> {
+    pub async fn admin(
+        &self,
+        entry: pb::Entry,
+        policy: Option<Arc<Policy>>,
+    ) -> Result<pb::Entry, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Admin { entry: Box::new(entry), reply })
+            .send(Command::Admin { entry: Box::new(entry), policy, reply })
             .await
             .map_err(|_| WriterError::Stopped)?;
         rx.await.map_err(|_| WriterError::Stopped)?
@@ -118,6 +133,12 @@ impl WriterHandle {
     pub fn head(&self) -> watch::Receiver<Head> {
         self.head.clone()
     }
+
+    /// `None` while the writer runs; the error that stopped it once a write or sync
+    /// failed (a clean stop leaves it `None`).
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
+    }
 }
 
 /// Starts the writer thread. It runs until [`WriterHandle::stop`] (or until every handle
@@ -132,9 +153,17 @@ pub fn spawn(
 ) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
+    let (failure_tx, failure) = watch::channel(None);
     let join = thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || run(log, rx, head_tx, scoring, feed))
+        .spawn(move || {
+            let ended = run(log, rx, head_tx, scoring, feed);
+            if let Err(e) = &ended {
+                tracing::error!(error = %e, "the writer stopped after a storage error; no entry can be appended until ledgerd is restarted");
+                let _ = failure_tx.send(Some(e.to_string()));
+            }
+            ended
+        })
         .map_err(|e| e.to_string());
     let join = match join {
         Ok(j) => j,
@@ -143,7 +172,7 @@ pub fn spawn(
             Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
         }),
     };
-    (WriterHandle { tx, head }, join)
+    (WriterHandle { tx, head, failure }, join)
 }
 
 fn run(
@@ -169,7 +198,7 @@ fn run(
                     waiting.push(reply);
                 }
                 Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
-                Command::Admin { entry, reply } => admins.push((entry, reply)),
+                Command::Admin { entry, policy, reply } => admins.push((entry, policy, reply)),
                 Command::Stop { reply } => {
                     stopping = Some(reply);
                     break;
@@ -217,7 +246,7 @@ fn run(
                 }
             }
         }
-        for (entry, reply) in admins {
+        for (entry, policy, reply) in admins {
             let mut entry = *entry;
             if let Err(refused) = log.state().prepare(&mut entry) {
                 let _ = reply.send(Err(WriterError::Rejected(refused.0)));
@@ -226,7 +255,10 @@ fn run(
             let time = now_nanos().max(log.last_time());
             scoring.score([&mut entry], time);
             let committed = feed.capture([&entry], log.size(), time);
-            match log.append(vec![vec![entry.clone()]], time) {
+            log.offer_policy(policy);
+            let appended = log.append(vec![vec![entry.clone()]], time);
+            log.offer_policy(None);
+            match appended {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
                     feed.publish(committed);

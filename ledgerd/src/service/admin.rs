@@ -45,6 +45,7 @@ impl AdminService {
         agent: &str,
         reason: &str,
         details: AdminDetails,
+        policy: Option<Arc<Policy>>,
     ) -> Result<pb::Entry, Status> {
         let entry = pb::Entry {
             kind: kind as i32,
@@ -57,7 +58,7 @@ impl AdminService {
             details: details.to_json(),
             ..Default::default()
         };
-        self.writer.admin(entry).await.map_err(status::writer)
+        self.writer.admin(entry, policy).await.map_err(status::writer)
     }
 
     fn agent_reply(&self, name: &str) -> Result<pb::Agent, Status> {
@@ -158,7 +159,7 @@ impl Admin for AdminService {
             token_hash: Some(token_hash(&token)),
             ..Default::default()
         };
-        let entry = self.change(who, pb::Kind::AgentRegistered, &r.name, "", details).await?;
+        let entry = self.change(who, pb::Kind::AgentRegistered, &r.name, "", details, None).await?;
         let agent = self.agent_reply(&r.name)?;
         Ok(Response::new(pb::AgentToken { agent: Some(agent), token, seq: entry.seq }))
     }
@@ -178,7 +179,7 @@ impl Admin for AdminService {
             scope: r.scope.clone(),
             ..Default::default()
         };
-        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, &r.reason, details).await?;
+        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, &r.reason, details, None).await?;
         Ok(Response::new(pb::AgentChange { agent: Some(self.agent_reply(&r.name)?), seq: entry.seq }))
     }
 
@@ -191,8 +192,9 @@ impl Admin for AdminService {
         if r.reason.trim().is_empty() {
             return Err(Status::invalid_argument("retiring an agent needs a reason (--reason)"));
         }
-        let entry =
-            self.change(who, pb::Kind::AgentRetired, &r.name, &r.reason, AdminDetails::default()).await?;
+        let entry = self
+            .change(who, pb::Kind::AgentRetired, &r.name, &r.reason, AdminDetails::default(), None)
+            .await?;
         Ok(Response::new(pb::AgentChange { agent: Some(self.agent_reply(&r.name)?), seq: entry.seq }))
     }
 
@@ -205,13 +207,34 @@ impl Admin for AdminService {
         let (_, token) = new_id_and_token()?;
         let details = AdminDetails { token_hash: Some(token_hash(&token)), ..Default::default() };
         let reason = if r.reason.is_empty() { "token rotated" } else { r.reason.as_str() };
-        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, reason, details).await?;
+        let entry = self.change(who, pb::Kind::AgentUpdated, &r.name, reason, details, None).await?;
         Ok(Response::new(pb::AgentToken { agent: Some(self.agent_reply(&r.name)?), token, seq: entry.seq }))
     }
 
     async fn get_agent(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::Agent>, Status> {
         let _who = self.access.require(&req, Need::one_of(&[Role::Auditor, Role::Admin]), "GetAgent").await?;
         Ok(Response::new(self.agent_reply(&req.get_ref().name)?))
+    }
+
+    async fn identify_agent(
+        &self,
+        req: Request<pb::IdentifyAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let _who =
+            self.access.require(&req, Need::one_of(&[Role::Writer, Role::Admin]), "IdentifyAgent").await?;
+        let token = &req.get_ref().token;
+        let unknown = || {
+            Status::not_found(
+                "no registered agent holds this token; register the agent with `ledgerctl agents register` or rotate its token",
+            )
+        };
+        if token.is_empty() {
+            return Err(unknown());
+        }
+        let hash = token_hash(token);
+        let state = self.state();
+        let agent = state.agents_at(None).into_iter().find(|a| a.token_hash == hash).ok_or_else(unknown)?;
+        Ok(Response::new(agent_pb(&state, agent)))
     }
 
     async fn list_agents(
@@ -245,13 +268,14 @@ impl Admin for AdminService {
                 "a policy change needs an author and a reason (--author, --reason)",
             ));
         }
-        let policy = Policy::parse(&r.text).map_err(|e| {
-            Status::with_details(
-                tonic::Code::InvalidArgument,
-                e.render(&r.text),
-                e.to_json_string().into_bytes().into(),
-            )
-        })?;
+        // Compiled here, on a blocking thread (a document of heavy patterns takes a while,
+        // within the bound of `policy::MAX_REGEX_BYTES`): never on the runtime's threads,
+        // nor on the writer thread, which takes the compiled form.
+        let text = r.text.clone();
+        let parsed = tokio::task::spawn_blocking(move || Policy::parse(&text))
+            .await
+            .map_err(|e| Status::internal(format!("compiling the policy failed: {e}")))?;
+        let policy = parsed.map_err(|e| super::server::status::policy(&e, &r.text))?;
         let details = AdminDetails {
             text: Some(r.text.clone()),
             hash: policy.hash_hex(),
@@ -259,7 +283,9 @@ impl Admin for AdminService {
             approver: r.approver.clone(),
             ..Default::default()
         };
-        let entry = self.change(who, pb::Kind::PolicyChanged, &r.agent, &r.reason, details).await?;
+        let entry = self
+            .change(who, pb::Kind::PolicyChanged, &r.agent, &r.reason, details, Some(Arc::new(policy)))
+            .await?;
         let state = self.state();
         let version = state
             .policy_version(&r.agent, entry.policy_version)
@@ -319,9 +345,9 @@ impl Admin for AdminService {
             ))
         })?;
         let call = Call { tool: &r.tool, params: &r.params, agent: &r.agent, ..Call::default() };
-        let decision = p.policy.evaluate(&call);
-        let rules = p
-            .policy
+        let policy = p.policy().map_err(|e| Status::internal(e.0))?;
+        let decision = policy.evaluate(&call);
+        let rules = policy
             .explain(&call)
             .into_iter()
             .map(|(rule, matched)| pb::RuleResult {
@@ -357,17 +383,18 @@ impl Admin for AdminService {
             .filter(|a| !a.retired)
             .map(|a| {
                 let policy = state.applicable_policy(&a.name, t);
-                let mut rules: Vec<String> = policy
+                let compiled = policy.and_then(|p| p.policy().ok());
+                let mut rules: Vec<String> = compiled
+                    .as_ref()
                     .map(|p| {
-                        p.policy
-                            .rules()
+                        p.rules()
                             .iter()
                             .map(|r| format!("{} {} ({})", r.effect, r.condition_text, r.id))
                             .collect()
                     })
                     .unwrap_or_default();
-                if let Some(p) = policy {
-                    rules.push(format!("default {}", p.policy.default_effect()));
+                if let Some(p) = &compiled {
+                    rules.push(format!("default {}", p.default_effect()));
                 }
                 pb::AccessReviewRow {
                     agent: Some(agent_pb(&state, a)),

@@ -1,6 +1,7 @@
 //! Turns what a writer sent into an entry for the log: checks it, then stamps what the
 //! writer cannot forge (its uid/gid/pid from the socket, and this host), and redacts its
-//! params ([`crate::service::redact`]) after the policy re-check has seen them as sent.
+//! params ([`crate::service::redact`]) after the policy re-check has seen them as sent, and
+//! its details, where a tool's output is summarised ([`crate::service::outcome`]).
 //!
 //! Seq and time are stamped later, by the writer thread, in commit order.
 
@@ -124,16 +125,41 @@ pub fn accept(new: pb::NewEntry, peer: Peer, host: &str, ctx: Context<'_>) -> Re
     if redacted.truncated {
         flags.push("params_truncated");
     }
+    // Details too: a tool's output is summarised, the rest redacted like params.
+    let kept = crate::service::outcome::keep(&entry.details, ctx.redactor);
+    entry.details = kept.details;
+    if kept.redacted > 0 {
+        flags.push("details_redacted");
+    }
     let size = entry.encoded_len();
     if size > MAX_ENTRY_BYTES {
+        let (field, bytes) = largest_field(&entry);
         return Err(Invalid(format!(
-            "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; shorten its reason or details"
+            "entry is {size} bytes encoded, over the limit of {MAX_ENTRY_BYTES}; its {field} alone is {bytes} bytes: shorten it"
         )));
     }
     flags.sort_unstable();
     flags.dedup();
     entry.flags = flags.into_iter().map(String::from).collect();
     Ok(entry)
+}
+
+/// The entry's longest text field and its length in bytes, to name in a refusal.
+fn largest_field(e: &pb::Entry) -> (&'static str, usize) {
+    [
+        ("agent name", e.agent.len()),
+        ("tool name", e.tool.len()),
+        ("session", e.session.len()),
+        ("action", e.action.len()),
+        ("params", e.params.len()),
+        ("rule", e.rule.len()),
+        ("reason", e.reason.len()),
+        ("shim_id", e.shim_id.len()),
+        ("details", e.details.len()),
+    ]
+    .into_iter()
+    .max_by_key(|&(_, n)| n)
+    .unwrap_or(("reason", 0))
 }
 
 /// A heartbeat names its shim (`shim_id`; its `shim_seq` is the number of the shim's last
@@ -200,7 +226,11 @@ fn check_policy(entry: &pb::Entry, state: &State) -> (&'static str, Option<&'sta
         session: &entry.session,
         action: &entry.action,
     };
-    let expected = match used.policy.evaluate(&call).effect {
+    let Ok(policy) = used.policy() else {
+        // A stored version that no longer compiles cannot confirm anything.
+        return ("mismatch", Some("policy_mismatch"));
+    };
+    let expected = match policy.evaluate(&call).effect {
         Effect::Allow => Decision::Allow,
         Effect::Deny => Decision::Deny,
     };
@@ -295,7 +325,12 @@ mod tests {
         assert!(accept(e, peer, "h", ctx).expect_err("bad json").0.contains("params is not valid JSON"));
         let mut e = decision();
         e.reason = "y".repeat(MAX_ENTRY_BYTES);
-        assert!(accept(e, peer, "h", ctx).is_err());
+        let err = accept(e, peer, "h", ctx).expect_err("over the limit").0;
+        assert!(err.contains("its reason alone is"), "{err}");
+        let mut e = decision();
+        e.tool = "t".repeat(100 * 1024);
+        let err = accept(e, peer, "h", ctx).expect_err("over the limit").0;
+        assert!(err.contains("its tool name alone is 102400 bytes"), "{err}");
         let mut e = decision();
         e.params = format!("{{\"x\":\"{}\"}}", "y".repeat(100));
         let small = Context { max_params_bytes: 64, ..ctx };

@@ -9,7 +9,9 @@
 pub mod admin;
 pub mod auth;
 pub mod connections;
+pub mod evidence;
 pub mod intake;
+pub mod outcome;
 pub mod publish;
 pub mod redact;
 pub mod server;

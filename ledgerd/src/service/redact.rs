@@ -35,6 +35,11 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "session_key",
 ];
 
+/// Keys that contain a secret key's words but are protocol fields known not to hold a
+/// secret, compared word by word: MCP's `progressToken` (a request's progress handle,
+/// which the MCP proxy keeps in `details._meta`).
+pub const NOT_SECRET_KEYS: &[&str] = &["progress_token"];
+
 /// Credential patterns found in any string. When a pattern has a group named `secret`,
 /// only that group's span is replaced; otherwise the whole match is.
 pub const DEFAULT_PATTERNS: &[&str] = &[
@@ -60,6 +65,14 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
     r#"(?i)\b(?:password|passwd|secret|token|api[_-]?key)["']?\s*[=:]\s*["']?(?P<secret>[^\s"'&;,]{4,})"#,
     // Command-line options: --password …, --token=….
     r#"(?i)(?:^|\s)--?(?:password|passwd|token|api[_-]?key|secret)(?:=|\s+)["']?(?P<secret>[^\s"'&;,]{4,})"#,
+    // ledgerd's own agent tokens (`ledgerctl agents register` prints them).
+    r"\blgt_[A-Za-z0-9]{16,}",
+    // A password in a URL: postgres://user:pass@host, https://user:pass@host, redis://:pass@host.
+    r#"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/?#@"'<>]*:(?P<secret>[^\s/?#@"'<>]+)@"#,
+    // KEY=value lines of .env and credentials files (and `export KEY=value`) whose key
+    // names a secret as one of its words: DB_PASSWORD=…, aws_session_token = …,
+    // GITHUB_TOKEN=…, PGPASSWORD=… (the value: quoted, or up to a space, `;`, `&` or `|`).
+    r#"(?im)^[ \t]*(?:export[ \t]+)?(?:[A-Za-z0-9]*[_.-])*[A-Za-z0-9]*?(?:password|passwd|passphrase|secret|token|api_?key|apikey|access_?key|private_?key|credentials?|auth|cookie|session_?key)(?:[_.-][A-Za-z0-9_.-]*)?[ \t]*[=:][ \t]*(?P<secret>"[^"\r\n]*"?|'[^'\r\n]*'?|[^\s;&|]+)"#,
 ];
 
 /// The default limit on the params text, in bytes of JSON.
@@ -71,6 +84,9 @@ pub const MIN_MAX_PARAMS_BYTES: usize = 256;
 /// The largest allowed limit: the whole entry must stay under
 /// [`crate::service::intake::MAX_ENTRY_BYTES`].
 pub const MAX_MAX_PARAMS_BYTES: usize = 48 * 1024;
+
+/// The largest `redaction.output_excerpt_bytes`: an excerpt must leave room in the entry.
+pub const MAX_OUTPUT_EXCERPT_BYTES: usize = 8 * 1024;
 
 /// Bytes of the keyed hash shown in a marker (16 hex digits).
 const MARKER_HASH_BYTES: usize = 8;
@@ -96,6 +112,8 @@ pub struct Redactor {
     /// a pattern uses `\A` or `\z`, which that check cannot honour.
     any_pattern: Option<regex::RegexSet>,
     max_bytes: usize,
+    /// `redaction.output_excerpt_bytes` (0: outcomes keep no excerpt of a tool's output).
+    output_excerpt_bytes: usize,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -147,7 +165,36 @@ impl Redactor {
             patterns,
             any_pattern,
             max_bytes: config.max_params_bytes,
+            output_excerpt_bytes: config.output_excerpt_bytes,
         })
+    }
+
+    /// How much of a tool's output an outcome keeps, redacted (0: none; see
+    /// [`crate::outcome`]).
+    pub fn output_excerpt_bytes(&self) -> usize {
+        self.output_excerpt_bytes
+    }
+
+    /// The full keyed BLAKE3 hash of `bytes` (64 hex), with the markers' key: two equal
+    /// texts give the same hash, and nobody without the key can test a guess.
+    pub fn keyed_hash_hex(&self, bytes: &[u8]) -> String {
+        blake3::keyed_hash(&self.key, bytes).to_hex().to_string()
+    }
+
+    /// Redacts `text` like params (every string at any depth) without cutting it: for
+    /// `details`, whose size the entry limit bounds.
+    pub fn redact_only(&self, text: &str) -> Redacted {
+        if !self.enabled || text.is_empty() || self.nothing_to_redact(text) {
+            return Redacted { text: text.to_string(), redacted: 0, truncated: false };
+        }
+        let (text, redacted) = self.redact(text);
+        Redacted { text, redacted, truncated: false }
+    }
+
+    /// Redacts a parsed value in place (every string at any depth, secret keys' values);
+    /// returns how many values or spans were replaced.
+    pub fn redact_value(&self, value: &mut Value) -> usize {
+        if self.enabled { self.walk(value) } else { 0 }
     }
 
     /// Redacts and, if needed, cuts `params`. Text that is not a JSON object or array is
@@ -156,8 +203,7 @@ impl Redactor {
         if !self.enabled || params.is_empty() {
             return Redacted { text: params.to_string(), redacted: 0, truncated: false };
         }
-        let (text, redacted) =
-            if self.nothing_to_redact(params) { (params.to_string(), 0) } else { self.redact(params) };
+        let Redacted { text, redacted, .. } = self.redact_only(params);
         if text.len() <= self.max_bytes {
             return Redacted { text, redacted, truncated: false };
         }
@@ -246,6 +292,9 @@ impl Redactor {
     /// next to each other.
     fn secret_key(&self, key: &str) -> bool {
         let words = key_words(key);
+        if NOT_SECRET_KEYS.iter().any(|k| key_words(k) == words) {
+            return false;
+        }
         self.keys.iter().any(|k| words.windows(k.len()).any(|w| w == k.as_slice()))
     }
 
@@ -359,6 +408,9 @@ pub struct RedactionConfig {
     pub extra_patterns: Vec<String>,
     /// Params longer than this (bytes of JSON text, after redaction) are cut.
     pub max_params_bytes: usize,
+    /// Bytes of a tool's output an entry keeps as a redacted excerpt (0, the default:
+    /// only its size, status and keyed hash; see docs/REDACTION.md for the risk).
+    pub output_excerpt_bytes: usize,
 }
 
 impl Default for RedactionConfig {
@@ -370,6 +422,7 @@ impl Default for RedactionConfig {
             patterns: crate::service::redact::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
             extra_patterns: Vec::new(),
             max_params_bytes: crate::service::redact::DEFAULT_MAX_PARAMS_BYTES,
+            output_excerpt_bytes: 0,
         }
     }
 }
@@ -409,6 +462,16 @@ mod tests {
             "not json at all",
             "42",
             r#"{"tokens_used":5}"#,
+            r#"{"t":"lgt_0123456789abcdef0123456789abcdef"}"#,
+            r#"{"dsn":"postgres://app:hunter22@db:5432/x"}"#,
+            r#"{"dsn":"redis://:hunter22@cache"}"#,
+            r#"{"url":"https://example.com/a:b@c"}"#,
+            r#"{"line":"DB_PASSWORD=hunter22"}"#,
+            r#"{"line":"export GITHUB_TOKEN=abc"}"#,
+            r#"{"line":"MAX_TOKENS=4096"}"#,
+            r#"{"line":"AUTHOR=bob"}"#,
+            r#"["x","PGPASSWORD=abc",1]"#,
+            r#"{"a":"aws_session_token = FwoGZXIvYXdzEBYaDH"}"#,
         ];
         for text in samples {
             let full = r.redact(text);
@@ -453,7 +516,7 @@ mod tests {
         {
             assert!(r.secret_key(yes), "{yes}");
         }
-        for no in ["max_tokens", "author", "path", "keyboard", "passwords_checked"] {
+        for no in ["max_tokens", "author", "path", "keyboard", "passwords_checked", "progressToken"] {
             assert!(!r.secret_key(no), "{no}");
         }
     }
@@ -484,6 +547,24 @@ mod tests {
             ("jwt eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl!", "eyJhbGciOi", "!"),
             ("mysql --password=s3cr3tpw -h db", "s3cr3tpw", " -h db"),
             ("PGPASSWORD=x; login token: tok_12345", "tok_12345", "login token: "),
+            (
+                "export LEDGER_AGENT_TOKEN=lgt_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "lgt_0123",
+                "export LEDGER_AGENT_TOKEN=",
+            ),
+            ("token lgt_0123456789abcdef0123456789abcdef in a sentence", "lgt_0123", " in a sentence"),
+            ("psql postgres://app:hunter22@db:5432/billing -c x", "hunter22", "postgres://app:"),
+            (
+                "git clone https://bob:ghx-s3cret@git.example.com/r.git",
+                "ghx-s3cret",
+                "@git.example.com/r.git",
+            ),
+            ("redis-cli -u redis://:hunter22@cache:6379", "hunter22", "redis://:"),
+            ("DB_HOST=db\nDB_PASSWORD=hunter2 # prod\nDB_USER=app", "hunter2", "DB_USER=app"),
+            ("[default]\naws_session_token = FwoGZXIvYXdzEBYaDHabc\nregion=x", "FwoGZXIv", "region=x"),
+            ("STRIPE_SECRET_KEY=sk_live_abcdef\n", "sk_live_abcdef", "STRIPE_SECRET_KEY="),
+            ("PGPASSWORD=pw42x psql", "pw42x", "PGPASSWORD="),
+            ("API_KEY='two words'\nNEXT=1", "two words", "NEXT=1"),
         ];
         for (input, secret, kept) in cases {
             let params = serde_json::json!({ "command": input }).to_string();
@@ -496,6 +577,18 @@ mod tests {
         }
         let r = apply(r#"{"command":"ls -la /tmp","sha":"0123456789abcdef0123456789abcdef01234567"}"#);
         assert_eq!(r.redacted, 0);
+        // Lines whose key only looks like a secret word, and URLs without a password, stay.
+        for kept in [
+            "MAX_TOKENS=4096",
+            "AUTHOR=bob",
+            "TOKENIZER=bpe",
+            "see https://example.com/a:b@c",
+            "https://user@host/x",
+            "lgt_short",
+        ] {
+            let params = serde_json::json!({ "command": kept }).to_string();
+            assert_eq!(apply(&params).redacted, 0, "{kept}");
+        }
     }
 
     #[test]

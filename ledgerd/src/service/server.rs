@@ -64,6 +64,16 @@ pub struct LedgerService {
 
 impl LedgerService {
     /// The registry and policies as they stand now.
+    /// What intake checks an entry against, with `state` the registry and policies now.
+    fn intake<'a>(&'a self, state: &'a State) -> intake::Context<'a> {
+        intake::Context {
+            state,
+            require_token: self.require_token,
+            redactor: &self.redactor,
+            max_params_bytes: self.max_params_bytes,
+        }
+    }
+
     fn state(&self) -> Arc<State> {
         match self.shared.read() {
             Ok(g) => g.clone(),
@@ -135,6 +145,11 @@ impl Access {
         }
     }
 
+    /// The user name of `uid`, if the account files know it.
+    pub fn user_name(&self, uid: u32) -> Option<String> {
+        self.roles.user_name(uid)
+    }
+
     /// Writes the `access_refused` entry before the caller hears about the refusal. If the
     /// writer cannot take it, the refusal still stands; the daemon's log says why.
     async fn record(&self, refusal: &Refusal, rpc: &'static str, suppressed: u64) {
@@ -179,14 +194,104 @@ pub(crate) mod status {
         }
     }
 
-    /// A query that does not parse: the rendered text as the message, the structured
-    /// errors (positions included) as JSON in the details, for the client to render.
+    /// A query that does not parse: the errors rendered as the message, the structured
+    /// errors (positions included) as JSON in the details, for the client to render; both
+    /// kept within gRPC's trailer limits ([`positioned`]).
     pub fn query(e: &ledger_query::QueryErrors, text: &str) -> Status {
-        Status::with_details(
-            tonic::Code::InvalidArgument,
-            e.render(text),
-            e.to_json_string().into_bytes().into(),
+        positioned(
+            e.errors().iter().map(|x| x.render(text)),
+            e.to_json_string_within(text, MAX_DETAILS_BYTES),
         )
+    }
+
+    /// A policy document that does not parse, as [`query`].
+    pub fn policy(e: &ledger_query::policy::PolicyErrors, text: &str) -> Status {
+        positioned(
+            e.errors().iter().map(|x| x.render(text)),
+            e.to_json_string_within(text, MAX_DETAILS_BYTES),
+        )
+    }
+
+    /// The most bytes of JSON error details in a status. Message and details travel in
+    /// the HTTP/2 trailers, which gRPC C-core clients (Python, C++, Ruby, …) refuse over
+    /// 8 KiB by default (answering RESOURCE_EXHAUSTED instead of the error); details are
+    /// sent base64-encoded (4/3 of this).
+    pub const MAX_DETAILS_BYTES: usize = 3000;
+    /// The most bytes of a status message once percent-encoded as gRPC sends it.
+    pub const MAX_MESSAGE_BYTES: usize = 1500;
+
+    /// INVALID_ARGUMENT with positioned errors: as many `rendered` errors as fit in
+    /// [`MAX_MESSAGE_BYTES`] (the first always, cut if it must be), a line saying how many
+    /// more there are, and `details` (already bounded) for clients that render them.
+    fn positioned(rendered: impl ExactSizeIterator<Item = String>, details: String) -> Status {
+        let total = rendered.len();
+        let mut message = String::new();
+        let mut shown = 0;
+        for r in rendered {
+            let next = if shown == 0 { r } else { format!("{message}\n\n{r}") };
+            if shown > 0 && grpc_encoded_len(&next) > MAX_MESSAGE_BYTES - 100 {
+                break;
+            }
+            message = next;
+            shown += 1;
+        }
+        message = clip_encoded(&message, MAX_MESSAGE_BYTES - 100);
+        if shown < total {
+            message.push_str(&format!(
+                "\n\n({} more errors; a client that reads the status details shows them)",
+                total - shown
+            ));
+        }
+        Status::with_details(tonic::Code::InvalidArgument, message, details.into_bytes().into())
+    }
+
+    /// The size of `s` in a `grpc-message` header: bytes outside printable ASCII, and
+    /// `%`, are percent-encoded.
+    fn grpc_encoded_len(s: &str) -> usize {
+        s.bytes().map(|b| if (0x20..=0x7e).contains(&b) && b != b'%' { 1 } else { 3 }).sum()
+    }
+
+    /// `s` cut (at a character boundary, `…` marking the cut) so that its encoded size is
+    /// at most `max`.
+    fn clip_encoded(s: &str, max: usize) -> String {
+        if grpc_encoded_len(s) <= max {
+            return s.to_string();
+        }
+        let mut size = 0;
+        let mut out = String::new();
+        for c in s.chars() {
+            let mut buf = [0; 4];
+            size += grpc_encoded_len(c.encode_utf8(&mut buf));
+            if size > max - 9 {
+                break;
+            }
+            out.push(c);
+        }
+        out.push('…');
+        out
+    }
+
+    /// An `AppendStream` that ended early (a refused message, a stopped writer): the cause,
+    /// then how many of the stream's entries were appended and the last one's seq, in the
+    /// message and as trailers (`ledger_proto::APPENDED_COUNT_TRAILER`, `…_LAST_SEQ_TRAILER`), so a
+    /// sender knows where to resume whatever went wrong.
+    pub fn stream_stopped(e: Status, done: &pb::AppendStreamResponse) -> Status {
+        let stored = if done.count == 0 {
+            "no entry of this stream was appended".to_string()
+        } else {
+            format!(
+                "{} entries of this stream were appended (seq {} to {}), nothing after them",
+                done.count, done.first_seq, done.last_seq
+            )
+        };
+        let mut status =
+            Status::with_details(e.code(), format!("{}; {stored}", e.message()), e.details().to_vec().into());
+        let meta = status.metadata_mut();
+        meta.insert(ledger_proto::APPENDED_COUNT_TRAILER, done.count.into());
+        if done.count > 0 {
+            meta.insert(ledger_proto::APPENDED_LAST_SEQ_TRAILER, done.last_seq.into());
+        }
+        status
     }
 
     pub fn join(e: tokio::task::JoinError) -> Status {
@@ -206,49 +311,23 @@ pub(crate) mod status {
     }
 }
 
-/// An append the writer has queued but not yet made durable.
-type Pending = oneshot::Receiver<Result<Vec<Ack>, WriterError>>;
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl Ledger for LedgerService {
-    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        let peer = self.require(&req, Role::Writer, "Append").await?;
-        let new =
-            req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
-        let state = self.state();
-        let ctx = intake::Context {
-            state: &state,
-            require_token: self.require_token,
-            redactor: &self.redactor,
-            max_params_bytes: self.max_params_bytes,
-        };
-        let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
-        let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
-        let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
-        Ok(Response::new(pb::AppendResponse { seq: ack.seq, leaf_hash: ack.leaf_hash.to_vec() }))
-    }
-
-    async fn append_stream(
+impl LedgerService {
+    /// The work of `AppendStream`: appends the stream's entries, counting in `result` those
+    /// acknowledged, until its end or the first refused message.
+    async fn append_stream_into(
         &self,
-        req: Request<Streaming<pb::AppendRequest>>,
-    ) -> Result<Response<pb::AppendStreamResponse>, Status> {
-        let peer = self.require(&req, Role::Writer, "AppendStream").await?;
+        peer: Peer,
+        stream: Streaming<pb::AppendRequest>,
+        result: &mut pb::AppendStreamResponse,
+    ) -> Result<(), Status> {
         // Whatever messages have already arrived go to the writer as one command; the
         // writer merges commands further while it syncs the previous batch.
-        let mut chunks = req.into_inner().ready_chunks(STREAM_CHUNK);
+        let mut chunks = stream.ready_chunks(STREAM_CHUNK);
         let mut in_flight = VecDeque::new();
-        let mut result = pb::AppendStreamResponse::default();
         let mut received = 0u64;
         while let Some(items) = chunks.next().await {
             let state = self.state();
-            let ctx = intake::Context {
-                state: &state,
-                require_token: self.require_token,
-                redactor: &self.redactor,
-                max_params_bytes: self.max_params_bytes,
-            };
+            let ctx = self.intake(&state);
             let mut batch = Vec::with_capacity(items.len());
             let mut stop = None;
             for item in items {
@@ -268,19 +347,47 @@ impl Ledger for LedgerService {
             if !batch.is_empty() {
                 in_flight.push_back(self.writer.submit(batch).await.map_err(status::writer)?);
                 while in_flight.len() > STREAM_IN_FLIGHT {
-                    take_oldest(&mut in_flight, &mut result).await?;
+                    take_oldest(&mut in_flight, result).await?;
                 }
             }
             if let Some(why) = stop {
-                finish(&mut in_flight, &mut result).await?;
-                return Err(Status::invalid_argument(format!(
-                    "message {received}: {why}; the {} entries before it were appended and nothing after it",
-                    result.count
-                )));
+                finish(&mut in_flight, result).await?;
+                return Err(Status::invalid_argument(format!("message {received}: {why}")));
             }
         }
-        finish(&mut in_flight, &mut result).await?;
-        Ok(Response::new(result))
+        finish(&mut in_flight, result).await
+    }
+}
+
+/// An append the writer has queued but not yet made durable.
+type Pending = oneshot::Receiver<Result<Vec<Ack>, WriterError>>;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Ledger for LedgerService {
+    async fn append(&self, req: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+        let peer = self.require(&req, Role::Writer, "Append").await?;
+        let new =
+            req.into_inner().entry.ok_or_else(|| Status::invalid_argument("AppendRequest has no entry"))?;
+        let state = self.state();
+        let ctx = self.intake(&state);
+        let entry = intake::accept(new, peer, &self.host, ctx).map_err(status::invalid)?;
+        let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
+        let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
+        Ok(Response::new(pb::AppendResponse { seq: ack.seq, leaf_hash: ack.leaf_hash.to_vec() }))
+    }
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<pb::AppendStreamResponse>, Status> {
+        let peer = self.require(&req, Role::Writer, "AppendStream").await?;
+        let mut result = pb::AppendStreamResponse::default();
+        match self.append_stream_into(peer, req.into_inner(), &mut result).await {
+            Ok(()) => Ok(Response::new(result)),
+            Err(e) => Err(status::stream_stopped(e, &result)),
+        }
     }
 
     async fn get_checkpoint(
@@ -326,6 +433,32 @@ impl Ledger for LedgerService {
             .sign(&body)
             .map_err(|e| Status::invalid_argument(format!("cannot sign this manifest: {e}")))?;
         Ok(Response::new(pb::SignedManifest { note, vkey: self.manifest_signer.verifier().to_vkey_string() }))
+    }
+
+    async fn record_export(
+        &self,
+        req: Request<pb::RecordExportRequest>,
+    ) -> Result<Response<pb::RecordedExport>, Status> {
+        let peer = self.require(&req, Role::Auditor, "RecordExport").await?;
+        let req = req.into_inner();
+        let (from, to) = super::evidence::period(&req, crate::log::merkle::now_nanos())?;
+        let user = self.access.user_name(peer.uid);
+        let entry = super::evidence::entry(&self.host, peer, user, from, to, &req.agents);
+        let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
+        let seq = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?.seq;
+        // Signed after the entry is durable, so the checkpoint covers it.
+        let signed = self.writer.checkpoint(true).await.map_err(status::writer)?;
+        let cp = &signed.checkpoint;
+        Ok(Response::new(pb::RecordedExport {
+            seq,
+            from_unix_nanos: from,
+            to_unix_nanos: to,
+            checkpoint: Some(pb::Checkpoint {
+                note: signed.note.clone(),
+                size: cp.size,
+                root: cp.root.to_vec(),
+            }),
+        }))
     }
 
     async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
@@ -389,8 +522,16 @@ impl Ledger for LedgerService {
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
         self.require(&req, Role::Auditor, "Query").await?;
-        let req = req.into_inner();
-        let query = ledger_query::parse(&req.query).map_err(|e| status::query(&e, &req.query))?;
+        let mut req = req.into_inner();
+        ledger_query::check_length(&req.query).map_err(Status::invalid_argument)?;
+        // Parsing, checking and rendering errors cost up to milliseconds for a long query:
+        // off the runtime's threads, so that appends on them do not wait.
+        let text = std::mem::take(&mut req.query);
+        let query = tokio::task::spawn_blocking(move || {
+            ledger_query::parse(&text).map_err(|e| status::query(&e, &text))
+        })
+        .await
+        .map_err(status::join)??;
         let tz = if req.tz.is_empty() {
             jiff::tz::TimeZone::UTC
         } else {

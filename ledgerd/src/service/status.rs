@@ -1,5 +1,6 @@
 //! The daemon's health for `ledgerctl status` (the `Status` RPC): tree, latest
-//! checkpoint, publishing, uptime, connections, append rate and data dir size.
+//! checkpoint, publishing, uptime, connections, append rate, data dir size, and whether
+//! the writer stopped.
 //!
 //! Everything is read from what already exists (the writer's published head, the
 //! store's checkpoints tree, the publisher's board, the connection count); the only
@@ -33,6 +34,8 @@ pub struct StatusSource {
     pub publish: Board,
     pub verifier_key: String,
     pub rate: Rate,
+    /// The error that stopped the writer, if one did ([`crate::writer::WriterHandle::failure`]).
+    pub writer_failure: watch::Receiver<Option<String>>,
 }
 
 impl StatusSource {
@@ -61,6 +64,7 @@ impl StatusSource {
             data_dir_bytes: bytes,
             version: env!("CARGO_PKG_VERSION").to_string(),
             verifier_key: self.verifier_key.clone(),
+            writer_error: self.writer_failure.borrow().clone().unwrap_or_default(),
         })
     }
 }

@@ -29,6 +29,10 @@ pub enum DataDirError {
     OpenRedactionKey { path: PathBuf, mode: u32 },
     #[error("redaction key {path} is not valid: it must hold 64 hex digits (32 bytes)")]
     BadRedactionKey { path: PathBuf },
+    #[error(
+        "{path} belongs to uid {owner}, not to ledgerd's user (uid {me}) or root: another user could have put it there (a data dir or key of theirs would make ledgerd sign with their key). Check who made it; if it is really ledgerd's, `chown -R {me} {path}`"
+    )]
+    Owner { path: PathBuf, owner: u32, me: u32 },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("signing key {path} is not valid: {source}")]
@@ -71,13 +75,17 @@ impl DataDir {
             Err(source) => return Err(DataDirError::Io { path: root.to_path_buf(), source }),
             Ok(meta) if !meta.is_dir() => return Err(DataDirError::NotDir { path: root.to_path_buf() }),
             Ok(meta) => {
+                check_owner(root, &meta)?;
                 let mode = meta.permissions().mode() & 0o7777;
                 if mode & 0o077 != 0 {
                     return Err(DataDirError::OpenDir { path: root.to_path_buf(), mode });
                 }
             }
         }
-        Ok(DataDir { root: root.to_path_buf() })
+        let dir = DataDir { root: root.to_path_buf() };
+        // What another user left in the store would be served and signed as the log.
+        owned_if_present(&dir.store())?;
+        Ok(dir)
     }
 
     /// Loads the signing key, or creates one named `name` on first start. Also (re)writes
@@ -87,6 +95,7 @@ impl DataDir {
         let io = |source| DataDirError::Io { path: path.clone(), source };
         let signer = match fs::metadata(&path) {
             Ok(meta) => {
+                check_owner(&path, &meta)?;
                 let mode = meta.permissions().mode() & 0o7777;
                 if mode & 0o077 != 0 {
                     return Err(DataDirError::OpenKey { path, mode });
@@ -123,6 +132,7 @@ impl DataDir {
         let io = |source| DataDirError::Io { path: path.clone(), source };
         match fs::metadata(&path) {
             Ok(meta) => {
+                check_owner(&path, &meta)?;
                 let mode = meta.permissions().mode() & 0o7777;
                 if mode & 0o077 != 0 {
                     return Err(DataDirError::OpenRedactionKey { path, mode });
@@ -157,25 +167,88 @@ fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// Refuses a file or directory ledgerd trusts (the data dir, its keys, its config) unless
+/// it belongs to ledgerd's own user or to root: a mode check alone would accept a private
+/// directory another user prepared with a key of her own.
+pub fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let owner = meta.uid();
+    if owner == me || owner == 0 {
+        return Ok(());
+    }
+    Err(DataDirError::Owner { path: path.to_path_buf(), owner, me })
+}
+
+/// [`check_owner`] for a path that may not exist yet (it is then made by ledgerd).
+pub fn owned_if_present(path: &Path) -> Result<(), DataDirError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => check_owner(path, &meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DataDirError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never
 /// a mix: a hidden temporary file next to it is written with `mode` (set explicitly: the
 /// daemon's umask is 077), synced, renamed over `path`, and the directory synced.
+///
+/// The temporary file has a fresh random name and is created with `O_EXCL|O_NOFOLLOW`:
+/// whatever someone planted in the directory (a symlink at a name ledgerd used before, a
+/// file of theirs) is never followed, truncated or chmod-ed.
 pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| std::io::Error::other(format!("no randomness from the OS: {e}")))?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{}.{nonce}.tmp", name.to_string_lossy()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .mode(mode)
+        .open(&tmp)?;
+    let written = (|| {
+        file.write_all(bytes)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planted_symlink_at_a_temporary_name_is_never_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "keep me").expect("victim");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let target = tmp.path().join("verifier.vkey");
+        // The old fixed temporary name, and a guess at every short one, point elsewhere.
+        std::os::unix::fs::symlink(&victim, tmp.path().join(".verifier.vkey.tmp")).expect("symlink");
+        replace_file(&target, b"public\n", 0o644).expect("replace");
+        assert_eq!(fs::read_to_string(&target).expect("read"), "public\n");
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "keep me");
+        assert_eq!(fs::metadata(&victim).expect("meta").permissions().mode() & 0o777, 0o600);
+        let left: Vec<_> = fs::read_dir(tmp.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && n != ".verifier.vkey.tmp")
+            .collect();
+        assert!(left.is_empty(), "no temporary file is left behind: {left:?}");
+    }
 
     #[test]
     fn the_redaction_key_is_made_once_private_and_refused_when_readable() {

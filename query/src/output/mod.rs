@@ -3,6 +3,7 @@
 mod csv;
 mod json;
 mod table;
+pub mod terminal;
 
 pub use self::csv::{CsvWriter, neutralise, unneutralise, write_csv};
 pub use self::json::{write_json_lines, write_json_rows};
@@ -12,10 +13,11 @@ use jiff::tz::TimeZone;
 
 use crate::field::WEEKDAYS;
 use crate::time::write_time;
-use crate::value::Value;
+use crate::value::{Value, float_text};
 
 /// A value as text, the way CSV cells and table cells show it: times in RFC 3339 in `tz`,
-/// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty.
+/// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty, numbers
+/// exactly as the JSON writer writes them (`30`, `2.5`, `1e+20`).
 pub fn format_value(v: &Value<'_>, tz: &TimeZone) -> String {
     let mut out = String::new();
     format_value_into(&mut out, v, tz);
@@ -30,7 +32,10 @@ pub fn format_value_into(out: &mut String, v: &Value<'_>, tz: &TimeZone) {
         Value::Missing => Ok(()),
         Value::Bool(b) => write!(out, "{b}"),
         Value::Int(n) => write!(out, "{n}"),
-        Value::Float(x) => write!(out, "{x}"),
+        Value::Float(x) => {
+            out.push_str(&float_text(*x));
+            Ok(())
+        }
         Value::Str(s) | Value::Json(s) => {
             out.push_str(s);
             Ok(())

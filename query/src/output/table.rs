@@ -5,16 +5,21 @@ use std::io::{self, Write};
 use jiff::tz::TimeZone;
 
 use super::format_value;
+use super::terminal::line;
 use crate::pipeline::ResultSet;
 use crate::value::Value;
 
 /// Writes a header line and one line per row, columns two spaces apart and padded to the
 /// widest cell (widths in characters; wide East Asian characters are not accounted for).
-/// Numeric columns are right-aligned; control characters are shown escaped (`\n`) so a
-/// row stays on one line; trailing spaces are trimmed.
+/// Numeric columns are right-aligned; control, bidirectional and invisible characters are
+/// shown escaped (`\n`, `\u{202e}`: [`super::terminal::line`]) so a row stays on one line
+/// and reads as stored; trailing spaces are trimmed.
 pub fn write_table<W: Write>(mut out: W, rows: &ResultSet, tz: &TimeZone) -> io::Result<()> {
-    let cells: Vec<Vec<String>> =
-        rows.rows.iter().map(|row| row.iter().map(|v| escape(&format_value(v, tz))).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|v| line(&format_value(v, tz)).into_owned()).collect())
+        .collect();
     let numeric: Vec<bool> = (0..rows.columns.len())
         .map(|c| {
             let mut values = rows.rows.iter().filter_map(|r| r.get(c)).filter(|v| !v.is_missing()).peekable();
@@ -35,7 +40,7 @@ pub fn write_table<W: Write>(mut out: W, rows: &ResultSet, tz: &TimeZone) -> io:
                 .unwrap_or(0)
         })
         .collect();
-    let header: Vec<String> = rows.columns.iter().map(|c| escape(c)).collect();
+    let header: Vec<String> = rows.columns.iter().map(|c| line(c).into_owned()).collect();
     write_line(&mut out, &header, &widths, &numeric)?;
     for row in &cells {
         write_line(&mut out, row, &widths, &numeric)?;
@@ -59,19 +64,4 @@ fn write_line<W: Write>(out: &mut W, cells: &[String], widths: &[usize], numeric
         }
     }
     writeln!(out, "{}", line.trim_end())
-}
-
-fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

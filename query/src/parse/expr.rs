@@ -146,7 +146,21 @@ impl<'a> P<'a> {
         let arg_span = self.span(arg_start, rest);
         let (rest, width) = if func == Func::Bin {
             let (rest, _) = expect("`,` and a bucket width such as `1h`", sym(',')).parse(rest)?;
+            let width_start = ws(rest);
             let (rest, d) = expect("a duration such as `1h`", duration)(rest)?;
+            if d.ns == 0 {
+                // `0s` is a duration (`last 0s`, `0s ago`), but no bucket is 0 wide.
+                let len = width_start.len() - rest.len();
+                return PError::custom(
+                    width_start,
+                    width_start[..len].trim_end().len(),
+                    Code::Q306,
+                    "a bucket width of 0 is out of range",
+                    "must be more than 0",
+                    Some("write a width such as `1s`, `1h` or `1d`".to_string()),
+                )
+                .fail();
+            }
             (rest, Some(d))
         } else {
             (rest, None)
@@ -357,7 +371,9 @@ pub(super) fn instant(i: &str) -> PResult<'_, TimeLit> {
     if let Some(t) = TimeLit::parse(tok) {
         return Ok((rest, t));
     }
-    if tok.starts_with(|c: char| c.is_ascii_digit()) && tok.ends_with(|c: char| c.is_ascii_alphabetic()) {
+    // Digits then letters (`7d`) look like a duration; `2026-03-15T25:00:00Z` is a bad time.
+    let unit = tok.trim_start_matches(|c: char| c.is_ascii_digit());
+    if unit.len() < tok.len() && !unit.is_empty() && unit.chars().all(|c| c.is_ascii_alphabetic()) {
         let (rest, d) = duration(start)?;
         return match kw("ago").parse(rest) {
             Ok((rest, _)) => Ok((rest, TimeLit::Ago(d))),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::error::{Code, JsonError, QueryError, line_col};
+use crate::error::{Code, JsonError, QueryError, json_within, line_col};
 
 /// A stable error code: a P-code for the document's structure and rules, or the query
 /// error code of a problem inside a rule's condition.
@@ -45,13 +45,15 @@ pub enum PolicyCode {
     P115,
     /// More errors than are reported; the rest are left out.
     P116,
+    /// The compiled patterns of the document would hold more memory than the limit.
+    P117,
     /// A problem inside a condition, with the query language's code.
     Query(Code),
 }
 
 impl PolicyCode {
     /// Every P-code, in order (for documentation and tests); Q-codes are [`Code::ALL`].
-    pub const ALL: [PolicyCode; 17] = [
+    pub const ALL: [PolicyCode; 18] = [
         PolicyCode::P100,
         PolicyCode::P101,
         PolicyCode::P102,
@@ -69,6 +71,7 @@ impl PolicyCode {
         PolicyCode::P114,
         PolicyCode::P115,
         PolicyCode::P116,
+        PolicyCode::P117,
     ];
 
     /// The code as written in messages: `"P103"`, or `"Q101"` for a condition error.
@@ -91,6 +94,7 @@ impl PolicyCode {
             PolicyCode::P114 => "P114",
             PolicyCode::P115 => "P115",
             PolicyCode::P116 => "P116",
+            PolicyCode::P117 => "P117",
             PolicyCode::Query(code) => code.as_str(),
         }
     }
@@ -270,6 +274,25 @@ impl PolicyErrors {
     /// The JSON array as text, for a gRPC status message.
     pub fn to_json_string(&self) -> String {
         self.to_json().to_string()
+    }
+
+    /// The JSON array as text, at most about `max_bytes` long: what fits of the errors in
+    /// order, then a P116 error naming how many were left out (as
+    /// [`crate::QueryErrors::to_json_string_within`]).
+    pub fn to_json_string_within(&self, text: &str, max_bytes: usize) -> String {
+        json_within(self.errors.iter().map(PolicyError::to_json), max_bytes, |shown, total| {
+            let at = self.errors.get(shown).map_or(text.len(), |e| e.start);
+            PolicyError::new(
+                PolicyCode::P116,
+                text,
+                at,
+                at,
+                format!("too many errors to send: {total} found, the first {shown} are shown"),
+                "the errors from here on are left out",
+                Some("fix these and check the policy again".to_string()),
+            )
+            .to_json()
+        })
     }
 
     /// Reads back what [`PolicyErrors::to_json`] wrote (an array, or a single object).

@@ -48,6 +48,11 @@ pub const MAX_RULES: usize = 10_000;
 /// The longest rule id, in characters (every decision records its rule id).
 pub const MAX_ID_LEN: usize = 128;
 
+/// The most heap memory all compiled patterns (`~` regexes and globs) of one document may
+/// hold: 16 MiB. Checked rule by rule as they compile, so a document over it is refused
+/// (P117, naming the rule that crossed it) without compiling the rest.
+pub const MAX_REGEX_BYTES: usize = 16 * 1024 * 1024;
+
 /// The most errors reported for one document; a P116 error says that more were left out.
 pub const MAX_ERRORS: usize = 100;
 
@@ -214,11 +219,47 @@ impl Policy {
                 ),
             )]));
         }
+        if text.starts_with('\u{FEFF}') {
+            return Err(PolicyErrors::new(vec![PolicyError::new(
+                PolicyCode::P100,
+                text,
+                0,
+                '\u{FEFF}'.len_utf8(),
+                "the policy starts with a byte-order mark (U+FEFF), an invisible character",
+                "byte-order mark",
+                Some(
+                    "save the file as UTF-8 without a byte-order mark (`ledgerctl policy set --file` removes it)"
+                        .to_string(),
+                ),
+            )]));
+        }
         let mut errors = Vec::new();
         let outline = document::outline(text, &mut errors);
         let mut rules = Vec::with_capacity(outline.rules.len());
+        let mut pattern_bytes = 0usize;
         for raw in outline.rules {
             if let Some(cond) = condition::compile(text, raw.cond_start, &raw.cond, &mut errors) {
+                pattern_bytes = pattern_bytes.saturating_add(cond.pattern_bytes());
+                if pattern_bytes > MAX_REGEX_BYTES {
+                    errors.push(PolicyError::new(
+                        PolicyCode::P117,
+                        text,
+                        raw.cond_start,
+                        raw.cond_start + raw.cond.trim_end().len(),
+                        format!(
+                            "rule {}: the policy's patterns take {:.1} MiB compiled with this rule, over the limit of {} MiB",
+                            raw.id,
+                            pattern_bytes as f64 / (1024.0 * 1024.0),
+                            MAX_REGEX_BYTES / (1024 * 1024)
+                        ),
+                        "the patterns up to here cross the limit",
+                        Some(
+                            "use fewer or smaller patterns: ASCII classes such as [A-Za-z0-9_] instead of \\w (all of Unicode), fewer and shorter repetitions, one `in [...]` or one alternation instead of many rules".to_string(),
+                        ),
+                    ));
+                    // The rest is not compiled: refusing must stay quick.
+                    break;
+                }
                 let condition_text =
                     raw.cond.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
                 rules.push(Rule { id: raw.id, effect: raw.effect, condition_text, line: raw.line, cond });

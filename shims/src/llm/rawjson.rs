@@ -1,0 +1,123 @@
+//! JSON objects edited in place: a response the gateway must change keeps every other
+//! member's text and the members' order (serde_json's `Map` would sort the keys).
+//!
+//! [`Obj`] holds an object's members as raw JSON text; only the members that are replaced
+//! are re-serialized.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A JSON object as ordered `(key, raw value)` pairs.
+#[derive(Debug, Default)]
+pub struct Obj(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Obj {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Obj, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Obj;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj, A::Error> {
+                let mut members = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push((k, v));
+                }
+                Ok(Obj(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Obj {
+    /// Parses `text` as one JSON object.
+    pub fn parse(text: &str) -> Result<Obj, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Parses a raw member value as an object.
+    pub fn of(raw: &RawValue) -> Result<Obj, serde_json::Error> {
+        Obj::parse(raw.get())
+    }
+
+    /// The raw value of member `key`.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+
+    /// Member `key` parsed as a string, if it is one.
+    pub fn str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    }
+
+    /// Replaces member `key` (or appends it) with `value`.
+    pub fn set_raw(&mut self, key: &str, value: Box<RawValue>) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key.to_string(), value)),
+        }
+    }
+
+    /// Replaces member `key` (or appends it) with `value` serialized.
+    pub fn set<T: serde::Serialize>(&mut self, key: &str, value: &T) -> Result<(), serde_json::Error> {
+        self.set_raw(key, raw(value)?);
+        Ok(())
+    }
+
+    /// Removes member `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    /// The object as JSON text.
+    pub fn to_raw(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        RawValue::from_string(self.to_string())
+    }
+}
+
+impl fmt::Display for Obj {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let key = serde_json::to_string(k).map_err(|_| fmt::Error)?;
+            write!(f, "{key}:{}", v.get())?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// `value` serialized as a raw JSON value.
+pub fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+    serde_json::value::to_raw_value(value)
+}
+
+/// A raw JSON array's elements.
+pub fn array(raw: &RawValue) -> Result<Vec<Box<RawValue>>, serde_json::Error> {
+    serde_json::from_str(raw.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_and_text_are_kept() {
+        let text = r#"{"z": 1, "a": {"x":  [1, 2]}, "m": "s"}"#;
+        let mut o = Obj::parse(text).expect("object");
+        assert_eq!(o.to_string(), r#"{"z":1,"a":{"x":  [1, 2]},"m":"s"}"#);
+        o.set("a", &serde_json::json!(null)).expect("set");
+        o.remove("z");
+        o.set("new", &"v").expect("set");
+        assert_eq!(o.to_string(), r#"{"a":null,"m":"s","new":"v"}"#);
+        assert_eq!(o.str("m").as_deref(), Some("s"));
+        assert!(Obj::parse("[1]").is_err());
+        assert!(Obj::parse("{").is_err());
+    }
+}
