@@ -350,8 +350,8 @@ pub async fn check(socket: &Path, opts: &Options) -> Result<Report, Alarm> {
 }
 
 /// The checkpoint a note carries, before its signature is known to be good (only used
-/// to look for the rotation that would make it good).
-fn unsigned_body(note: &str) -> Result<Checkpoint, String> {
+/// to look for the rotation that would make it good, or to learn a log's origin and size).
+pub fn unsigned_body(note: &str) -> Result<Checkpoint, String> {
     let split = note.rfind("\n\n").ok_or("the checkpoint note has no signatures")?;
     Checkpoint::parse_body(&note[..split + 1]).map_err(|e| format!("the checkpoint note is malformed: {e}"))
 }
@@ -398,19 +398,7 @@ async fn follow_rotations(
                 .await
                 .map_err(|e| call_failed(socket, "cannot fetch an inclusion proof", e))?;
             let Ok(entry) = verify::inclusion(&proof, cp) else { continue };
-            if entry.kind != pb::Kind::KeyRotated as i32 {
-                continue;
-            }
-            let Some(statement) = serde_json::from_str::<serde_json::Value>(&entry.details)
-                .ok()
-                .and_then(|d| d.get("endorsement").and_then(|n| n.as_str()).map(str::to_string))
-            else {
-                continue;
-            };
-            if let Ok(rotation) = Rotation::verify(&current, &statement)
-                && let Ok(new_key) = NoteVerifier::parse(&rotation.new_key)
-                && new_key.to_vkey_string() != current.to_vkey_string()
-            {
+            if let Some(new_key) = rotation_successor(&current, &entry) {
                 next = Some((seq, new_key));
                 break;
             }
@@ -427,6 +415,20 @@ async fn follow_rotations(
         return Ok(Ok((current, steps)));
     }
     Ok(Err("no key_rotated entry in the log, signed by the pinned key, names the signing key".into()))
+}
+
+/// The key a `key_rotated` entry names as the successor of `current`, if the entry is one
+/// and its statement is signed by `current` (the caller has proven the entry is in the
+/// log). Used by `verify --state` and by fleet verification of shipped logs.
+pub fn rotation_successor(current: &NoteVerifier, entry: &pb::Entry) -> Option<NoteVerifier> {
+    if entry.kind != pb::Kind::KeyRotated as i32 {
+        return None;
+    }
+    let details = serde_json::from_str::<serde_json::Value>(&entry.details).ok()?;
+    let statement = details.get("endorsement")?.as_str()?;
+    let rotation = Rotation::verify(current, statement).ok()?;
+    let new_key = NoteVerifier::parse(&rotation.new_key).ok()?;
+    (new_key.to_vkey_string() != current.to_vkey_string()).then_some(new_key)
 }
 
 /// "3h 2m", "45s".

@@ -22,6 +22,7 @@ mod append;
 mod completions;
 mod deadline;
 mod evidence;
+mod fleet;
 mod policy;
 mod print;
 mod proofs;
@@ -218,6 +219,25 @@ enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = WatchFormat::Table)]
         format: WatchFormat,
+    },
+    /// Fleet-wide checks of shipped logs in S3-compatible storage (runs `ledger-ship fleet`)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust --max-age 1h\n\nThe logs are shipped by ledger-ship (docs/FLEET.md); this runs `ledger-ship fleet …`, installed next to ledgerctl or on PATH."
+    )]
+    Fleet(FleetCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Verify every shipped log in s3://BUCKET/PREFIX against a trust file
+    #[command(
+        after_help = "Examples:\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust\n  ledgerctl fleet verify s3://audit/fleet --trust fleet.trust --max-age 1h --state /var/lib/fleet-verify\n\nOptions (after the URL): --trust FILE (one `LOG-NAME VERIFIER-KEY` line per host, or the key alone), --max-age D, --state DIR, --endpoint URL, --region R, --allow-http. Credentials come from the AWS environment chain.\n\nExit codes: 0 every log verified; 1 FAILED (a changed row or leaf, a missing object); 2 error; 3 ROLLBACK; 4 FORK; 5 KEY CHANGED; 6 STALE (--max-age); 7 UNREACHABLE. See docs/FLEET.md."
+    )]
+    Verify {
+        /// s3://BUCKET/PREFIX, then the options
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1.., value_name = "URL [OPTIONS]")]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -612,6 +632,9 @@ impl std::error::Error for CheckFailed {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Fleet(FleetCommand::Verify { args }) = &cli.command {
+        return ExitCode::from(fleet::run("verify", args));
+    }
     if let Command::Shim(cmd) = cli.command {
         return shim(cli.socket, cmd);
     }
@@ -713,6 +736,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AccessReview { at, format } => access_review(&socket, at.as_deref(), format).await,
         Command::Shim(_) => bail!("the shims run outside this runtime"),
         Command::Completions { .. } | Command::Man { .. } => bail!("generated without a runtime"),
+        Command::Fleet(_) => bail!("run by ledger-ship"),
     }
 }
 

@@ -12,6 +12,7 @@ use ledger_client::Client;
 
 pub mod accounts;
 pub mod fuzz;
+pub mod s3;
 
 /// The directory holding this profile's binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {

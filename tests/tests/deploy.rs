@@ -270,6 +270,44 @@ fn gateway_service_is_hardened_and_holds_the_keys_as_credentials() {
     );
 }
 
+/// Issue 16: the shipper's unit has the shared hardening except the network (it reaches
+/// the object store over IP), runs as its own user in the socket's group, and takes no
+/// credentials on its command line.
+#[test]
+fn ledger_ship_service_is_hardened_but_for_the_network() {
+    let unit = Unit::load("ledger-ship.service");
+    assert_sandboxed(&unit);
+    unit.expect("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6");
+    let user = unit.one("Service", "User");
+    assert!(!user.is_empty() && user != "ledgerd" && user != "root", "User={user}");
+    let socket_group = Unit::load("ledgerd.service").one("Service", "Group").to_string();
+    assert!(
+        unit.all("Service", "SupplementaryGroups")
+            .iter()
+            .any(|g| g.split_whitespace().any(|g| g == socket_group))
+    );
+    let exec = unit.one("Service", "ExecStart");
+    assert_eq!(exec, "/usr/local/bin/ledger-ship run --config /etc/ledger-ship.toml");
+    assert!(
+        !exec.to_lowercase().contains("secret") && !exec.contains("AWS_"),
+        "no credentials on the command line"
+    );
+    if Command::new("systemd-analyze").arg("--version").output().is_err()
+        || !Path::new("/usr/lib/systemd/system/sysinit.target").exists()
+    {
+        println!("skipped systemd-analyze verify: systemd's tools or units are not installed");
+        return;
+    }
+    let (tmp, paths) = scratch_root(&["ledger-ship.service"], str::to_string);
+    let out = systemd_analyze_verify(tmp.path(), &paths);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 #[test]
 fn example_config_passes_check_config_and_matches_the_units() {
     let config = check_config(&deploy("ledgerd.toml.example"));
@@ -306,7 +344,7 @@ fn scratch_root(units: &[&str], edit: impl Fn(&str) -> String) -> (tempfile::Tem
     let system = r.join("etc/systemd/system");
     std::fs::create_dir_all(&system).expect("mkdir");
     std::fs::create_dir_all(r.join("usr/local/bin")).expect("mkdir");
-    for exe in ["ledgerd", "ledgerctl"] {
+    for exe in ["ledgerd", "ledgerctl", "ledger-ship"] {
         let path = r.join("usr/local/bin").join(exe);
         std::fs::write(&path, "#!/bin/sh\n").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");

@@ -18,9 +18,6 @@ use ledger_client::Client;
 use ledger_client::evidence::{export, verify};
 use ledger_proto::pb;
 use ledgerd::Config;
-use ledgerd::log::merkle::Log;
-use ledgerd::storage::datadir::DataDir;
-use ledgerd::storage::store::{DEFAULT_CACHE_BYTES, Store};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,23 +58,14 @@ fn entry(i: u64) -> pb::Entry {
 }
 
 fn build(dir: &Path, args: &Args) -> anyhow::Result<()> {
-    let data = DataDir::prepare(dir)?;
-    let signer = data.signing_key_or_create(|| "evidence-bench.example".into())?;
-    let store = Store::open(&data.store(), DEFAULT_CACHE_BYTES).context("cannot open the bench store")?;
-    let (mut log, _) = Log::open(store, signer).context("cannot open the log")?;
-    let commits = args.entries.div_ceil(args.batch);
-    let start = Instant::now();
-    let mut written = 0;
-    for k in 0..commits {
-        let time = T0 + (i128::from(k) * i128::from(30 * DAY) / i128::from(commits)) as i64;
-        let n = (args.entries - written).min(args.batch);
-        let group: Vec<pb::Entry> = (written..written + n).map(entry).collect();
-        log.append(vec![group], time).with_context(|| format!("group commit {k} failed"))?;
-        written += n;
-    }
-    ensure!(log.size() == args.entries, "the log holds {} entries, expected {}", log.size(), args.entries);
-    eprintln!("built {written} entries in {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+    let plan = ledger_bench::ledger::Plan {
+        key_name: "evidence-bench.example",
+        entries: args.entries,
+        batch: args.batch,
+        start_ns: T0,
+        span_ns: 30 * DAY,
+    };
+    ledger_bench::ledger::build(dir, &plan, entry)
 }
 
 fn main() -> anyhow::Result<()> {
