@@ -27,7 +27,9 @@ impl Background {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("ledgerd".into()).spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // Named, so that a benchmark can tell the daemon's threads from its own.
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().thread_name("ledgerd-rt").enable_all().build()?;
             rt.block_on(ledgerd::run(
                 config,
                 async {

@@ -135,8 +135,7 @@ fn replaying_a_large_log_at_start() {
     let mut kinds = 0i64;
     log.store()
         .scan(0, log.size(), |_, bytes| {
-            kinds += ledgerd::storage::record::with_archived(bytes, |r| i64::from(r.kind.to_native()))
-                .expect("decode");
+            kinds += ledgerd::storage::stored::with_entry(bytes, |r| i64::from(r.kind)).expect("decode");
             Ok(true)
         })
         .expect("read");

@@ -322,9 +322,14 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 /// An instant as RFC 3339 in `tz`: `Z` in UTC, the local offset elsewhere; fractional
 /// seconds only when there are any.
-pub(crate) fn format_time(ns: i64, tz: &TimeZone) -> String {
+pub(crate) fn write_time(out: &mut String, ns: i64, tz: &TimeZone) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let ts = ns_timestamp(ns);
-    if tz == &TimeZone::UTC { ts.to_string() } else { ts.display_with_offset(tz.to_offset(ts)).to_string() }
+    if tz == &TimeZone::UTC {
+        write!(out, "{ts}")
+    } else {
+        write!(out, "{}", ts.display_with_offset(tz.to_offset(ts)))
+    }
 }
 
 #[cfg(test)]

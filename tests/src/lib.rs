@@ -62,11 +62,18 @@ impl Daemon {
 
     /// Starts a daemon with extra flags; `Err` holds its stderr if it exits instead.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
+        Daemon::start_env(data_dir, extra, &[])
+    }
+
+    /// Starts a daemon with extra flags and environment variables (e.g. a test-only
+    /// `LEDGERD_FAILPOINT`); `Err` holds its stderr if it exits instead.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon, String> {
         let mut child = Command::new(bin("ledgerd"))
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("LEDGERD_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -168,6 +175,21 @@ impl Daemon {
             eprintln!("ledgerd did not stop cleanly ({:?}); its stderr:\n{err}", outcome.map(|s| s.code()));
         }
         ok
+    }
+
+    /// Waits (up to 30 s) for the daemon to exit by itself (a failpoint); true if it did.
+    pub fn wait_exit(mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Keeps the data dir after the daemon is gone (for restarts).

@@ -14,18 +14,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ledger_proto::merkle::{self, CompactRange, Hash};
 use ledger_proto::note::{self, NoteSigner, NoteVerifier};
-use ledger_proto::{leaf, pb};
-
-use rkyv::util::AlignedVec;
+use ledger_proto::pb;
 
 use std::sync::Arc;
 
 use crate::projections::agent_index::AgentIndex;
 use crate::projections::counters::{self, Counters};
 use crate::projections::registry::{Shared, State, is_admin_kind};
-use crate::storage::blocks::OpenBlock;
-use crate::storage::record::{self, ArchivedRecord, Record};
-use crate::storage::store::{MAX_RECORD_BYTES, Store, StoreError, Syncer, seq_from_key};
+use crate::storage::store::{
+    MAX_RECORD_BYTES, Store, StoreError, Syncer, Writes, seq_from_key, write_in_order,
+};
 use crate::storage::tiles::{TILE_WIDTH, TileWriter, tile_key};
 
 /// Errors of the log. Any of them during an append leaves the in-memory tree ahead of
@@ -90,8 +88,6 @@ pub struct Log {
     last_time: i64,
     /// Encoded entries of the commit in progress (kept for its capacity).
     scratch: Vec<Encoded>,
-    /// The newest entry block while it fills (see [`crate::storage::blocks`]).
-    open_block: OpenBlock,
     index: AgentIndex,
     counters: Counters,
     /// The registry and policies, as of the last commit.
@@ -104,8 +100,8 @@ pub struct Log {
 struct Encoded {
     seq: u64,
     hash: Hash,
-    bytes: AlignedVec,
-    /// Moved out of the record once it is encoded (no copies).
+    bytes: Vec<u8>,
+    /// Moved out of the entry once it is encoded (no copies).
     agent: String,
     tool: String,
     kind: i32,
@@ -154,7 +150,6 @@ impl Log {
             last_checkpoint: None,
             last_time,
             scratch: Vec::new(),
-            open_block: OpenBlock::default(),
             index: AgentIndex::default(),
             counters: Counters::default(),
             state: State::default(),
@@ -163,22 +158,21 @@ impl Log {
 
         let mut recovery = Recovery::default();
         if entries_end > size {
-            // A crash after the entries reached disk but before their tree hashes did.
-            // They are whole entries (sled batches are atomic): take them into the tree.
+            // A crash after the entries were synced but before their tree hashes reached
+            // sled's disk. They are whole (their frames check): take them into the tree.
             let mut reader = log.store.reader();
             for seq in size..entries_end {
-                let entry =
-                    reader.with_record(seq, ArchivedRecord::to_entry)?.ok_or(LogError::Gap { seq })?;
-                let hash = leaf::entry_leaf_hash(&entry);
+                let (hash, time) = reader
+                    .with_record(seq, |e| (e.leaf_hash(), e.time_unix_nanos))?
+                    .ok_or(LogError::Gap { seq })?;
                 let tiles = &mut log.tiles;
                 log.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
-                log.last_time = log.last_time.max(entry.time_unix_nanos);
+                log.last_time = log.last_time.max(time);
             }
             log.write_tiles()?;
             log.store.sync(&mut log.syncer)?;
             recovery.adopted = entries_end - size;
         }
-        log.open_block = log.store.open_block(log.size())?;
 
         // The agent index, registry and policies are projections of the log. One marker
         // (written last in every commit) says how far all three are complete; replay what
@@ -191,13 +185,15 @@ impl Log {
             log.state = State::load(&log.store)?;
         }
         if indexed < log.size() {
+            AgentIndex::trim(&log.store.by_agent, indexed).map_err(StoreError::from)?;
             let mut reader = log.store.reader();
             for seq in indexed..log.size() {
                 let agent = reader.with_record(seq, |r| r.agent.to_string())?.ok_or(LogError::Gap { seq })?;
                 log.index.add(&log.store.by_agent, &agent, seq).map_err(StoreError::from)?;
             }
             recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
-            log.store.by_agent.apply_batch(log.index.take_batch(log.size())).map_err(StoreError::from)?;
+            let writes = log.index.take_writes(log.size());
+            write_in_order(&log.store.by_agent, writes).map_err(StoreError::from)?;
             log.store.sync(&mut log.syncer)?;
             recovery.reindexed = log.size() - indexed;
         }
@@ -334,9 +330,9 @@ impl Log {
     /// them durable.
     ///
     /// Each entry gets the next seq, and a receive time of `now` (never earlier than the
-    /// entry before it). Returns one [`Ack`] per entry, grouped as given, only after
-    /// `fdatasync`. If an entry cannot be stored, nothing is written and the tree does not
-    /// move.
+    /// entry before it). Returns one [`Ack`] per entry, grouped as given, only after the
+    /// `fdatasync` of the segment file that holds them (the one device sync of a commit).
+    /// If an entry cannot be stored, nothing is written and the tree does not move.
     pub fn append(&mut self, groups: Vec<Vec<pb::Entry>>, now: i64) -> Result<Vec<Vec<Ack>>, LogError> {
         let time = now.max(self.last_time);
         // Reused across commits: a fresh multi-megabyte buffer per batch costs more in
@@ -348,31 +344,24 @@ impl Log {
         for (seq, mut entry) in (self.size()..).zip(groups.into_iter().flatten()) {
             entry.seq = seq;
             entry.time_unix_nanos = time;
-            let hash = leaf::entry_leaf_hash(&entry);
+            // The stored bytes are the canonical leaf: hashed once, written as they are.
+            let bytes = crate::storage::stored::encode(&entry);
+            let hash = merkle::leaf_hash(&bytes);
             if is_admin_kind(entry.kind) {
                 admin.push(entry.clone());
             }
-            let (kind, decision) = (entry.kind, entry.decision);
-            let mut record = Record::from(entry);
-            let bytes = match record::encode(&record) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    self.scratch = encoded;
-                    return Err(StoreError::Encode(e.to_string()).into());
-                }
-            };
             if bytes.len() > MAX_RECORD_BYTES {
                 self.scratch = encoded;
                 return Err(StoreError::TooLarge { size: bytes.len() }.into());
             }
-            let agent = std::mem::take(&mut record.agent);
-            let tool = std::mem::take(&mut record.tool);
+            let (kind, decision) = (entry.kind, entry.decision);
+            let (agent, tool) = (entry.agent, entry.tool);
             encoded.push(Encoded { seq, hash, bytes, agent, tool, kind, decision });
         }
         // Admin entries (checked by `State::prepare` before they were queued) change the
         // registry and policies; a copy is changed so that a failure leaves nothing half-done.
         let mut next_state = None;
-        let (mut agents_batch, mut policies_batch) = (sled::Batch::default(), sled::Batch::default());
+        let (mut agents_batch, mut policies_batch) = (Writes::new(), Writes::new());
         if !admin.is_empty() {
             let mut state = self.state.clone();
             for e in &admin {
@@ -384,14 +373,22 @@ impl Log {
             }
             next_state = Some(state);
         }
-        // Only now, with every entry accepted, does the tree move.
-        let mut batch = sled::Batch::default();
+        // Only now, with every entry accepted, does the tree move. The entries go to the
+        // segment file with one write and one fdatasync: that is what makes them durable.
+        // Everything after it is derived from them and written to sled unsynced; a crash
+        // before sled reaches the disk is made good from the segments at start.
+        if let Some(first) = encoded.first().map(|e| e.seq)
+            && let Err(e) = self.store.segments().append(first, encoded.iter().map(|e| e.bytes.as_slice()))
+        {
+            self.scratch = encoded;
+            return Err(StoreError::from(e).into());
+        }
+        crate::storage::failpoint::hit("after-entries-sync");
         let mut acks = Vec::with_capacity(sizes.len());
         let mut items = encoded.drain(..);
         for n in sizes {
             let mut group = Vec::with_capacity(n);
-            for Encoded { seq, hash, bytes, agent, tool, kind, decision } in items.by_ref().take(n) {
-                self.open_block.push(seq, bytes, &mut batch);
+            for Encoded { seq, hash, bytes: _, agent, tool, kind, decision } in items.by_ref().take(n) {
                 self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
                 self.counters
                     .add(&self.store.counters, seq, time, kind, &agent, &tool, decision)
@@ -404,29 +401,31 @@ impl Log {
         }
         drop(items);
         self.scratch = encoded;
-        self.open_block.write_partial(&mut batch);
-        // Entries first, then their tree hashes: after a crash the entries are either all
-        // there or all absent, and hashes missing for present entries are recomputed.
-        self.store.blocks.apply_batch(batch).map_err(StoreError::from)?;
+        self.last_time = time;
         self.write_tiles()?;
         if let Some(state) = next_state {
-            self.store.agents.apply_batch(agents_batch).map_err(StoreError::from)?;
-            self.store.policies.apply_batch(policies_batch).map_err(StoreError::from)?;
+            write_in_order(&self.store.agents, agents_batch).map_err(StoreError::from)?;
+            write_in_order(&self.store.policies, policies_batch).map_err(StoreError::from)?;
             self.state = state;
-        }
-        // The hourly counters, when a part closed (about once an hour), with their marker.
-        if let Some(batch) = self.counters.take_batch(self.size(), false) {
-            self.store.counters.apply_batch(batch).map_err(StoreError::from)?;
-        }
-        // Last: its end marker covers the agent index and the projections above, so after
-        // a crash it never claims more than the trees hold.
-        self.store.by_agent.apply_batch(self.index.take_batch(self.size())).map_err(StoreError::from)?;
-        self.store.sync(&mut self.syncer)?;
-        self.last_time = time;
-        if !admin.is_empty() {
             self.publish();
         }
+        // The hourly counters, when a part closed (about once an hour), with their marker.
+        if let Some(writes) = self.counters.take_writes(self.size(), false) {
+            write_in_order(&self.store.counters, writes).map_err(StoreError::from)?;
+        }
+        // Last: its end marker covers the agent index and the projections above, so after
+        // a crash (sled keeps a prefix of what it was given) it never claims more than the
+        // trees hold.
+        let writes = self.index.take_writes(self.size());
+        write_in_order(&self.store.by_agent, writes).map_err(StoreError::from)?;
         Ok(acks)
+    }
+
+    /// Work that follows the acknowledgement of a commit and would otherwise delay it:
+    /// once the newest segment file is full, the next one is created and synced.
+    pub fn after_ack(&mut self) -> Result<(), LogError> {
+        self.store.segments().prepare_next().map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Signs a checkpoint for the current tree, unless the tree has not grown since the
@@ -477,8 +476,7 @@ impl Log {
     }
 
     fn check_leaf(&self, seq: u64) -> Result<(), LogError> {
-        let entry = self.store.entry(seq)?.ok_or(LogError::Gap { seq })?;
-        let actual = leaf::entry_leaf_hash(&entry);
+        let actual = self.store.with_record(seq, |e| e.leaf_hash())?.ok_or(LogError::Gap { seq })?;
         let expected = self.store.leaf_hash(seq)?;
         if actual != expected {
             return Err(LogError::LeafMismatch { seq, actual: hex(&actual), expected: hex(&expected) });
@@ -487,11 +485,13 @@ impl Log {
     }
 
     fn write_tiles(&mut self) -> Result<(), LogError> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.tiles.take_dirty() {
-            batch.insert(&key, value);
+        // Highest level first: the level-0 tiles say how far the tree goes, so once they
+        // are in sled (which keeps a prefix of its writes) so is every node above them.
+        let mut writes = self.tiles.take_dirty();
+        writes.sort_by(|a, b| b.0[0].cmp(&a.0[0]));
+        for (key, value) in writes {
+            self.store.tiles.insert(key, value).map_err(StoreError::from)?;
         }
-        self.store.tiles.apply_batch(batch).map_err(StoreError::from)?;
         Ok(())
     }
 }
@@ -643,7 +643,9 @@ mod tests {
         let (log, recovery) = open(dir.path(), &signer);
         assert_eq!((recovery.adopted, log.size()), (3, 23));
         let leaves: Vec<Hash> = (0..23)
-            .map(|s| leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry")))
+            .map(|s| {
+                ledger_proto::leaf::entry_leaf_hash(&log.store().entry(s).expect("read").expect("entry"))
+            })
             .collect();
         assert_eq!(log.root(), merkle::root_from_leaf_hashes(&leaves));
     }

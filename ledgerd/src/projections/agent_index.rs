@@ -46,7 +46,7 @@ pub struct AgentIndex {
     open: HashMap<String, Chunk>,
     dirty: BTreeSet<String>,
     /// Chunks that filled up since the last batch: (key, value).
-    full: Vec<(Vec<u8>, Vec<u8>)>,
+    full: crate::storage::store::Writes,
 }
 
 impl AgentIndex {
@@ -91,19 +91,36 @@ impl AgentIndex {
         Ok(())
     }
 
-    /// The writes of this commit: changed chunks and the new end marker.
-    pub fn take_batch(&mut self, end: u64) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.full.drain(..) {
-            batch.insert(k, v);
-        }
+    /// The writes of this commit, in order: changed chunks, then the new end marker
+    /// (written with [`crate::storage::store::write_in_order`]).
+    pub fn take_writes(&mut self, end: u64) -> crate::storage::store::Writes {
+        let mut out: crate::storage::store::Writes = self.full.drain(..).collect();
         for agent in std::mem::take(&mut self.dirty) {
             if let Some(chunk) = self.open.get(&agent) {
-                batch.insert(key(&agent, chunk.first), chunk.seqs.as_slice());
+                out.push((key(&agent, chunk.first), chunk.seqs.clone()));
             }
         }
-        batch.insert(END_KEY, &end.to_be_bytes());
-        batch
+        out.push((END_KEY.to_vec(), end.to_be_bytes().to_vec()));
+        out
+    }
+
+    /// Removes from the stored index every seq at or past `end` (the marker): what a crash
+    /// let reach sled of a commit whose marker it did not. Run before catching up from
+    /// the marker, so no seq is indexed twice.
+    pub fn trim(tree: &sled::Tree, end: u64) -> Result<(), sled::Error> {
+        for item in tree.iter() {
+            let (k, v) = item?;
+            if k.as_ref() == END_KEY || k.len() < 9 {
+                continue;
+            }
+            let kept: Vec<u8> = seqs_of(&v).take_while(|s| *s < end).flat_map(u64::to_be_bytes).collect();
+            if kept.is_empty() {
+                tree.remove(&k)?;
+            } else if kept.len() < v.len() {
+                tree.insert(&k, kept)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -147,7 +164,7 @@ mod tests {
             index.add(&tree, agent, seq).expect("add");
             expected.entry(agent).or_default().push(seq);
             if seq % 50 == 49 {
-                tree.apply_batch(index.take_batch(seq + 1)).expect("batch");
+                crate::storage::store::write_in_order(&tree, index.take_writes(seq + 1)).expect("write");
             }
         }
         assert_eq!(AgentIndex::indexed_end(&tree).expect("end"), 1000);
@@ -161,7 +178,7 @@ mod tests {
         // A restarted writer continues the last chunk of each agent.
         let mut index = AgentIndex::default();
         index.add(&tree, "a", 1000).expect("add");
-        tree.apply_batch(index.take_batch(1001)).expect("batch");
+        crate::storage::store::write_in_order(&tree, index.take_writes(1001)).expect("write");
         let got: Vec<u64> = seqs(&tree, "a", 990, 1001).collect::<Result<_, _>>().expect("read");
         assert_eq!(got.last(), Some(&1000));
         assert!(seqs(&tree, "nobody", 0, 1001).next().is_none());

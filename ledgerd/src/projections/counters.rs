@@ -22,8 +22,8 @@
 
 use std::collections::HashMap;
 
-use crate::storage::record;
 use crate::storage::store::{Store, StoreError};
+use crate::storage::stored;
 
 /// One hour in nanoseconds.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -350,19 +350,19 @@ impl Counters {
     /// The writes owed after counting the entries below `end`: the parts closed since the
     /// last batch and the new marker, as one batch; `None` when no part closed (unless
     /// `always`, which writes the marker anyway).
-    pub fn take_batch(&mut self, end: u64, always: bool) -> Option<sled::Batch> {
+    pub fn take_writes(&mut self, end: u64, always: bool) -> Option<crate::storage::store::Writes> {
         if self.closed.is_empty() && !always {
             return None;
         }
-        let mut batch = sled::Batch::default();
+        let mut batch: crate::storage::store::Writes = Vec::with_capacity(self.closed.len() + 1);
         for (k, v) in self.closed.drain(..) {
-            batch.insert(&k, v);
+            batch.push((k.to_vec(), v));
         }
         let first_unstored = self.open.as_ref().map_or(end, |p| p.first);
         let mut marker = [0u8; 9];
         marker[0] = FORMAT;
         marker[1..].copy_from_slice(&first_unstored.to_be_bytes());
-        batch.insert(END_KEY, &marker);
+        batch.push((END_KEY.to_vec(), marker.to_vec()));
         Some(batch)
     }
 }
@@ -374,26 +374,18 @@ pub fn catch_up(counters: &mut Counters, store: &Store, from: u64, to: u64) -> R
     let tree = &store.counters;
     let mut counted = 0;
     store.scan(from, to, |seq, bytes| {
-        record::with_archived(bytes, |r| {
-            counters.add(
-                tree,
-                seq,
-                r.time_unix_nanos.to_native(),
-                r.kind.to_native(),
-                r.agent.as_str(),
-                r.tool.as_str(),
-                r.decision.to_native(),
-            )
+        stored::with_entry(bytes, |r| {
+            counters.add(tree, seq, r.time_unix_nanos, r.kind, r.agent, r.tool, r.decision)
         })
         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })??;
         counted += 1;
-        if let Some(batch) = counters.take_batch(seq + 1, false) {
-            tree.apply_batch(batch)?;
+        if let Some(batch) = counters.take_writes(seq + 1, false) {
+            crate::storage::store::write_in_order(tree, batch)?;
         }
         Ok(true)
     })?;
-    if let Some(batch) = counters.take_batch(to, true) {
-        tree.apply_batch(batch)?;
+    if let Some(batch) = counters.take_writes(to, true) {
+        crate::storage::store::write_in_order(tree, batch)?;
     }
     Ok(counted)
 }
@@ -481,14 +473,14 @@ mod tests {
                 counters.add(&tree, seq, time, kind, &agent, &tool, decision).expect("add");
                 log.push((hour_of(time), kind, agent, tool, decision));
                 seq += 1;
-                let batch = if i % 777 == 0 { counters.take_batch(seq, false) } else { None };
+                let batch = if i % 777 == 0 { counters.take_writes(seq, false) } else { None };
                 if let Some(batch) = batch {
-                    tree.apply_batch(batch).expect("batch");
+                    crate::storage::store::write_in_order(&tree, batch).expect("write");
                     writes += 1;
                 }
             }
-            if let Some(batch) = counters.take_batch(seq, true) {
-                tree.apply_batch(batch).expect("batch");
+            if let Some(batch) = counters.take_writes(seq, true) {
+                crate::storage::store::write_in_order(&tree, batch).expect("write");
             }
             let end = counted_end(&tree).expect("marker").expect("a marker");
             assert!(end <= seq && seq - end <= PART_ENTRIES, "the open part is at most one part behind");

@@ -28,8 +28,8 @@ use ledger_query::{Context, Field, Pipeline, Query, Record, Row, Value};
 
 use crate::projections::agent_index;
 use crate::projections::counters::{self, HOUR_NS, PartView};
-use crate::storage::record::{self, ArchivedRecord};
 use crate::storage::store::{Store, StoreError};
+use crate::storage::stored::{self, StoredEntry};
 
 /// The entry fields the hourly counters keep counts for.
 const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];
@@ -51,45 +51,45 @@ fn decision_value(decision: i32) -> Value<'static> {
 const EMIT_EVERY: u64 = 1024;
 
 /// A stored entry as the query engine sees it.
-pub struct View<'a>(pub &'a ArchivedRecord);
+pub struct View<'a, 'b>(pub &'a StoredEntry<'b>);
 
-impl Record for View<'_> {
+impl Record for View<'_, '_> {
     fn get(&self, field: &Field) -> Value<'_> {
         let r = self.0;
         match field {
-            Field::Seq => Value::from(r.seq.to_native()),
-            Field::Time => Value::Time(r.time_unix_nanos.to_native()),
-            Field::Kind => kind_value(r.kind.to_native()),
-            Field::Agent => Value::text(&r.agent),
-            Field::AgentId => Value::text(&r.agent_id),
-            Field::Session => Value::text(&r.session),
-            Field::Action => Value::text(&r.action),
-            Field::Tool => Value::text(&r.tool),
-            Field::Params(_) => Value::text(&r.params),
-            Field::Decision => decision_value(r.decision.to_native()),
-            Field::Rule => Value::text(&r.rule),
-            Field::PolicyVersion => match r.policy_version.to_native() {
+            Field::Seq => Value::from(r.seq),
+            Field::Time => Value::Time(r.time_unix_nanos),
+            Field::Kind => kind_value(r.kind),
+            Field::Agent => Value::text(r.agent),
+            Field::AgentId => Value::text(r.agent_id),
+            Field::Session => Value::text(r.session),
+            Field::Action => Value::text(r.action),
+            Field::Tool => Value::text(r.tool),
+            Field::Params(_) => Value::text(r.params),
+            Field::Decision => decision_value(r.decision),
+            Field::Rule => Value::text(r.rule),
+            Field::PolicyVersion => match r.policy_version {
                 0 => Value::Missing,
                 v => Value::from(v),
             },
-            Field::Reason => Value::text(&r.reason),
-            Field::WriterUid => Value::from(r.writer_uid.to_native()),
-            Field::WriterGid => Value::from(r.writer_gid.to_native()),
-            Field::WriterPid => Value::from(r.writer_pid.to_native()),
-            Field::Host => Value::text(&r.host),
-            Field::Severity => match r.severity.to_native() {
+            Field::Reason => Value::text(r.reason),
+            Field::WriterUid => Value::from(r.writer_uid),
+            Field::WriterGid => Value::from(r.writer_gid),
+            Field::WriterPid => Value::from(r.writer_pid),
+            Field::Host => Value::text(r.host),
+            Field::Severity => match r.severity {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
-            Field::Flags => Value::List(r.flags.iter().map(|f| Value::text(f.as_str())).collect()),
-            Field::PolicyCheck => Value::text(&r.policy_check),
-            Field::ShimId => Value::text(&r.shim_id),
-            Field::ShimSeq => match r.shim_seq.to_native() {
+            Field::Flags => Value::List(r.flags.iter().map(|f| Value::text(f)).collect()),
+            Field::PolicyCheck => Value::text(r.policy_check),
+            Field::ShimId => Value::text(r.shim_id),
+            Field::ShimSeq => match r.shim_seq {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
-            Field::RefSeq => r.ref_seq.as_ref().map_or(Value::Missing, |s| Value::from(s.to_native())),
-            Field::Details(_) => Value::text(&r.details),
+            Field::RefSeq => r.ref_seq.map_or(Value::Missing, Value::from),
+            Field::Details(_) => Value::text(r.details),
         }
     }
 }
@@ -157,7 +157,7 @@ pub fn run(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |a: &ArchivedRecord, stats: &mut Stats| -> bool {
+    let mut step = |a: &StoredEntry<'_>, stats: &mut Stats| -> bool {
         pipeline.push(&View(a));
         stats.scanned += 1;
         if stats.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
@@ -190,7 +190,7 @@ pub fn run(
             None => {
                 let mut going = true;
                 store.scan(lo, hi, |seq, bytes| {
-                    going = record::with_archived(bytes, |a| step(a, &mut stats))
+                    going = stored::with_entry(bytes, |a| step(a, &mut stats))
                         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
                     Ok(going)
                 })?;
@@ -410,7 +410,7 @@ fn steady(tz: &jiff::tz::TimeZone, hour: i64) -> bool {
 
 /// The time of entry `seq`.
 fn entry_time(store: &Store, size: u64, seq: u64) -> Result<i64, StoreError> {
-    store.with_record(seq, |a| a.time_unix_nanos.to_native())?.ok_or(StoreError::NoSuchEntry { seq, size })
+    store.with_record(seq, |a| a.time_unix_nanos)?.ok_or(StoreError::NoSuchEntry { seq, size })
 }
 
 /// The first seq below `size` whose time is at or after `t` (`size` if none): entry times
@@ -500,8 +500,8 @@ mod tests {
         let odd = pb::Entry { kind: 99, decision: 7, ref_seq: Some(0), ..full.clone() };
         let tz = jiff::tz::TimeZone::UTC;
         for entry in [full, unset, odd] {
-            let bytes = record::encode(&record::Record::from(entry.clone())).expect("encode");
-            record::with_archived(&bytes, |archived| {
+            let bytes = stored::encode(&entry);
+            stored::with_entry(&bytes, |archived| {
                 let (stored, wire) = (View(archived), ledger_proto::wire::EntryRecord(&entry));
                 for name in DEFAULT_COLUMNS {
                     let field = Field::from_name(name).expect("a field");

@@ -20,7 +20,7 @@ use ledger_proto::pb::{self, Kind};
 use ledger_query::policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::store::{Store, StoreError};
+use crate::storage::store::{Store, StoreError, Writes, write_in_order};
 
 const BUILT_KEY: &str = "projections";
 
@@ -354,17 +354,17 @@ impl State {
     }
 
     /// The sled writes that store the effect of `entry` (already applied).
-    pub fn batch_for(&self, entry: &pb::Entry, agents: &mut sled::Batch, policies: &mut sled::Batch) {
+    pub fn batch_for(&self, entry: &pb::Entry, agents: &mut Writes, policies: &mut Writes) {
         let name = &entry.agent;
         if entry.kind == Kind::PolicyChanged as i32 {
             if let Some(p) = self.policy_version(name, entry.policy_version) {
-                policies.insert(
+                policies.push((
                     key(name, entry.policy_version),
                     serde_json::to_vec(&p.state).unwrap_or_default(),
-                );
+                ));
             }
         } else if let Some(a) = self.agent(name).filter(|a| a.changed_seq == entry.seq) {
-            agents.insert(key(name, entry.seq), serde_json::to_vec(a).unwrap_or_default());
+            agents.push((key(name, entry.seq), serde_json::to_vec(a).unwrap_or_default()));
         }
     }
 
@@ -421,17 +421,15 @@ impl State {
     /// empty trees for a rebuild). Idempotent: replaying an entry twice writes the same keys.
     pub fn catch_up(&mut self, store: &Store, from: u64, to: u64) -> Result<u64, StoreError> {
         let mut replayed = 0;
-        let mut agents = sled::Batch::default();
-        let mut policies = sled::Batch::default();
+        let (mut agents, mut policies) = (Writes::new(), Writes::new());
         let mut reader = store.reader();
         for seq in from..to {
             // Only admin entries are decoded in full.
-            let Some(kind) = reader.with_record(seq, |r| r.kind.to_native())? else { continue };
+            let Some(kind) = reader.with_record(seq, |r| r.kind)? else { continue };
             if !is_admin_kind(kind) {
                 continue;
             }
-            let Some(entry) = reader.with_record(seq, crate::storage::record::ArchivedRecord::to_entry)?
-            else {
+            let Some(entry) = reader.with_record(seq, |e| e.to_entry())? else {
                 continue;
             };
             let already = match Kind::try_from(entry.kind) {
@@ -444,8 +442,8 @@ impl State {
             self.batch_for(&entry, &mut agents, &mut policies);
             replayed += 1;
         }
-        store.agents.apply_batch(agents)?;
-        store.policies.apply_batch(policies)?;
+        write_in_order(&store.agents, agents)?;
+        write_in_order(&store.policies, policies)?;
         self.compile_newest().map_err(|e| StoreError::BadMeta { key: "policies", detail: e.0 })?;
         Ok(replayed)
     }

@@ -20,8 +20,8 @@ use ledger_proto::pb;
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::scorer::{InvalidConfig, Scorer, ScorerConfig};
-use crate::storage::record::{self, ArchivedRecord};
 use crate::storage::store::{Store, StoreError};
+use crate::storage::stored::{self, StoredEntry};
 
 /// The `meta` key of the baselines snapshot: a JSON [`SnapshotTag`] line, then the
 /// scorer's [`Scorer::snapshot`].
@@ -127,7 +127,7 @@ fn replay(scorer: &mut Scorer, store: &Store, from: u64, to: u64) -> Result<u64,
     let mut view = pb::Entry::default();
     let mut n = 0u64;
     store.scan(from, to, |seq, bytes| {
-        record::with_archived(bytes, |r| copy_scored_fields(r, &mut view))
+        stored::with_entry(bytes, |r| copy_scored_fields(r, &mut view))
             .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
         scorer.score(&view);
         n += 1;
@@ -167,20 +167,20 @@ fn load_snapshot(scorer: &mut Scorer, config: &str, store: &Store, size: u64) ->
 }
 
 /// Copies what the scorer reads of a stored entry into `view`, reusing its buffers.
-fn copy_scored_fields(r: &ArchivedRecord, view: &mut pb::Entry) {
+fn copy_scored_fields(r: &StoredEntry<'_>, view: &mut pb::Entry) {
     fn set(to: &mut String, from: &str) {
         to.clear();
         to.push_str(from);
     }
-    view.seq = r.seq.to_native();
-    view.time_unix_nanos = r.time_unix_nanos.to_native();
-    view.kind = r.kind.to_native();
-    view.decision = r.decision.to_native();
-    view.shim_seq = r.shim_seq.to_native();
-    set(&mut view.agent, &r.agent);
-    set(&mut view.tool, &r.tool);
-    set(&mut view.policy_check, &r.policy_check);
-    set(&mut view.shim_id, &r.shim_id);
+    view.seq = r.seq;
+    view.time_unix_nanos = r.time_unix_nanos;
+    view.kind = r.kind;
+    view.decision = r.decision;
+    view.shim_seq = r.shim_seq;
+    set(&mut view.agent, r.agent);
+    set(&mut view.tool, r.tool);
+    set(&mut view.policy_check, r.policy_check);
+    set(&mut view.shim_id, r.shim_id);
     view.flags.truncate(r.flags.len());
     for (i, flag) in r.flags.iter().enumerate() {
         match view.flags.get_mut(i) {

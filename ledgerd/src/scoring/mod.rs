@@ -6,6 +6,7 @@
 //! gRPC, sockets, roles or the config file (its config types live here).
 
 pub mod commit;
+pub mod commit_sizes;
 pub mod scorer;
 pub mod watch;
 pub mod writer;

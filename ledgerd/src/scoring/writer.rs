@@ -215,6 +215,7 @@ fn run(
             let time = now_nanos().max(log.last_time());
             scoring.score(groups.iter_mut().flatten(), time);
             let committed = feed.capture(groups.iter().flatten(), log.size(), time);
+            crate::scoring::commit_sizes::record(queued);
             match log.append(groups, time) {
                 Ok(acks) => {
                     let _ = head.send(Head { size: log.size(), root: log.root() });
@@ -277,6 +278,15 @@ fn run(
                     return Err(e);
                 }
             }
+        }
+        // After the answers: work that must not delay them (the next segment file).
+        if let Err(e) = log.after_ack() {
+            tracing::error!(error = %e, "preparing the next segment file failed; the writer stops");
+            let failed = WriterError::Failed(e.to_string());
+            for (_, reply) in checkpoints {
+                let _ = reply.send(Err(failed.clone()));
+            }
+            return Err(e);
         }
         for (force, reply) in checkpoints {
             match log.sign_checkpoint(force, now_nanos()) {

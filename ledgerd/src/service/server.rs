@@ -670,9 +670,8 @@ fn read_range(store: &Store, start: u64, end: u64) -> Result<Vec<pb::StoredEntry
     let mut out = Vec::with_capacity((end - start) as usize);
     let mut reader = store.reader();
     for (seq, hash) in (start..end).zip(hashes) {
-        let entry = reader
-            .with_record(seq, crate::storage::record::ArchivedRecord::to_entry)?
-            .ok_or(StoreError::NoSuchEntry { seq, size: end })?;
+        let entry =
+            reader.with_record(seq, |e| e.to_entry())?.ok_or(StoreError::NoSuchEntry { seq, size: end })?;
         out.push(pb::StoredEntry { entry: Some(entry), leaf_hash: hash.to_vec() });
     }
     Ok(out)

@@ -1,5 +1,7 @@
-//! Entries are stored in blocks: one sled value holds the records of up to
-//! [`BLOCK_ENTRIES`] consecutive entries (fewer once it reaches [`BLOCK_BYTES`]).
+//! Storage format 2 kept the entries in blocks: one sled value held the records of up to
+//! [`BLOCK_ENTRIES`] consecutive entries (fewer once it reached [`BLOCK_BYTES`]). Format 3
+//! keeps them in segment files (see `crate::storage::segments`); this module stays to read a
+//! format-2 data dir while it is moved over, and (`OpenBlock`) to write one in tests.
 //!
 //! Why: sled's cost is per key (a tree descent, a page delta, and a leaf split every 16
 //! keys), not per byte, so one key per entry made sled the append path's bottleneck and

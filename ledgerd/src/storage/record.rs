@@ -1,9 +1,10 @@
-//! The stored form of an entry: an rkyv archive that scans can read in place.
+//! The stored form of an entry in storage formats 1 and 2: an rkyv archive. Format 3
+//! stores the canonical leaf bytes instead (see [`crate::storage::stored`]); this is kept to read
+//! older data dirs while they are moved over (`store::migrate_to_segments`).
 //!
 //! `Record` mirrors `ledger.v1.Entry` field for field, so converting it back gives the
 //! same `Entry` and therefore the same canonical leaf bytes (see `ledger_proto::leaf`).
-//! The layout is versioned by [`FORMAT_VERSION`], kept in the `meta` tree: a change to
-//! this struct must bump it and add a migration, because rkyv archives carry no schema.
+//! The layout is versioned by [`FORMAT_VERSION`], kept in the `meta` tree.
 
 use ledger_proto::pb;
 use rkyv::rancor;
@@ -11,8 +12,9 @@ use rkyv::util::AlignedVec;
 
 /// Bumped whenever [`Record`]'s layout changes.
 /// 1: one entry per key in the tree `entries`; 2: entries in blocks in the tree `blocks`
-/// (see `crate::storage::blocks`; format 1 is moved over on open).
-pub const FORMAT_VERSION: u32 = 2;
+/// (see `crate::storage::blocks`); 3: canonical leaf bytes in segment files (see `crate::storage::segments`
+/// and `crate::storage::stored`; formats 1 and 2 are moved over on open).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One entry as it is kept on disk (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
 
-use super::format_value;
+use super::format_value_into;
 use crate::aggregate::Row;
 use crate::pipeline::ResultSet;
 
@@ -79,16 +79,19 @@ impl<W: Write> CsvWriter<W> {
     /// Writes rows (formatted and neutralised as [`write_csv`] does).
     pub fn write_rows(&mut self, rows: &[Row]) -> io::Result<()> {
         for row in rows {
-            self.record.clear();
-            for value in row {
-                let text = format_value(value, &self.tz);
-                let safe = neutralise(&text);
-                if let Cow::Owned(_) = safe {
+            // One buffer per column, reused from row to row: no allocation per cell.
+            if self.record.len() < row.len() {
+                self.record.resize_with(row.len(), String::new);
+            }
+            for (cell, value) in self.record.iter_mut().zip(row) {
+                cell.clear();
+                format_value_into(cell, value, &self.tz);
+                if needs_quote(cell) {
+                    cell.insert(0, '\'');
                     self.neutralised += 1;
                 }
-                self.record.push(safe.into_owned());
             }
-            self.writer.write_record(&self.record).map_err(io_error)?;
+            self.writer.write_record(&self.record[..row.len()]).map_err(io_error)?;
         }
         Ok(())
     }

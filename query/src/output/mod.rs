@@ -12,23 +12,41 @@ pub use self::table::write_table;
 use jiff::tz::TimeZone;
 
 use crate::field::WEEKDAYS;
-use crate::time::format_time;
+use crate::time::write_time;
 use crate::value::{Value, float_text};
 
 /// A value as text, the way CSV cells and table cells show it: times in RFC 3339 in `tz`,
 /// lists (`flags`) as a JSON array, JSON objects as compact JSON, missing as empty, numbers
 /// exactly as the JSON writer writes them (`30`, `2.5`, `1e+20`).
 pub fn format_value(v: &Value<'_>, tz: &TimeZone) -> String {
-    match v {
-        Value::Missing => String::new(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(n) => n.to_string(),
-        Value::Float(x) => float_text(*x),
-        Value::Str(s) | Value::Json(s) => s.to_string(),
-        Value::Time(ns) => format_time(*ns, tz),
-        Value::Weekday(d) => WEEKDAYS.get(usize::from(*d)).copied().unwrap_or("").to_string(),
-        Value::List(_) => json_value(v, tz).to_string(),
-    }
+    let mut out = String::new();
+    format_value_into(&mut out, v, tz);
+    out
+}
+
+/// [`format_value`] appended to `out`, so a writer can reuse one buffer per cell.
+pub fn format_value_into(out: &mut String, v: &Value<'_>, tz: &TimeZone) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = match v {
+        Value::Missing => Ok(()),
+        Value::Bool(b) => write!(out, "{b}"),
+        Value::Int(n) => write!(out, "{n}"),
+        Value::Float(x) => {
+            out.push_str(&float_text(*x));
+            Ok(())
+        }
+        Value::Str(s) | Value::Json(s) => {
+            out.push_str(s);
+            Ok(())
+        }
+        Value::Time(ns) => write_time(out, *ns, tz),
+        Value::Weekday(d) => {
+            out.push_str(WEEKDAYS.get(usize::from(*d)).copied().unwrap_or(""));
+            Ok(())
+        }
+        Value::List(_) => write!(out, "{}", json_value(v, tz)),
+    };
 }
 
 /// A value as JSON: times as RFC 3339 strings in `tz`, missing as `null`, lists as arrays,

@@ -1,0 +1,195 @@
+//! Issue 17: the storage format of segment files. A crash between a commit's sync and the
+//! writes derived from it, a data dir of the previous format (2) moved over on open, also
+//! after a crash mid-migration, and one device sync per commit under strace.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ledger_tests::{Daemon, bin, stderr, stdout};
+
+fn append(daemon: &Daemon, agent: &str, i: u64) -> std::process::Output {
+    let params = format!("{{\"i\":{i}}}");
+    daemon.ctl(&["append", "--agent", agent, "--tool", "fs.read", "--decision", "allow", "--params", &params])
+}
+
+/// The one value of a `… | count` query, as CSV.
+fn count(daemon: &Daemon, query: &str) -> u64 {
+    let out = daemon.ctl(&["query", query, "--format", "csv"]);
+    let text = stdout(&out);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{query}: {text}{}", stderr(&out)))
+}
+
+fn verify_ok(daemon: &Daemon, extra: &[&str]) {
+    let mut args = vec!["verify"];
+    args.extend_from_slice(extra);
+    let out = daemon.ctl(&args);
+    assert!(out.status.success(), "verify: {}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() {
+    // Commit 1 is `daemon_started`, 2..=6 five appends; the 7th commit (the sixth append)
+    // aborts right after its segment write is synced, before sled sees any of it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let daemon = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", "after-entries-sync:7")])
+        .expect("start with the failpoint");
+    for i in 0..5 {
+        let out = append(&daemon, "crash-bot", i);
+        assert!(out.status.success(), "append {i}: {}", stderr(&out));
+    }
+    let out = append(&daemon, "crash-bot", 5);
+    assert!(!out.status.success(), "the commit that hits the failpoint is never acknowledged");
+    assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
+
+    let daemon = Daemon::start_in(&data_dir).expect("restart after the crash");
+    // The unacknowledged entry was durable: adopted (hashed from its stored bytes), then
+    // indexed and counted like the rest; `daemon_started` follows it.
+    assert_eq!(daemon.ready_size(), 8, "{}", daemon.ready);
+    let out = daemon.ctl(&["query", "seq >= 6 | fields seq, kind, agent, params", "--format", "csv"]);
+    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].starts_with("6,decision,crash-bot,") && rows[0].contains("\"\"i\"\":5"), "{rows:?}");
+    assert!(rows[1].starts_with("7,daemon_started"), "{rows:?}");
+    assert_eq!(count(&daemon, "agent = \"crash-bot\" | count"), 6, "the agent index caught up");
+    assert_eq!(count(&daemon, "kind = decision | count"), 6, "the counters caught up");
+    let out = append(&daemon, "crash-bot", 6);
+    assert_eq!(stdout(&out).trim(), "8", "the sequence continues: {}", stderr(&out));
+    verify_ok(&daemon, &[]);
+    assert!(daemon.stop());
+    // And once more after a clean stop: nothing left to adopt, the same tree.
+    let daemon = Daemon::start_in(&data_dir).expect("restart");
+    verify_ok(&daemon, &[]);
+}
+
+/// A copy of `tests/fixtures/format2-data`: a data dir written by the ledgerd of storage
+/// format 2 (entries in sled blocks): 45 entries (a registered agent, 37 of its decisions,
+/// five of another agent, the start and stop), a checkpoint pinned at 39.
+fn format2_copy(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format2-data");
+    std::fs::create_dir_all(to.join("store")).expect("mkdir");
+    for f in ["signing.key", "redaction.key", "verifier.vkey", "store/conf", "store/db"] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy fixture");
+    }
+    for (p, mode) in [("", 0o700), ("store", 0o700), ("signing.key", 0o600), ("redaction.key", 0o600)] {
+        std::fs::set_permissions(to.join(p), std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+}
+
+fn check_format2_migrated(daemon: &Daemon, data_dir: &Path, billing_decisions: u64) {
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format2-pinned.note");
+    verify_ok(daemon, &["--checkpoint", pinned.to_str().expect("utf-8")]);
+    assert_eq!(count(daemon, "agent = \"billing-bot\" and kind = decision | count"), billing_decisions);
+    assert_eq!(count(daemon, "agent = \"billing-bot\" and decision = deny | count"), 7);
+    assert_eq!(count(daemon, "agent = \"other\" | count"), 5);
+    let out = daemon.ctl(&["agents", "list"]);
+    assert!(stdout(&out).contains("billing-bot"), "the registry: {}", stdout(&out));
+    assert!(data_dir.join("store/log").is_dir(), "segments in place");
+    assert!(!data_dir.join("store/log.migrating").exists());
+}
+
+#[test]
+fn a_format_2_data_dir_is_moved_to_segments_on_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    format2_copy(&data_dir);
+    let daemon = Daemon::start_in(&data_dir).expect("start on a format-2 data dir");
+    assert_eq!(daemon.ready_size(), 46, "45 old entries and this start: {}", daemon.ready);
+    check_format2_migrated(&daemon, &data_dir, 37);
+    let out = append(&daemon, "billing-bot", 99);
+    assert_eq!(stdout(&out).trim(), "46", "{}", stderr(&out));
+    daemon.kill();
+    let daemon = Daemon::start_in(&data_dir).expect("restart after SIGKILL");
+    check_format2_migrated(&daemon, &data_dir, 38);
+    assert_eq!(daemon.ready_size(), 48);
+}
+
+#[test]
+fn a_migration_stopped_by_a_crash_starts_over_on_the_next_start() {
+    for point in ["migrate-before-rename", "migrate-before-format"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        format2_copy(&data_dir);
+        let err = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", point)])
+            .err()
+            .unwrap_or_else(|| panic!("{point}: ledgerd must abort mid-migration"));
+        assert!(err.contains("failpoint"), "{point}: {err}");
+        let daemon = Daemon::start_in(&data_dir).unwrap_or_else(|e| panic!("{point}: restart: {e}"));
+        assert_eq!(daemon.ready_size(), 46, "{point}: {}", daemon.ready);
+        check_format2_migrated(&daemon, &data_dir, 37);
+    }
+}
+
+/// Device syncs (`fdatasync`, `fsync`, `sync_file_range`) a daemon makes over its life
+/// with `appends` single `ledgerctl append` calls; `None` where strace cannot trace.
+fn device_syncs(appends: u64) -> Option<usize> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let trace = tmp.path().join("trace");
+    // No periodic checkpoint inside the measured span: only the start's and the stop's.
+    let config = tmp.path().join("ledgerd.toml");
+    let text = format!(
+        "data_dir = {:?}\n[checkpoint]\ninterval = \"1h\"\n",
+        tmp.path().join("data").display().to_string()
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fdatasync,fsync,sync_file_range", "-o"])
+        .arg(&trace)
+        .arg(bin("ledgerd"))
+        .arg("--config")
+        .arg(&config)
+        .env("LEDGERD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::BufRead;
+    let line = std::io::BufReader::new(strace.stdout.take()?).lines().next();
+    if !matches!(&line, Some(Ok(l)) if l.starts_with("ready ")) {
+        let _ = strace.kill();
+        let out = strace.wait_with_output().ok()?;
+        println!("skipped: strace cannot trace ledgerd here: {}", stderr(&out));
+        return None;
+    }
+    let socket = tmp.path().join("data/ledgerd.sock");
+    for i in 0..appends {
+        let out = ledger_tests::ctl(
+            &socket,
+            &["append", "--agent", "syncs", "--tool", "t", "--decision", "allow", "--reason", &i.to_string()],
+            None,
+        );
+        assert!(out.status.success(), "append: {}", stderr(&out));
+    }
+    let pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).ok()?;
+    let pid = pid.split_whitespace().next()?.to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = strace.wait_with_output().ok()?;
+    assert!(out.status.success(), "ledgerd under strace: {}", stderr(&out));
+    let text = std::fs::read_to_string(&trace).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| ["fdatasync(", "fsync(", "sync_file_range("].iter().any(|c| l.contains(c)))
+            .count(),
+    )
+}
+
+#[test]
+fn one_device_sync_per_group_commit_on_the_append_path() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("skipped: needs strace (docs/ARCHITECTURE.md shows a traced run)");
+        return;
+    }
+    // The same daemon life (start, checkpoints, stop) with 0 and with 60 appends: the 60
+    // single appends, each its own group commit, add at most one device sync each.
+    let (Some(base), Some(with)) = (device_syncs(0), device_syncs(60)) else { return };
+    assert!(with >= base + 60, "every append is synced: {base} syncs without appends, {with} with 60");
+    assert!(
+        with <= base + 60,
+        "more than one device sync per commit: {base} without appends, {with} with 60"
+    );
+}
