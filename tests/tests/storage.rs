@@ -1,5 +1,5 @@
 //! Issue 17: the storage format of segment files. A crash between a commit's sync and the
-//! writes derived from it, a data dir of the previous format (2) moved over on open, also
+//! writes derived from it, a commit torn mid-write over the pre-zeroed tail, a data dir of the previous format (2) moved over on open, also
 //! after a crash mid-migration, and one device sync per commit under strace.
 
 use std::os::unix::fs::PermissionsExt;
@@ -63,6 +63,71 @@ fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() 
     assert!(daemon.stop());
     // And once more after a clean stop: nothing left to adopt, the same tree.
     let daemon = Daemon::start_in(&data_dir).expect("restart");
+    verify_ok(&daemon, &[]);
+}
+
+/// The newest segment file of a data dir and its size.
+fn newest_segment(data_dir: &Path) -> (std::path::PathBuf, u64) {
+    let mut segs: Vec<_> = std::fs::read_dir(data_dir.join("store/log"))
+        .expect("store/log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let path = segs.pop().expect("a segment");
+    let size = std::fs::metadata(&path).expect("meta").len();
+    (path, size)
+}
+
+#[test]
+fn a_pre_zeroed_segment_with_a_crash_torn_tail_recovers_exactly_the_acknowledged_entries() {
+    // Commit 1 is `daemon_started`, 2..=6 five appends; the 7th commit (the sixth append)
+    // writes half of its frames over the pre-zeroed tail and the process dies unsynced.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let daemon = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", "torn-entries-write:7")])
+        .expect("start with the failpoint");
+    for i in 0..5 {
+        let out = append(&daemon, "torn-bot", i);
+        assert!(out.status.success(), "append {i}: {}", stderr(&out));
+    }
+    // The filler runs after acknowledgements, in the background: wait until the tail the
+    // next commit overwrites is zeros the file already has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while newest_segment(&data_dir).1 < 1 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the segment was never pre-zeroed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = daemon.ctl(&[
+        "append",
+        "--agent",
+        "torn-bot",
+        "--tool",
+        "fs.read",
+        "--decision",
+        "allow",
+        "--params",
+        &format!("{{\"pad\":\"{}\"}}", "x".repeat(3000)),
+    ]);
+    assert!(!out.status.success(), "the torn commit is never acknowledged");
+    assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
+
+    let daemon = Daemon::start_in(&data_dir).expect("restart after the torn write");
+    // Exactly the acknowledged entries, then this start's `daemon_started` in seq 6.
+    assert_eq!(daemon.ready_size(), 7, "{}", daemon.ready);
+    assert_eq!(count(&daemon, "agent = \"torn-bot\" | count"), 5);
+    let out = daemon.ctl(&["query", "seq >= 5 | fields seq, kind, agent", "--format", "csv"]);
+    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(rows, ["5,decision,torn-bot", "6,daemon_started,ledgerd"], "{}", stderr(&out));
+    let out = append(&daemon, "torn-bot", 6);
+    assert_eq!(stdout(&out).trim(), "7", "the sequence continues: {}", stderr(&out));
+    verify_ok(&daemon, &[]);
+    // The commits after the cut overwrote the torn bytes' place: a hard stop now and a
+    // start find exactly them, nothing of the torn commit behind them.
+    daemon.kill();
+    let daemon = Daemon::start_in(&data_dir).expect("restart after SIGKILL");
+    assert_eq!(daemon.ready_size(), 9, "{}", daemon.ready);
+    assert_eq!(count(&daemon, "agent = \"torn-bot\" | count"), 6);
     verify_ok(&daemon, &[]);
 }
 
