@@ -433,7 +433,7 @@ const MIGRATING_DIR: &str = "log.migrating";
 /// Moves the entries of a format-1 (`entries` tree, one record per key) or format-2
 /// (`blocks` tree) store into segment files, records unchanged. Crash-safe: the segments
 /// are written and synced under [`MIGRATING_DIR`], renamed to [`LOG_DIR`] (the directory
-/// synced), and only then is format 3 recorded (sled flushed and synced) and the old tree
+/// synced), and only then is the current format recorded (sled flushed and synced) and the old tree
 /// dropped. Until the format is recorded the old tree is the only truth: a restart
 /// removes whatever segments a stopped migration left and starts over.
 fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), StoreError> {
