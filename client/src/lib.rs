@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
 pub mod jsonl;
+pub mod lines;
 pub mod state;
 pub mod status;
 pub mod verify;
