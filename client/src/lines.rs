@@ -54,20 +54,28 @@ fn finish(mut buf: Vec<u8>, total: u64, max: usize, ended: bool) -> Option<Line>
     Some(Line::Bytes(buf))
 }
 
+/// The one reading loop of [`next_line`] and [`next_line_async`]; `$fill` is the reader's
+/// `fill_buf` call, blocking or awaited.
+macro_rules! read_bounded_line {
+    ($reader:ident, $max:ident, $fill:expr) => {{
+        let (mut buf, mut total) = (Vec::new(), 0u64);
+        loop {
+            let chunk = $fill?;
+            if chunk.is_empty() {
+                return Ok(finish(buf, total, $max, false));
+            }
+            let fed = feed(chunk, &mut buf, &mut total, $max);
+            $reader.consume(fed.used);
+            if fed.ended {
+                return Ok(finish(buf, total, $max, true));
+            }
+        }
+    }};
+}
+
 /// Reads the next line of at most `max` bytes from `reader` (`None` at the end).
 pub fn next_line(reader: &mut impl BufRead, max: usize) -> io::Result<Option<Line>> {
-    let (mut buf, mut total) = (Vec::new(), 0u64);
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(finish(buf, total, max, false));
-        }
-        let fed = feed(chunk, &mut buf, &mut total, max);
-        reader.consume(fed.used);
-        if fed.ended {
-            return Ok(finish(buf, total, max, true));
-        }
-    }
+    read_bounded_line!(reader, max, reader.fill_buf())
 }
 
 /// [`next_line`] for an async reader.
@@ -75,18 +83,7 @@ pub async fn next_line_async<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> io::Result<Option<Line>> {
-    let (mut buf, mut total) = (Vec::new(), 0u64);
-    loop {
-        let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(finish(buf, total, max, false));
-        }
-        let fed = feed(chunk, &mut buf, &mut total, max);
-        reader.consume(fed.used);
-        if fed.ended {
-            return Ok(finish(buf, total, max, true));
-        }
-    }
+    read_bounded_line!(reader, max, reader.fill_buf().await)
 }
 
 /// `N bytes` in words for messages (`64 MiB`, `1.5 KiB`, `12 bytes`).

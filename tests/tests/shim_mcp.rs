@@ -182,24 +182,11 @@ fn the_proxy_decides_every_call_and_the_ledger_holds_exactly_those_decisions() {
     std::fs::write(&server, SERVER).expect("write server");
     let log = tmp.path().join("server.log");
 
-    ok(&daemon.ctl(&["agents", "register", "analyst", "--owner", "o", "--purpose", "p"]));
     let policy = format!(
         "rule no-write: deny tool = \"write_file\"\nrule read-data: allow tool = \"read_file\" and params.path ~ \"{}/**\"\ndefault deny\n",
         data.display()
     );
-    let policy_file = tmp.path().join("analyst.policy");
-    std::fs::write(&policy_file, policy).expect("write");
-    ok(&daemon.ctl(&[
-        "policy",
-        "set",
-        "analyst",
-        "--file",
-        policy_file.to_str().expect("utf-8"),
-        "--author",
-        "a",
-        "--reason",
-        "r",
-    ]));
+    agent_with_policy(&daemon, tmp.path(), "analyst", &policy);
 
     let server_arg = server.to_str().expect("utf-8");
     let mut proxy =
@@ -389,17 +376,13 @@ fn the_real_filesystem_server_behind_the_proxy_driven_by_the_python_sdk() {
     std::fs::create_dir(&data).expect("mkdir");
     let data = data.canonicalize().expect("canonical");
     std::fs::write(data.join("a.txt"), "hello from the filesystem server\n").expect("write");
-    ok(&daemon.ctl(&["agents", "register", "fs-agent", "--owner", "o", "--purpose", "p"]));
     let policy = format!(
         "rule no-write: deny tool in [\"write_file\", \"edit_file\", \"create_directory\", \"move_file\"]\n\
          rule read: allow tool in [\"read_text_file\", \"read_file\", \"list_directory\", \"list_allowed_directories\"]\n    and (params.path ~ \"{}/**\" or not params.path ~ \"**\")\n\
          default deny\n",
         data.display()
     );
-    let policy_file = tmp.path().join("fs.policy");
-    std::fs::write(&policy_file, policy).expect("write");
-    let policy_file = policy_file.to_str().expect("utf-8");
-    ok(&daemon.ctl(&["policy", "set", "fs-agent", "--file", policy_file, "--author", "a", "--reason", "r"]));
+    agent_with_policy(&daemon, tmp.path(), "fs-agent", &policy);
 
     let socket = daemon.socket.canonicalize().expect("socket path");
     let out = Command::new("python3")
@@ -532,11 +515,16 @@ impl Fixture {
 }
 
 fn reader_agent(daemon: &Daemon, dir: &Path, agent: &str) {
-    let policy = dir.join(format!("{agent}.policy"));
-    std::fs::write(&policy, "rule r: allow tool = \"read_file\"\ndefault deny\n").expect("write");
+    agent_with_policy(daemon, dir, agent, "rule r: allow tool = \"read_file\"\ndefault deny\n");
+}
+
+/// Registers `agent` and gives it `policy`.
+fn agent_with_policy(daemon: &Daemon, dir: &Path, agent: &str, policy: &str) {
+    let file = dir.join(format!("{agent}.policy"));
+    std::fs::write(&file, policy).expect("write");
     ok(&daemon.ctl(&["agents", "register", agent, "--owner", "o", "--purpose", "p"]));
-    let policy = policy.to_str().expect("utf-8");
-    ok(&daemon.ctl(&["policy", "set", agent, "--file", policy, "--author", "a", "--reason", "r"]));
+    let file = file.to_str().expect("utf-8");
+    ok(&daemon.ctl(&["policy", "set", agent, "--file", file, "--author", "a", "--reason", "r"]));
 }
 
 /// The decisions and heartbeats in the ledger, in log order, as JSON rows (maybe none).
@@ -760,20 +748,7 @@ fn a_message_over_the_bound_from_either_side_is_dropped_with_an_error_and_the_pr
     std::fs::write(&server, HUGE_SERVER).expect("write server");
     let log = tmp.path().join("server.log");
     let stderr = tmp.path().join("proxy.err");
-    ok(&daemon.ctl(&["agents", "register", "analyst", "--owner", "o", "--purpose", "p"]));
-    let policy_file = tmp.path().join("analyst.policy");
-    std::fs::write(&policy_file, "default allow\n").expect("write");
-    ok(&daemon.ctl(&[
-        "policy",
-        "set",
-        "analyst",
-        "--file",
-        policy_file.to_str().expect("utf-8"),
-        "--author",
-        "a",
-        "--reason",
-        "r",
-    ]));
+    agent_with_policy(&daemon, tmp.path(), "analyst", "default allow\n");
     let server_arg = server.to_str().expect("utf-8");
     let mut proxy = Proxy::start_with(
         &daemon.socket,
