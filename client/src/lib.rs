@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
+pub mod files;
 pub mod jsonl;
 pub mod lines;
 pub mod state;
