@@ -403,7 +403,9 @@ impl Segments {
             .spawn(move || fill_zeros(&writer, &file, &path, target));
         match spawned {
             Ok(handle) => w.filler = Some(handle),
-            Err(e) => tracing::warn!(error = %e, "cannot start the segment zero filler; appends grow the file"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the segment zero filler; appends grow the file")
+            }
         }
     }
 
@@ -520,12 +522,8 @@ impl Segments {
         sync_dir(&self.dir)?;
         drop(s);
         let (seg, _) = scan_segment(file, path, start, false)?;
-        lock(&self.writer).tail = Some(Tail {
-            file: seg.file.clone(),
-            path: seg.path.clone(),
-            end: seg.len,
-            zeroed_to: seg.len,
-        });
+        lock(&self.writer).tail =
+            Some(Tail { file: seg.file.clone(), path: seg.path.clone(), end: seg.len, zeroed_to: seg.len });
         write_lock(&self.shared).segs.push(seg);
         Ok(())
     }
@@ -635,7 +633,8 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
                 // end of the file's non-zero bytes.
                 let claimed =
                     u32_at(&c.buf, c.pos).map_or(u64::MAX, |l| frame_len((l & !COMMIT_END) as usize) as u64);
-                let runs_to_end = size - offset < FRAME_HEADER as u64 || offset.saturating_add(claimed) >= data_end;
+                let runs_to_end =
+                    size - offset < FRAME_HEADER as u64 || offset.saturating_add(claimed) >= data_end;
                 if !(trim_tail && runs_to_end) {
                     return Err(damaged(why));
                 }
@@ -1035,7 +1034,16 @@ mod tests {
         }
         let pristine = std::fs::read(&path).expect("read");
         let last_frame = torn.len() - frame_len(recs[14].len());
-        for cut in [1, 7, 8, 20, frame_len(recs[10].len()), last_frame, last_frame + 9, last_frame + FRAME_HEADER + recs[14].len() - 1] {
+        for cut in [
+            1,
+            7,
+            8,
+            20,
+            frame_len(recs[10].len()),
+            last_frame,
+            last_frame + 9,
+            last_frame + FRAME_HEADER + recs[14].len() - 1,
+        ] {
             std::fs::write(&path, &pristine).expect("restore");
             let f = OpenOptions::new().write(true).open(&path).expect("open file");
             f.write_all_at(&torn[..cut], acked).expect("torn write");
