@@ -30,18 +30,25 @@ fn verify_ok(daemon: &Daemon, extra: &[&str]) {
     assert!(out.status.success(), "verify: {}{}", stdout(&out), stderr(&out));
 }
 
-#[test]
-fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() {
-    // Commit 1 is `daemon_started`, 2..=6 five appends; the 7th commit (the sixth append)
-    // aborts right after its segment write is synced, before sled sees any of it.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = tmp.path().join("data");
-    let daemon = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", "after-entries-sync:7")])
-        .expect("start with the failpoint");
+/// A daemon on a fresh data dir (in `tmp`) with the failpoint `point` set, after five
+/// acknowledged appends of `agent` (commits 2..=6; commit 1 is `daemon_started`).
+fn five_appends_then_failpoint(tmp: &Path, point: &str, agent: &str) -> (std::path::PathBuf, Daemon) {
+    let data_dir = tmp.join("data");
+    let daemon =
+        Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", point)]).expect("start with the failpoint");
     for i in 0..5 {
-        let out = append(&daemon, "crash-bot", i);
+        let out = append(&daemon, agent, i);
         assert!(out.status.success(), "append {i}: {}", stderr(&out));
     }
+    (data_dir, daemon)
+}
+
+#[test]
+fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() {
+    // The 7th commit (the sixth append) aborts right after its segment write is synced,
+    // before sled sees any of it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data_dir, daemon) = five_appends_then_failpoint(tmp.path(), "after-entries-sync:7", "crash-bot");
     let out = append(&daemon, "crash-bot", 5);
     assert!(!out.status.success(), "the commit that hits the failpoint is never acknowledged");
     assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
@@ -81,16 +88,10 @@ fn newest_segment(data_dir: &Path) -> (std::path::PathBuf, u64) {
 
 #[test]
 fn a_pre_zeroed_segment_with_a_crash_torn_tail_recovers_exactly_the_acknowledged_entries() {
-    // Commit 1 is `daemon_started`, 2..=6 five appends; the 7th commit (the sixth append)
-    // writes half of its frames over the pre-zeroed tail and the process dies unsynced.
+    // The 7th commit (the sixth append) writes half of its frames over the pre-zeroed
+    // tail and the process dies unsynced.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = tmp.path().join("data");
-    let daemon = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", "torn-entries-write:7")])
-        .expect("start with the failpoint");
-    for i in 0..5 {
-        let out = append(&daemon, "torn-bot", i);
-        assert!(out.status.success(), "append {i}: {}", stderr(&out));
-    }
+    let (data_dir, daemon) = five_appends_then_failpoint(tmp.path(), "torn-entries-write:7", "torn-bot");
     // The filler runs after acknowledgements, in the background: wait until the tail the
     // next commit overwrites is zeros the file already has.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
