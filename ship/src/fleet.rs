@@ -410,7 +410,8 @@ impl<'a> LogCheck<'a> {
         }
         walked_to = 0;
         let origin: std::sync::Arc<str> = self.trusted.origin.clone().into();
-        let mut loads = plans.into_iter().map(|plan| tokio::spawn(load(bucket.clone(), plan, origin.clone())));
+        let mut loads =
+            plans.into_iter().map(|plan| tokio::spawn(load(bucket.clone(), plan, origin.clone())));
         let mut next = loads.next();
         while let Some(current) = next.take() {
             next = loads.next();
@@ -483,7 +484,12 @@ impl<'a> LogCheck<'a> {
     /// Appends one checked part's leaf hashes to `range` (holding the tree to the state
     /// file's checkpoint on the way) and reports its rows that differ from their leaves.
     /// `false` if the walk cannot go on.
-    fn walk_part(&mut self, checked: Checked, range: &mut CompactRange, rotations: &mut Vec<pb::Entry>) -> bool {
+    fn walk_part(
+        &mut self,
+        checked: Checked,
+        range: &mut CompactRange,
+        rotations: &mut Vec<pb::Entry>,
+    ) -> bool {
         let mut mismatches = checked.mismatches.into_iter().peekable();
         for (k, hash) in checked.hashes.iter().enumerate() {
             range.append(*hash, |_, _, _| {});
@@ -831,9 +837,9 @@ fn check_part(
         })();
         checked.rows += read;
         match result {
-            Ok(()) if read != last.saturating_sub(first) + 1 => checked
-                .problems
-                .push(format!("{fpath} has {read} rows, its name says {}", last - first + 1)),
+            Ok(()) if read != last.saturating_sub(first) + 1 => {
+                checked.problems.push(format!("{fpath} has {read} rows, its name says {}", last - first + 1))
+            }
             Ok(()) => {}
             Err(e) => checked.problems.push(format!("{fpath} is not a readable shipped Parquet file: {e}")),
         }
@@ -855,7 +861,8 @@ fn check_part(
 /// A leaves object's bytes, decompressed to at most `limit` bytes.
 fn decompress(compressed: &[u8], limit: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| format!("not a zstd stream: {e}"))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(compressed).map_err(|e| format!("not a zstd stream: {e}"))?;
     // Room for what the frame header says it holds (the shipper's objects say), so the
     // output is not copied as it grows; a hostile header gets no more than the limit, and
     // at most READ_AHEAD_CAP up front.
@@ -918,7 +925,9 @@ fn row_mismatch(
         Ok(_) if null.is_some() => {
             format!("column {} is null (a shipped file has no nulls there)", null.unwrap_or_default())
         }
-        Ok(_) if row.log != origin => format!("column log: Parquet has {:?}, this log is {origin:?}", row.log),
+        Ok(_) if row.log != origin => {
+            format!("column log: Parquet has {:?}, this log is {origin:?}", row.log)
+        }
         Ok(_) if row.entry.seq != seq => {
             format!("column seq: Parquet has {}, the row stands at entry {seq}", row.entry.seq)
         }
@@ -1194,8 +1203,11 @@ mod tests {
     fn leaves_objects_that_do_not_frame_are_named() {
         let mut framed = Vec::new();
         for s in 0..3u64 {
-            ledger_client::evidence::frame_leaf(&mut framed, &ledger_proto::leaf::leaf_bytes(&entry(START + s)))
-                .expect("frame");
+            ledger_client::evidence::frame_leaf(
+                &mut framed,
+                &ledger_proto::leaf::leaf_bytes(&entry(START + s)),
+            )
+            .expect("frame");
         }
         let (leaves, e) = split_leaves(&framed, 3);
         assert_eq!((leaves.len(), e), (3, None));
@@ -1217,7 +1229,11 @@ mod tests {
         assert!(e.is_some_and(|e| e.contains("only 2 remain")));
         // Not zstd at all.
         let c = check_part(ORIGIN, plan(), b"not zstd", Vec::new());
-        assert!(c.leaf_error.as_ref().is_some_and(|e| e.contains("decompress") || e.contains("zstd")), "{:?}", c.leaf_error);
+        assert!(
+            c.leaf_error.as_ref().is_some_and(|e| e.contains("decompress") || e.contains("zstd")),
+            "{:?}",
+            c.leaf_error
+        );
         assert!(c.hashes.is_empty());
     }
 }

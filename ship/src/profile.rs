@@ -49,7 +49,8 @@ pub struct Profile {
 impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
-        let keys = self.keys.as_ref().map(|(id, _, token)| (id, "<secret>", token.as_ref().map(|_| "<token>")));
+        let keys =
+            self.keys.as_ref().map(|(id, _, token)| (id, "<secret>", token.as_ref().map(|_| "<token>")));
         f.debug_struct("Profile").field("keys", &keys).field("region", &self.region).finish()
     }
 }
@@ -143,10 +144,14 @@ fn read(path: &Path, var: Option<&'static str>) -> Result<Option<String>, Profil
     match (std::fs::read_to_string(path), var) {
         (Ok(text), _) => Ok(Some(text)),
         (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        (Err(e), Some(var)) => {
-            Err(ProfileError::NamedFileUnreadable { path: path.display().to_string(), var, why: e.to_string() })
+        (Err(e), Some(var)) => Err(ProfileError::NamedFileUnreadable {
+            path: path.display().to_string(),
+            var,
+            why: e.to_string(),
+        }),
+        (Err(e), None) => {
+            Err(ProfileError::Unreadable { path: path.display().to_string(), why: e.to_string() })
         }
-        (Err(e), None) => Err(ProfileError::Unreadable { path: path.display().to_string(), why: e.to_string() }),
     }
 }
 
@@ -177,7 +182,8 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Profile, ProfileE
     let in_config = config
         .iter()
         .find(|(n, _)| {
-            n.strip_prefix("profile").is_some_and(|rest| rest.starts_with([' ', '\t']) && rest.trim() == f.profile)
+            n.strip_prefix("profile")
+                .is_some_and(|rest| rest.starts_with([' ', '\t']) && rest.trim() == f.profile)
                 || (f.profile == "default" && n == "default")
         })
         .map(|(_, s)| s);
@@ -201,9 +207,11 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Profile, ProfileE
         None
     } else {
         match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-            (Some((id, _)), Some((secret, _))) => {
-                Some((id.to_string(), secret.to_string(), get("aws_session_token").map(|(t, _)| t.to_string())))
-            }
+            (Some((id, _)), Some((secret, _))) => Some((
+                id.to_string(),
+                secret.to_string(),
+                get("aws_session_token").map(|(t, _)| t.to_string()),
+            )),
             (Some((_, w)), None) => {
                 return Err(ProfileError::HalfKey {
                     profile: f.profile,
@@ -224,7 +232,11 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Profile, ProfileE
                 const UNSUPPORTED: [&str; 5] =
                     ["role_arn", "credential_process", "sso_session", "sso_start_url", "login_session"];
                 if let Some((key, (_, w))) = UNSUPPORTED.iter().find_map(|k| get(k).map(|g| (*k, g))) {
-                    return Err(ProfileError::Unsupported { profile: f.profile, path: path_of(w), key: key.into() });
+                    return Err(ProfileError::Unsupported {
+                        profile: f.profile,
+                        path: path_of(w),
+                        key: key.into(),
+                    });
                 }
                 None
             }
@@ -281,15 +293,24 @@ mod tests {
     #[test]
     fn the_default_profile_gives_keys_and_region() {
         let p = Home::new(Some(CREDENTIALS), Some(CONFIG)).resolve().expect("resolve");
-        assert_eq!(p, Profile { keys: keys("AKIDDEFAULT", "s3cr3t/default", None), region: Some("eu-west-1".into()) });
+        assert_eq!(
+            p,
+            Profile { keys: keys("AKIDDEFAULT", "s3cr3t/default", None), region: Some("eu-west-1".into()) }
+        );
     }
 
     #[test]
     fn aws_profile_selects_a_profile_across_both_files() {
         let h = Home::new(Some(CREDENTIALS), Some(CONFIG)).with("AWS_PROFILE", "ship");
         let p = h.resolve().expect("resolve");
-        assert_eq!(p, Profile { keys: keys("AKIDSHIP", "s3cr3t+ship", Some("tok")), region: Some("us-east-2".into()) });
-        let p = Home::new(Some(CREDENTIALS), Some(CONFIG)).with("AWS_PROFILE", "only-config").resolve().expect("cfg");
+        assert_eq!(
+            p,
+            Profile { keys: keys("AKIDSHIP", "s3cr3t+ship", Some("tok")), region: Some("us-east-2".into()) }
+        );
+        let p = Home::new(Some(CREDENTIALS), Some(CONFIG))
+            .with("AWS_PROFILE", "only-config")
+            .resolve()
+            .expect("cfg");
         assert_eq!(p.keys, keys("AKIDCFG", "cfgsecret", None));
         assert_eq!(p.region.as_deref(), Some("ap-south-1"));
     }
@@ -310,7 +331,8 @@ mod tests {
     fn the_file_variables_move_the_files() {
         let h = Home::new(None, None);
         let other = h.dir.path().join("elsewhere");
-        std::fs::write(&other, "[default]\naws_access_key_id = A\naws_secret_access_key = B\n").expect("write");
+        std::fs::write(&other, "[default]\naws_access_key_id = A\naws_secret_access_key = B\n")
+            .expect("write");
         let h = h.with("AWS_SHARED_CREDENTIALS_FILE", &other.display().to_string());
         assert_eq!(h.resolve().expect("resolve").keys, keys("A", "B", None));
     }
@@ -318,7 +340,10 @@ mod tests {
     #[test]
     fn no_files_or_no_default_profile_leave_the_rest_of_the_chain() {
         assert_eq!(Home::new(None, None).resolve().expect("none"), Profile::default());
-        assert_eq!(Home::new(Some("[other]\nregion = x\n"), None).resolve().expect("other"), Profile::default());
+        assert_eq!(
+            Home::new(Some("[other]\nregion = x\n"), None).resolve().expect("other"),
+            Profile::default()
+        );
         assert_eq!(resolve(&|_| None).expect("no HOME"), Profile::default());
         // A profile with only a region: no keys, the region.
         let p = Home::new(None, Some("[default]\nregion = eu-north-1\n")).resolve().expect("region only");
@@ -335,7 +360,10 @@ mod tests {
             ("[default\naws_access_key_id = A\n", "line 1: a section header must end with `]`"),
             ("[]\n", "line 1: a section header names no profile"),
             ("aws_access_key_id = A\n[default]\n", "line 1: setting \"aws_access_key_id\" comes before"),
-            ("[default]\naws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n", "line 2: expected `[profile]`"),
+            (
+                "[default]\naws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+                "line 2: expected `[profile]`",
+            ),
             ("[default]\n= value\n", "line 2: a setting without a name"),
             ("\u{feff}\u{0}\u{1}garbage\n", "line 1: expected"),
         ] {
@@ -358,7 +386,8 @@ mod tests {
         assert!(e.contains("not aws_secret_access_key"), "{e}");
         let e = error(&Home::new(Some("[default]\naws_secret_access_key = hunter2\n"), None));
         assert!(e.contains("not aws_access_key_id") && !e.contains("hunter2"), "{e}");
-        let e = error(&Home::new(None, Some("[profile sso]\nsso_session = corp\n")).with("AWS_PROFILE", "sso"));
+        let e =
+            error(&Home::new(None, Some("[profile sso]\nsso_session = corp\n")).with("AWS_PROFILE", "sso"));
         assert!(e.contains("`sso_session`") && e.contains("does not support"), "{e}");
         // A directory where the file should be.
         let h = Home::new(None, None);

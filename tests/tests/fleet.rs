@@ -633,8 +633,11 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
         ),
     )
     .expect("credentials file");
-    std::fs::write(home.join(".aws/config"), format!("[profile auditor]\nregion = {}\n", ledger_tests::s3::REGION))
-        .expect("config file");
+    std::fs::write(
+        home.join(".aws/config"),
+        format!("[profile auditor]\nregion = {}\n", ledger_tests::s3::REGION),
+    )
+    .expect("config file");
     let with_profile = |profile: &str| {
         let mut cmd = Command::new(bin("ledgerctl"));
         cmd.args(["fleet", "verify"]).arg(format!("s3://{BUCKET}/t")).arg("--trust").arg(&trust);
