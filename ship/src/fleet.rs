@@ -804,7 +804,7 @@ fn check_part(
                 let cols = columns::Columns::of(&batch)?;
                 for i in 0..cols.len() {
                     // The row's position in the part: its file's name says where it starts.
-                    let k = (first - plan.start).saturating_add(read + i as u64);
+                    let k = first.saturating_sub(plan.start).saturating_add(read + i as u64);
                     let Some(leaf) = usize::try_from(k).ok().and_then(|k| leaves.get(k)) else { continue };
                     let seq = plan.start + k;
                     let hash = &checked.hashes[k as usize];
@@ -836,9 +836,10 @@ fn check_part(
             Ok(())
         })();
         checked.rows += read;
+        let named = last.saturating_sub(first).saturating_add(1);
         match result {
-            Ok(()) if read != last.saturating_sub(first) + 1 => {
-                checked.problems.push(format!("{fpath} has {read} rows, its name says {}", last - first + 1))
+            Ok(()) if read != named => {
+                checked.problems.push(format!("{fpath} has {read} rows, its name says {named}"))
             }
             Ok(()) => {}
             Err(e) => checked.problems.push(format!("{fpath} is not a readable shipped Parquet file: {e}")),
