@@ -139,11 +139,17 @@ fn files(env: &dyn Fn(&str) -> Option<String>) -> Option<Files> {
     })
 }
 
-/// Reads a file; `None` if a default-located one does not exist.
+/// Reads a file; `None` if a default-located one does not exist or may not be read (a
+/// service hardened with systemd's `ProtectHome=` cannot see its home: it gets its keys
+/// from its environment, and the skip is logged).
 fn read(path: &Path, var: Option<&'static str>) -> Result<Option<String>, ProfileError> {
     match (std::fs::read_to_string(path), var) {
         (Ok(text), _) => Ok(Some(text)),
         (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        (Err(e), None) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!("{}: {e}; not using the AWS shared files", path.display());
+            Ok(None)
+        }
         (Err(e), Some(var)) => Err(ProfileError::NamedFileUnreadable {
             path: path.display().to_string(),
             var,
