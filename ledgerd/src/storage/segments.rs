@@ -27,7 +27,8 @@
 //! data, where an append that grows the file also commits the filesystem journal for the
 //! new size (PostgreSQL zero-fills its WAL segments for the same reason). The filler
 //! writes only past the writer's end, under the writer's lock, and is started after an
-//! acknowledgement, never on the ack path.
+//! acknowledgement, never on the ack path, and not after a commit of over a quarter of
+//! [`FILL_AHEAD`] (a stream's: its zeros would be overwritten at once, for no gain).
 //!
 //! Recovery: the newest segment is read to the end of its non-zero bytes (zeros after the
 //! last frame are the pre-zeroed tail, not entries: a frame never has a zero length); a
@@ -59,8 +60,13 @@ const FRAME_HEADER: usize = 8;
 /// The bit of a frame's length field that marks a commit's last frame.
 const COMMIT_END: u32 = 1 << 31;
 /// How far past the newest segment's last frame the filler keeps the file written with
-/// zeros (see the module docs).
-pub const FILL_AHEAD: u64 = 8 * 1024 * 1024;
+/// zeros (see the module docs): about two thousand single-entry commits, and little for a
+/// daemon that starts and stops (every test's) to write.
+pub const FILL_AHEAD: u64 = 1024 * 1024;
+/// Commits this large are not followed by a fill: one sync's journal write is nothing
+/// beside their data, and zeros written ahead of them would be overwritten at once (twice
+/// the bytes for a stream's commits).
+const NO_FILL_AFTER: u64 = FILL_AHEAD / 4;
 /// Zeros written by the filler under one hold of the writer's lock.
 const FILL_CHUNK: usize = 256 * 1024;
 /// Bytes read at a time by scans.
@@ -175,6 +181,8 @@ struct Tail {
     path: PathBuf,
     end: u64,
     zeroed_to: u64,
+    /// Bytes of the last commit written here.
+    last_commit: u64,
 }
 
 /// The segment files of one store (see the module docs). Shared by readers and the writer.
@@ -268,6 +276,7 @@ impl Segments {
                 path: g.path.clone(),
                 end: g.len,
                 zeroed_to: g.file.metadata().map_err(io(&g.path))?.len().max(g.len),
+                last_commit: 0,
             }),
             None => None,
         };
@@ -349,6 +358,7 @@ impl Segments {
         if let Some(t) = w.tail.as_mut() {
             t.end = offset + written;
             t.zeroed_to = t.zeroed_to.max(t.end);
+            t.last_commit = written;
         }
         let mut s = write_lock(&self.shared);
         if let Some(last) = s.segs.last_mut() {
@@ -390,6 +400,9 @@ impl Segments {
             return;
         }
         let Some(t) = w.tail.as_ref() else { return };
+        if t.last_commit > NO_FILL_AFTER {
+            return;
+        }
         let target = (t.end + FILL_AHEAD).min(self.segment_bytes);
         if t.zeroed_to >= (t.end + FILL_AHEAD / 2).min(target) {
             return;
@@ -433,7 +446,13 @@ impl Segments {
             }
         };
         let file = Arc::new(file);
-        w.tail = Some(Tail { file: file.clone(), path: path.clone(), end: HEADER, zeroed_to: HEADER });
+        w.tail = Some(Tail {
+            file: file.clone(),
+            path: path.clone(),
+            end: HEADER,
+            zeroed_to: HEADER,
+            last_commit: 0,
+        });
         let mut s = write_lock(&self.shared);
         s.segs.push(Seg { first, count: 0, len: HEADER, file, path, sparse: Vec::new() });
         Ok(())
@@ -522,8 +541,13 @@ impl Segments {
         sync_dir(&self.dir)?;
         drop(s);
         let (seg, _) = scan_segment(file, path, start, false)?;
-        lock(&self.writer).tail =
-            Some(Tail { file: seg.file.clone(), path: seg.path.clone(), end: seg.len, zeroed_to: seg.len });
+        lock(&self.writer).tail = Some(Tail {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            end: seg.len,
+            zeroed_to: seg.len,
+            last_commit: 0,
+        });
         write_lock(&self.shared).segs.push(seg);
         Ok(())
     }
