@@ -182,6 +182,30 @@ impl Decider {
         &self.opts
     }
 
+    /// Whether it holds a connection (it drops the one that failed a call).
+    pub fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Makes its calls on `client` (a clone shares the connection: gRPC calls on one
+    /// connection run concurrently) until a call fails; then it connects on its own.
+    pub fn use_client(&mut self, client: Client) {
+        self.client = Some(client);
+    }
+
+    /// The policy it holds and when that was fetched.
+    pub fn cached_policy(&self) -> Option<&(Instant, FetchedPolicy)> {
+        self.cached.as_ref()
+    }
+
+    /// Takes `policy`, fetched `at`, if it is newer than the one it holds (so deciders of
+    /// one agent share a fetch).
+    pub fn offer_policy(&mut self, at: Instant, policy: &FetchedPolicy) {
+        if self.cached.as_ref().is_none_or(|(mine, _)| *mine < at) {
+            self.cached = Some((at, policy.clone()));
+        }
+    }
+
     async fn client(&mut self) -> Result<&mut Client, ShimError> {
         if self.client.is_none() {
             let client = timed("cannot reach ledgerd", Client::connect(&self.opts.socket)).await?;

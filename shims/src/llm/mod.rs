@@ -50,8 +50,9 @@ pub const DEFAULT_OPENAI: &str = "https://api.openai.com";
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 /// The largest non-streamed upstream response the gateway reads.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
-/// Deciders (ledgerd connections, each its own `shim_id`) per agent.
-pub const DEFAULT_DECIDERS: usize = 16;
+/// The most deciders (each its own `shim_id`, deciding one call at a time) per agent: the
+/// most tool calls of one agent decided at the same moment; more wait for a decider.
+pub const DEFAULT_DECIDERS: usize = 128;
 
 /// `ledgerctl shim llm` flags.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -77,7 +78,7 @@ pub struct LlmArgs {
     /// The largest request body accepted, in bytes [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Ledgerd connections per agent, each deciding one call at a time [default: 16]
+    /// The most tool calls of one agent decided at once, each by its own decider (shim_id), made as needed [default: 128]
     #[arg(long, value_name = "N")]
     pub deciders_per_agent: Option<usize>,
     /// Allow calls when no decision can be made or recorded (loud on stderr, recorded when possible)
