@@ -6,6 +6,8 @@ the base URL and the API key are set.
       runs each case, prints one JSON result per line
   python3 llm_client.py agent OPENAI_BASE KEY RAN_LOG
       runs an Agents SDK tool loop; each tool run is appended to RAN_LOG
+  python3 llm_client.py count_tokens ANTHROPIC_BASE KEY
+      counts a message's tokens (`messages.count_tokens`), prints {"input_tokens": N}
 """
 
 import json
@@ -148,3 +150,9 @@ if __name__ == "__main__":
             print(json.dumps(run_case(case, sys.argv[2], sys.argv[3])), flush=True)
     elif sys.argv[1] == "agent":
         agent(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "count_tokens":
+        import anthropic
+
+        client = anthropic.Anthropic(base_url=sys.argv[2], api_key=sys.argv[3], max_retries=0, timeout=60)
+        n = client.messages.count_tokens(model="a-text", messages=[{"role": "user", "content": "hi"}])
+        print(json.dumps({"input_tokens": n.input_tokens}))

@@ -249,8 +249,11 @@ impl Identity {
         }
         match self.ask(token).await {
             Ok(agent) => {
-                let ctx = match cached {
-                    Some((_, ctx)) if ctx.agent == agent => ctx,
+                let mut known = self.known.lock().await;
+                // Requests that came in together all asked; they must share one agent (one
+                // pool), so the first answer's stays.
+                let ctx = match known.get(token).map(|k| k.ctx.clone()).or(cached.map(|(_, ctx)| ctx)) {
+                    Some(ctx) if ctx.agent == agent => ctx,
                     _ => {
                         let opts = ShimOptions {
                             socket: self.socket.clone(),
@@ -261,10 +264,7 @@ impl Identity {
                         Arc::new(AgentCtx::new(opts, self.link.clone(), self.most))
                     }
                 };
-                self.known
-                    .lock()
-                    .await
-                    .insert(token.to_string(), Known { checked: Instant::now(), ctx: ctx.clone() });
+                known.insert(token.to_string(), Known { checked: Instant::now(), ctx: ctx.clone() });
                 Ok(ctx)
             }
             Err(Refusal::Unknown(why)) => {
