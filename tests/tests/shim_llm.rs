@@ -697,11 +697,33 @@ fn llm_gateway_openai_agents_tool_loop_runs_allowed_tools_only() {
     if !have_sdks() {
         return;
     }
+    calculator_loop("agent");
+}
+
+/// The same tool loop with pydantic-ai (its OpenAI Responses model), when installed.
+#[test]
+fn llm_gateway_pydantic_ai_tool_loop_runs_allowed_tools_only() {
+    if !have_sdks() {
+        return;
+    }
+    let installed =
+        Command::new("python3").args(["-c", "import pydantic_ai"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("SKIP: pydantic-ai-slim[openai] is not installed (.ci/run installs it)");
+        return;
+    }
+    calculator_loop("pydantic_agent");
+}
+
+/// Runs the recorded calculator tool loop with the framework `driver` of llm_client.py:
+/// the allowed calls run, the denied one never does, and the ledger holds the three
+/// decisions and an outcome for each allowed call.
+fn calculator_loop(driver: &str) {
     let env = Env::new(&[]);
     let ran = env.tmp.path().join("ran.log");
     let out = Command::new("python3")
         .arg(interop().join("llm_client.py"))
-        .args(["agent", &format!("http://{}/v1", env.gateway), &env.token])
+        .args([driver, &format!("http://{}/v1", env.gateway), &env.token])
         .arg(&ran)
         .output()
         .expect("run the agent");
