@@ -1,8 +1,8 @@
 //! The LLM gateway (`ledgerctl shim llm`) end to end: a real daemon, the gateway binary, a
 //! scripted upstream that replays recorded API responses and logs what reaches it
 //! (tests/interop/llm_upstream.py), and the official `anthropic` and `openai` Python SDKs
-//! (and the OpenAI Agents SDK) pointed at the gateway by base URL and API key only
-//! (tests/interop/llm_client.py).
+//! (and the OpenAI Agents SDK and pydantic-ai) pointed at the gateway by base URL and API
+//! key only (tests/interop/llm_client.py).
 //!
 //! Skips (with a printed reason) when python3 or the SDKs are not installed (`.ci/run`
 //! installs them).
