@@ -838,7 +838,8 @@ fn llm_gateway_passes_count_tokens_through_with_the_real_key() {
     assert_eq!((r["method"].as_str(), r["path"].as_str()), (Some("POST"), Some("/v1/messages/count_tokens")));
     assert_eq!(r["headers"]["x-api-key"], ANTHROPIC_KEY, "the real key is sent: {r}");
     assert!(r["headers"]["anthropic-version"].is_string(), "the SDK's headers are forwarded: {r}");
-    let body: Value = serde_json::from_str(r["body"].as_str().expect("body")).expect("forwarded body is JSON");
+    let body: Value =
+        serde_json::from_str(r["body"].as_str().expect("body")).expect("forwarded body is JSON");
     assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]), "{body}");
     assert!(!r.to_string().contains(&env.token), "the agent token reached the upstream: {r}");
     assert!(env.query("kind = decision | fields seq").is_empty(), "a pass-through decided something");

@@ -78,7 +78,9 @@ impl Link {
                 Ok(c)
             }
             Ok(Err(e)) => Err(format!("cannot reach ledgerd: {e}")),
-            Err(_) => Err(format!("cannot reach ledgerd: it did not answer within {}s", RPC_TIMEOUT.as_secs())),
+            Err(_) => {
+                Err(format!("cannot reach ledgerd: it did not answer within {}s", RPC_TIMEOUT.as_secs()))
+            }
         }
     }
 
@@ -280,8 +282,11 @@ impl Identity {
     }
 
     async fn ask(&self, token: &str) -> Result<String, Refusal> {
-        let mut client =
-            self.link.get().await.map_err(|why| Refusal::Unavailable(format!("cannot check the agent token: {why}")))?;
+        let mut client = self
+            .link
+            .get()
+            .await
+            .map_err(|why| Refusal::Unavailable(format!("cannot check the agent token: {why}")))?;
         let request = pb::IdentifyAgentRequest { token: token.to_string() };
         match tokio::time::timeout(RPC_TIMEOUT, client.admin().identify_agent(request)).await {
             Ok(Ok(agent)) => {
