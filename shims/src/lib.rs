@@ -111,6 +111,9 @@ pub struct Decider {
     cached: Option<(Instant, FetchedPolicy)>,
     shim_id: String,
     seq: u64,
+    /// An append was sent and its answer not yet taken (still true if the caller dropped
+    /// the call midway).
+    sending: bool,
 }
 
 impl std::fmt::Debug for Decider {
@@ -169,7 +172,7 @@ async fn timed<T>(
 impl Decider {
     /// A decider for `opts`; `kind` names the shim in each entry's details.
     pub fn new(opts: ShimOptions, kind: &'static str) -> Decider {
-        Decider { opts, kind, client: None, cached: None, shim_id: new_shim_id(), seq: 0 }
+        Decider { opts, kind, client: None, cached: None, shim_id: new_shim_id(), seq: 0, sending: false }
     }
 
     /// This process's shim id (each decision's `shim_id`).
@@ -180,6 +183,13 @@ impl Decider {
     /// The options it was made with.
     pub fn options(&self) -> &ShimOptions {
         &self.opts
+    }
+
+    /// Whether a call of it was dropped while its append was on the way: that entry may
+    /// still reach the daemon after a later one of the same `shim_id`, so a pool retires
+    /// such a decider instead of reusing it.
+    pub fn interrupted(&self) -> bool {
+        self.sending
     }
 
     /// Whether it holds a connection (it drops the one that failed a call).
@@ -398,8 +408,13 @@ impl Decider {
     }
 
     async fn append_as(&mut self, what: &str, entry: pb::NewEntry) -> Result<u64, ShimError> {
-        let client = self.client().await?;
-        let result = timed(what, client.append(entry)).await;
+        self.client().await?;
+        self.sending = true;
+        let result = match self.client.as_mut() {
+            Some(client) => timed(what, client.append(entry)).await,
+            None => Err(ShimError("no connection to ledgerd".into())),
+        };
+        self.sending = false;
         if result.is_err() {
             self.client = None;
         }

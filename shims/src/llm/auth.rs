@@ -139,6 +139,11 @@ impl DerefMut for Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let Some(decider) = self.decider.take() else { return };
+        if decider.interrupted() {
+            // Its request went away mid-append (the client disconnected): the next number
+            // of this shim_id could overtake that entry, so the shim_id retires here.
+            return;
+        }
         if !decider.connected() {
             self.ctx.link.broken();
         }
