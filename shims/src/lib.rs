@@ -114,6 +114,8 @@ pub struct Decider {
     /// An append was sent and its answer not yet taken (still true if the caller dropped
     /// the call midway).
     sending: bool,
+    /// The `shim_seq` its last recorded heartbeat carried.
+    beat: Option<u64>,
 }
 
 impl std::fmt::Debug for Decider {
@@ -172,7 +174,16 @@ async fn timed<T>(
 impl Decider {
     /// A decider for `opts`; `kind` names the shim in each entry's details.
     pub fn new(opts: ShimOptions, kind: &'static str) -> Decider {
-        Decider { opts, kind, client: None, cached: None, shim_id: new_shim_id(), seq: 0, sending: false }
+        Decider {
+            opts,
+            kind,
+            client: None,
+            cached: None,
+            shim_id: new_shim_id(),
+            seq: 0,
+            sending: false,
+            beat: None,
+        }
     }
 
     /// This process's shim id (each decision's `shim_id`).
@@ -447,7 +458,14 @@ impl Decider {
             agent_token: self.opts.token.clone(),
             ..Default::default()
         };
-        self.append_as("cannot record the shim heartbeat in the ledger", entry).await
+        let seq = self.append_as("cannot record the shim heartbeat in the ledger", entry).await?;
+        self.beat = Some(self.seq);
+        Ok(seq)
+    }
+
+    /// Whether it decided anything since its last recorded heartbeat.
+    pub fn beat_due(&self) -> bool {
+        self.seq > 0 && self.beat != Some(self.seq)
     }
 
     async fn fail_open(&mut self, call: &ShimCall, shim_seq: u64, error: &ShimError) -> Verdict {

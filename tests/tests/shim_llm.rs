@@ -844,3 +844,40 @@ fn llm_gateway_passes_count_tokens_through_with_the_real_key() {
     assert!(!r.to_string().contains(&env.token), "the agent token reached the upstream: {r}");
     assert!(env.query("kind = decision | fields seq").is_empty(), "a pass-through decided something");
 }
+
+/// Each decider's `shim_id` is covered by heartbeats: one carrying the number of its last
+/// decision after each interval in which it decided (none while it did not), and one
+/// `exit` heartbeat for it when the gateway stops on SIGTERM.
+#[test]
+fn llm_gateway_heartbeats_carry_each_deciders_last_shim_seq() {
+    if !have_sdks() {
+        return;
+    }
+    let mut env = Env::new(&["--heartbeat", "200ms"]);
+    let body = br#"{"model":"a-tool","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = [("x-api-key", env.token.as_str()), ("anthropic-version", "2023-06-01")];
+    let (status, _) = http(&env.gateway, "POST", "/v1/messages", &auth, body);
+    assert_eq!(status, 200);
+    let decisions = env.query("kind = decision | fields shim_id, shim_seq");
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let shim = decisions[0]["shim_id"].as_str().expect("shim_id").to_string();
+    let beats = |env: &Env| {
+        env.query(&format!("kind = shim_heartbeat and shim_id = \"{shim}\" | fields shim_seq, action"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beats(&env).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several intervals without a decision add no heartbeat.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(beats(&env), [json!({"shim_seq": 1, "action": "heartbeat"})]);
+    let pid = env.gateway_proc.as_ref().expect("gateway").0.id();
+    let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+    let mut gateway = env.gateway_proc.take().expect("gateway");
+    assert!(gateway.0.wait().expect("wait").success(), "the gateway ends cleanly on SIGTERM");
+    assert_eq!(
+        beats(&env),
+        [json!({"shim_seq": 1, "action": "heartbeat"}), json!({"shim_seq": 1, "action": "exit"})]
+    );
+}

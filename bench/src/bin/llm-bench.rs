@@ -366,6 +366,7 @@ fn main() -> anyhow::Result<()> {
             openai: Target::new(&up_addr, Some("real-key".into())).map_err(anyhow::Error::msg)?,
             max_body_bytes: 1 << 20,
             deciders_per_agent: args.deciders_per_agent,
+            heartbeat: ledger_shims::mcp::DEFAULT_HEARTBEAT,
             fail_open: false,
         };
         let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);

@@ -11,7 +11,8 @@
 //! gRPC connection to the daemon ([`Link`]: HTTP/2 carries many calls at once), so the
 //! gateway holds one of the daemon's `limits.max_connections` however many agents and
 //! deciders it has; a decider whose call failed drops it and the next one reconnects.
-//! They also share one policy fetch per [`POLICY_TTL`].
+//! They also share one policy fetch per [`POLICY_TTL`]. Each decider's last decision is
+//! covered by heartbeats ([`AgentCtx::heartbeat`], run by [`super::serve`]).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -192,10 +193,14 @@ impl AgentCtx {
         // it closed, the pool would only lose its bound.
         let permit = self.permits.acquire().await.ok();
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut decider = idle.unwrap_or_else(|| {
+        let decider = idle.unwrap_or_else(|| {
             self.made.fetch_add(1, Ordering::Relaxed);
             Decider::new(self.opts.clone(), "llm-gateway")
         });
+        self.lease(decider, permit).await
+    }
+
+    async fn lease<'a>(&'a self, mut decider: Decider, permit: Option<SemaphorePermit<'a>>) -> Lease<'a> {
         if !decider.connected()
             && let Ok(client) = self.link.get().await
         {
@@ -207,6 +212,30 @@ impl AgentCtx {
             decider.offer_policy(*at, fetched);
         }
         Lease { ctx: self, decider: Some(decider), _permit: permit }
+    }
+
+    /// Records a `shim_heartbeat` for each idle decider that decided something since its
+    /// last one (at exit, `at_exit`, for each that ever decided), so a lost last decision
+    /// of any `shim_id` shows as a gap. Deciders in use are skipped: their next heartbeat
+    /// covers them. Stops at the first failure. Returns what could not be recorded.
+    pub async fn heartbeat(&self, at_exit: bool) -> Vec<ShimError> {
+        let mut failed = Vec::new();
+        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
+        // The least recently used first; each goes back to the end, so each is seen once.
+        for _ in 0..idle {
+            let Ok(permit) = self.permits.try_acquire() else { break };
+            let taken = self.idle.lock().ok().and_then(|mut idle| (!idle.is_empty()).then(|| idle.remove(0)));
+            let Some(decider) = taken else { break };
+            let mut lease = self.lease(decider, Some(permit)).await;
+            if ((at_exit && lease.last_shim_seq() > 0) || lease.beat_due())
+                && let Err(e) = lease.heartbeat(at_exit).await
+            {
+                // ledgerd is likely away: the others wait for the next round.
+                failed.push(e);
+                break;
+            }
+        }
+        failed
     }
 
     /// How many deciders (`shim_id`s) the pool has made.
@@ -283,6 +312,25 @@ impl Identity {
                 Some((_, ctx)) => Ok(ctx),
                 None => Err(Refusal::Unavailable(why)),
             },
+        }
+    }
+
+    /// Heartbeats of every known agent's deciders ([`AgentCtx::heartbeat`]); failures are
+    /// said on stderr (heartbeats are not decisions: the gateway carries on).
+    pub async fn heartbeat(&self, at_exit: bool) {
+        let mut ctxs: Vec<Arc<AgentCtx>> = Vec::new();
+        for known in self.known.lock().await.values() {
+            if !ctxs.iter().any(|c| Arc::ptr_eq(c, &known.ctx)) {
+                ctxs.push(known.ctx.clone());
+            }
+        }
+        for ctx in ctxs {
+            for e in ctx.heartbeat(at_exit).await {
+                eprintln!(
+                    "ledgerctl shim llm: a heartbeat of agent {} was not recorded (the gateway carries on; calls are refused while no decision can be recorded): {e}",
+                    ctx.agent
+                );
+            }
         }
     }
 
