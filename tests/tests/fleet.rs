@@ -617,6 +617,48 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
     );
     t.delete(&evil);
 
+    // issue 16, credentials from the AWS shared files: with no AWS_* keys in the
+    // environment, the keys and region of the profile AWS_PROFILE names in
+    // ~/.aws/credentials and ~/.aws/config are used (the default profile here holds keys
+    // the server refuses: the right profile is the one used); an unknown profile is an
+    // error that says so.
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).expect("home");
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "# shared credentials\n[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong\n\n[auditor]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            ledger_tests::s3::ACCESS_KEY,
+            ledger_tests::s3::SECRET_KEY
+        ),
+    )
+    .expect("credentials file");
+    std::fs::write(
+        home.join(".aws/config"),
+        format!("[profile auditor]\nregion = {}\n", ledger_tests::s3::REGION),
+    )
+    .expect("config file");
+    let with_profile = |profile: &str| {
+        let mut cmd = Command::new(bin("ledgerctl"));
+        cmd.args(["fleet", "verify"]).arg(format!("s3://{BUCKET}/t")).arg("--trust").arg(&trust);
+        s3.apply(&mut cmd);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env("HOME", &home)
+            .env("AWS_PROFILE", profile);
+        cmd.output().expect("ledgerctl fleet verify")
+    };
+    let out = with_profile("auditor");
+    assert_eq!(out.status.code(), Some(0), "the auditor profile\n{}\n{}", stdout(&out), stderr(&out));
+    let out = with_profile("default");
+    assert_ne!(out.status.code(), Some(0), "the default profile's keys are refused\n{}", stdout(&out));
+    let out = with_profile("nobody-here");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("AWS_PROFILE=\"nobody-here\"") && said.contains("[profile nobody-here]"), "{said}");
+    assert!(!said.contains(ledger_tests::s3::SECRET_KEY), "{said}");
+
     // An upload under way (a range's leaves are there, its Parquet and checkpoint not
     // yet) is pending, not a problem.
     append_n(&host.socket, 0, 330, 60);
