@@ -111,6 +111,11 @@ pub struct Decider {
     cached: Option<(Instant, FetchedPolicy)>,
     shim_id: String,
     seq: u64,
+    /// An append was sent and its answer not yet taken (still true if the caller dropped
+    /// the call midway).
+    sending: bool,
+    /// The `shim_seq` its last recorded heartbeat carried.
+    beat: Option<u64>,
 }
 
 impl std::fmt::Debug for Decider {
@@ -169,7 +174,16 @@ async fn timed<T>(
 impl Decider {
     /// A decider for `opts`; `kind` names the shim in each entry's details.
     pub fn new(opts: ShimOptions, kind: &'static str) -> Decider {
-        Decider { opts, kind, client: None, cached: None, shim_id: new_shim_id(), seq: 0 }
+        Decider {
+            opts,
+            kind,
+            client: None,
+            cached: None,
+            shim_id: new_shim_id(),
+            seq: 0,
+            sending: false,
+            beat: None,
+        }
     }
 
     /// This process's shim id (each decision's `shim_id`).
@@ -180,6 +194,37 @@ impl Decider {
     /// The options it was made with.
     pub fn options(&self) -> &ShimOptions {
         &self.opts
+    }
+
+    /// Whether a call of it was dropped while its append was on the way: that entry may
+    /// still reach the daemon after a later one of the same `shim_id`, so a pool retires
+    /// such a decider instead of reusing it.
+    pub fn interrupted(&self) -> bool {
+        self.sending
+    }
+
+    /// Whether it holds a connection (it drops the one that failed a call).
+    pub fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Makes its calls on `client` (a clone shares the connection: gRPC calls on one
+    /// connection run concurrently) until a call fails; then it connects on its own.
+    pub fn use_client(&mut self, client: Client) {
+        self.client = Some(client);
+    }
+
+    /// The policy it holds and when that was fetched.
+    pub fn cached_policy(&self) -> Option<&(Instant, FetchedPolicy)> {
+        self.cached.as_ref()
+    }
+
+    /// Takes `policy`, fetched `at`, if it is newer than the one it holds (so deciders of
+    /// one agent share a fetch).
+    pub fn offer_policy(&mut self, at: Instant, policy: &FetchedPolicy) {
+        if self.cached.as_ref().is_none_or(|(mine, _)| *mine < at) {
+            self.cached = Some((at, policy.clone()));
+        }
     }
 
     async fn client(&mut self) -> Result<&mut Client, ShimError> {
@@ -374,8 +419,13 @@ impl Decider {
     }
 
     async fn append_as(&mut self, what: &str, entry: pb::NewEntry) -> Result<u64, ShimError> {
-        let client = self.client().await?;
-        let result = timed(what, client.append(entry)).await;
+        self.client().await?;
+        self.sending = true;
+        let result = match self.client.as_mut() {
+            Some(client) => timed(what, client.append(entry)).await,
+            None => Err(ShimError("no connection to ledgerd".into())),
+        };
+        self.sending = false;
         if result.is_err() {
             self.client = None;
         }
@@ -408,7 +458,14 @@ impl Decider {
             agent_token: self.opts.token.clone(),
             ..Default::default()
         };
-        self.append_as("cannot record the shim heartbeat in the ledger", entry).await
+        let seq = self.append_as("cannot record the shim heartbeat in the ledger", entry).await?;
+        self.beat = Some(self.seq);
+        Ok(seq)
+    }
+
+    /// Whether it decided anything since its last recorded heartbeat.
+    pub fn beat_due(&self) -> bool {
+        self.seq > 0 && self.beat != Some(self.seq)
     }
 
     async fn fail_open(&mut self, call: &ShimCall, shim_seq: u64, error: &ShimError) -> Verdict {

@@ -6,6 +6,10 @@ the base URL and the API key are set.
       runs each case, prints one JSON result per line
   python3 llm_client.py agent OPENAI_BASE KEY RAN_LOG
       runs an Agents SDK tool loop; each tool run is appended to RAN_LOG
+  python3 llm_client.py pydantic_agent OPENAI_BASE KEY RAN_LOG
+      the same tool loop with pydantic-ai (its OpenAI Responses model)
+  python3 llm_client.py count_tokens ANTHROPIC_BASE KEY
+      counts a message's tokens (`messages.count_tokens`), prints {"input_tokens": N}
 """
 
 import json
@@ -115,6 +119,30 @@ def run_case(case, anthropic_base, openai_base):
     return out
 
 
+def calculator_run(ran_log, a, b, op):
+    """The calculator tool of both agent loops: logs the run, computes."""
+    with open(ran_log, "a") as f:
+        f.write(json.dumps({"a": a, "b": b, "op": op}) + "\n")
+    return str(a + b if op == "add" else a * b)
+
+
+def pydantic_agent(openai_base, key, ran_log):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIResponsesModel("r-agent", provider=OpenAIProvider(base_url=openai_base, api_key=key))
+    bot = Agent(model, instructions="Use the calculator.")
+
+    @bot.tool_plain
+    def calculator(a: float, b: float, op: str) -> str:
+        """Computes a op b (add or multiply)."""
+        return calculator_run(ran_log, a, b, op)
+
+    result = bot.run_sync("What is (12 + 7) * 3 * 10?")
+    print(json.dumps({"final_output": result.output}))
+
+
 def agent(openai_base, key, ran_log):
     from agents import Agent, Runner, function_tool, set_default_openai_api, set_default_openai_client, set_tracing_disabled
     from openai import AsyncOpenAI
@@ -126,9 +154,7 @@ def agent(openai_base, key, ran_log):
     @function_tool
     def calculator(a: float, b: float, op: str) -> str:
         """Computes a op b (add or multiply)."""
-        with open(ran_log, "a") as f:
-            f.write(json.dumps({"a": a, "b": b, "op": op}) + "\n")
-        return str(a + b if op == "add" else a * b)
+        return calculator_run(ran_log, a, b, op)
 
     import asyncio
 
@@ -148,3 +174,11 @@ if __name__ == "__main__":
             print(json.dumps(run_case(case, sys.argv[2], sys.argv[3])), flush=True)
     elif sys.argv[1] == "agent":
         agent(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "pydantic_agent":
+        pydantic_agent(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "count_tokens":
+        import anthropic
+
+        client = anthropic.Anthropic(base_url=sys.argv[2], api_key=sys.argv[3], max_retries=0, timeout=60)
+        n = client.messages.count_tokens(model="a-text", messages=[{"role": "user", "content": "hi"}])
+        print(json.dumps({"input_tokens": n.input_tokens}))

@@ -1,8 +1,8 @@
 //! The LLM gateway (`ledgerctl shim llm`) end to end: a real daemon, the gateway binary, a
 //! scripted upstream that replays recorded API responses and logs what reaches it
 //! (tests/interop/llm_upstream.py), and the official `anthropic` and `openai` Python SDKs
-//! (and the OpenAI Agents SDK) pointed at the gateway by base URL and API key only
-//! (tests/interop/llm_client.py).
+//! (and the OpenAI Agents SDK and pydantic-ai) pointed at the gateway by base URL and API
+//! key only (tests/interop/llm_client.py).
 //!
 //! Skips (with a printed reason) when python3 or the SDKs are not installed (`.ci/run`
 //! installs them).
@@ -697,11 +697,33 @@ fn llm_gateway_openai_agents_tool_loop_runs_allowed_tools_only() {
     if !have_sdks() {
         return;
     }
+    calculator_loop("agent");
+}
+
+/// The same tool loop with pydantic-ai (its OpenAI Responses model), when installed.
+#[test]
+fn llm_gateway_pydantic_ai_tool_loop_runs_allowed_tools_only() {
+    if !have_sdks() {
+        return;
+    }
+    let installed =
+        Command::new("python3").args(["-c", "import pydantic_ai"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("SKIP: pydantic-ai-slim[openai] is not installed (.ci/run installs it)");
+        return;
+    }
+    calculator_loop("pydantic_agent");
+}
+
+/// Runs the recorded calculator tool loop with the framework `driver` of llm_client.py:
+/// the allowed calls run, the denied one never does, and the ledger holds the three
+/// decisions and an outcome for each allowed call.
+fn calculator_loop(driver: &str) {
     let env = Env::new(&[]);
     let ran = env.tmp.path().join("ran.log");
     let out = Command::new("python3")
         .arg(interop().join("llm_client.py"))
-        .args(["agent", &format!("http://{}/v1", env.gateway), &env.token])
+        .args([driver, &format!("http://{}/v1", env.gateway), &env.token])
         .arg(&ran)
         .output()
         .expect("run the agent");
@@ -733,4 +755,129 @@ fn llm_gateway_openai_agents_tool_loop_runs_allowed_tools_only() {
     let refs: Vec<u64> = outcomes.iter().filter_map(|o| o["ref_seq"].as_u64()).collect();
     let allowed: Vec<u64> = decisions.iter().take(2).filter_map(|d| d["seq"].as_u64()).collect();
     assert_eq!(refs, allowed, "one outcome per allowed call, linked to its decision: {outcomes:?}");
+}
+
+/// 64 tool calls of one agent at once, twice, through a gateway whose pool may hold at
+/// most 16 deciders: every call is decided and in the ledger, each under its own
+/// (shim_id, shim_seq), every shim_id numbered 1, 2, 3, … without a gap (and the daemon,
+/// which flags any number above the next as `shim_gap`, saw them in order), and no more
+/// shim_ids than the bound.
+#[test]
+fn llm_gateway_concurrent_tool_calls_of_one_agent_are_each_decided_gap_free() {
+    if !have_sdks() {
+        return;
+    }
+    const CALLS: usize = 64;
+    const MOST: usize = 16;
+    let env = Env::new(&["--deciders-per-agent", &MOST.to_string()]);
+    let body = br#"{"model":"a-tool","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let direct = env.upstream_url.trim_start_matches("http://").to_string();
+    let auth = [("x-api-key", env.token.as_str()), ("anthropic-version", "2023-06-01")];
+    let (status, want) = http(&direct, "POST", "/v1/messages", &auth, body);
+    assert_eq!(status, 200);
+    let want: Value = serde_json::from_slice(&want).expect("JSON");
+    assert!(want["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] == "tool_use")), "{want}");
+    for round in 1..=2 {
+        let start = std::sync::Barrier::new(CALLS);
+        let answers: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..CALLS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        http(&env.gateway, "POST", "/v1/messages", &auth, body)
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().expect("client thread")).collect()
+        });
+        for (status, got) in &answers {
+            assert_eq!(*status, 200, "{}", String::from_utf8_lossy(got));
+            let got: Value = serde_json::from_slice(got).expect("JSON");
+            assert_eq!(got, want, "round {round}: an allowed call must arrive unchanged");
+        }
+        let rows = env.query("kind = decision | fields seq, tool, decision, shim_id, shim_seq, flags");
+        assert_eq!(rows.len(), CALLS * round, "round {round}: every call decided and recorded: {rows:?}");
+        let mut by_shim: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for r in &rows {
+            assert_eq!((r["tool"].as_str(), r["decision"].as_str()), (Some("json"), Some("allow")), "{r}");
+            let flags = r["flags"].as_array().into_iter().flatten();
+            assert!(flags.filter_map(Value::as_str).all(|f| f != "shim_gap"), "the daemon saw a gap: {r}");
+            let id = r["shim_id"].as_str().expect("shim_id").to_string();
+            by_shim.entry(id).or_default().push(r["shim_seq"].as_u64().expect("shim_seq"));
+        }
+        assert!(by_shim.len() <= MOST, "round {round}: {} shim_ids for a bound of {MOST}", by_shim.len());
+        for (id, seqs) in &by_shim {
+            // Log order is the order the daemon received them: 1, 2, 3, … exactly.
+            let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+            assert_eq!(seqs, &want, "round {round}: shim {id} numbered with a gap or out of order");
+        }
+    }
+}
+
+/// A path the gateway does not govern (`POST /v1/messages/count_tokens`), called by the
+/// official `anthropic` SDK: forwarded as it is with the real key in place of the agent's
+/// token (which never reaches the upstream), the upstream's answer back unchanged, and
+/// nothing decided.
+#[test]
+fn llm_gateway_passes_count_tokens_through_with_the_real_key() {
+    if !have_sdks() {
+        return;
+    }
+    let env = Env::new(&[]);
+    let out = Command::new("python3")
+        .arg(interop().join("llm_client.py"))
+        .args(["count_tokens", &format!("http://{}", env.gateway), &env.token])
+        .output()
+        .expect("llm_client.py");
+    assert!(out.status.success(), "count_tokens failed: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer, json!({"input_tokens": 2095}), "the upstream's answer, unchanged");
+    let received = env.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let r = &received[0];
+    assert_eq!((r["method"].as_str(), r["path"].as_str()), (Some("POST"), Some("/v1/messages/count_tokens")));
+    assert_eq!(r["headers"]["x-api-key"], ANTHROPIC_KEY, "the real key is sent: {r}");
+    assert!(r["headers"]["anthropic-version"].is_string(), "the SDK's headers are forwarded: {r}");
+    let body: Value =
+        serde_json::from_str(r["body"].as_str().expect("body")).expect("forwarded body is JSON");
+    assert_eq!(body["messages"], json!([{"role": "user", "content": "hi"}]), "{body}");
+    assert!(!r.to_string().contains(&env.token), "the agent token reached the upstream: {r}");
+    assert!(env.query("kind = decision | fields seq").is_empty(), "a pass-through decided something");
+}
+
+/// Each decider's `shim_id` is covered by heartbeats: one carrying the number of its last
+/// decision after each interval in which it decided (none while it did not), and one
+/// `exit` heartbeat for it when the gateway stops on SIGTERM.
+#[test]
+fn llm_gateway_heartbeats_carry_each_deciders_last_shim_seq() {
+    if !have_sdks() {
+        return;
+    }
+    let mut env = Env::new(&["--heartbeat", "200ms"]);
+    let body = br#"{"model":"a-tool","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = [("x-api-key", env.token.as_str()), ("anthropic-version", "2023-06-01")];
+    let (status, _) = http(&env.gateway, "POST", "/v1/messages", &auth, body);
+    assert_eq!(status, 200);
+    let decisions = env.query("kind = decision | fields shim_id, shim_seq");
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let shim = decisions[0]["shim_id"].as_str().expect("shim_id").to_string();
+    let beats = |env: &Env| {
+        env.query(&format!("kind = shim_heartbeat and shim_id = \"{shim}\" | fields shim_seq, action"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beats(&env).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several intervals without a decision add no heartbeat.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(beats(&env), [json!({"shim_seq": 1, "action": "heartbeat"})]);
+    let pid = env.gateway_proc.as_ref().expect("gateway").0.id();
+    let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+    let mut gateway = env.gateway_proc.take().expect("gateway");
+    assert!(gateway.0.wait().expect("wait").success(), "the gateway ends cleanly on SIGTERM");
+    assert_eq!(
+        beats(&env),
+        [json!({"shim_seq": 1, "action": "heartbeat"}), json!({"shim_seq": 1, "action": "exit"})]
+    );
 }

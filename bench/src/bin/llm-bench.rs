@@ -46,6 +46,9 @@ struct Args {
     /// Seconds per throughput measurement
     #[arg(long, default_value_t = 3, value_name = "S")]
     seconds: u64,
+    /// The gateway's most deciders per agent (`--deciders-per-agent`)
+    #[arg(long, default_value_t = ledger_shims::llm::DEFAULT_DECIDERS, value_name = "N")]
+    deciders_per_agent: usize,
 }
 
 const TEXT: &str = include_str!("../../../tests/interop/llm-fixtures/anthropic-text.json");
@@ -323,6 +326,34 @@ fn main() -> anyhow::Result<()> {
         "bench",
     ])?;
 
+    let query = |q: &str| -> anyhow::Result<Vec<serde_json::Value>> {
+        let text = run(&["query", q, "--format", "json"])?;
+        Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+    };
+    let last_decision = || -> anyhow::Result<u64> {
+        let rows = query("kind = decision | sort seq desc | limit 1 | fields seq")?;
+        rows.first().and_then(|r| r["seq"].as_u64()).context("no decision in the ledger")
+    };
+    // The decisions of one group commit share its receive time: how many concurrent tool
+    // calls each device sync carried.
+    let commits_since = |seq: u64| -> anyhow::Result<()> {
+        let mut sizes: Vec<u64> = query(&format!("kind = decision and seq > {seq} | count by time"))?
+            .iter()
+            .filter_map(|r| r["count"].as_u64())
+            .collect();
+        sizes.sort_unstable();
+        let total: u64 = sizes.iter().sum();
+        println!(
+            "{:<44} decisions per daemon group commit: mean {:.1}, median {}, max {} ({total} decisions in {} commits)",
+            "",
+            total as f64 / sizes.len().max(1) as f64,
+            sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+            sizes.last().copied().unwrap_or(0),
+            sizes.len()
+        );
+        Ok(())
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let up = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -334,7 +365,8 @@ fn main() -> anyhow::Result<()> {
             anthropic: Target::new(&up_addr, Some("real-key".into())).map_err(anyhow::Error::msg)?,
             openai: Target::new(&up_addr, Some("real-key".into())).map_err(anyhow::Error::msg)?,
             max_body_bytes: 1 << 20,
-            deciders_per_agent: ledger_shims::llm::DEFAULT_DECIDERS,
+            deciders_per_agent: args.deciders_per_agent,
+            heartbeat: ledger_shims::mcp::DEFAULT_HEARTBEAT,
             fail_open: false,
         };
         let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);
@@ -355,8 +387,10 @@ fn main() -> anyhow::Result<()> {
         let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
         report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
         let per = (n / args.clients).max(10);
+        let before = last_decision()?;
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, per, false).await?;
         report(&format!("one tool call, {} clients", args.clients), d, g, Some(5.0));
+        commits_since(before)?;
         let (d, g) = interleaved(&ends, STREAM_REQ, 1, n, true).await?;
         report("stream: time to first text byte, 1 client", d, g, Some(0.3));
         let direct_rps = throughput(&client, &up_addr, "direct", args.clients, args.seconds).await?;

@@ -50,8 +50,9 @@ pub const DEFAULT_OPENAI: &str = "https://api.openai.com";
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 /// The largest non-streamed upstream response the gateway reads.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
-/// Deciders (ledgerd connections, each its own `shim_id`) per agent.
-pub const DEFAULT_DECIDERS: usize = 16;
+/// The most deciders (each its own `shim_id`, deciding one call at a time) per agent: the
+/// most tool calls of one agent decided at the same moment; more wait for a decider.
+pub const DEFAULT_DECIDERS: usize = 128;
 
 /// `ledgerctl shim llm` flags.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -77,9 +78,12 @@ pub struct LlmArgs {
     /// The largest request body accepted, in bytes [default: 33554432]
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Ledgerd connections per agent, each deciding one call at a time [default: 16]
+    /// The most tool calls of one agent decided at once, each by its own decider (shim_id), made as needed [default: 128]
     #[arg(long, value_name = "N")]
     pub deciders_per_agent: Option<usize>,
+    /// Heartbeat interval of each decider (200ms, 30s, 5m; 0 or off: only at exit) [default: 60s]
+    #[arg(long, value_name = "INTERVAL")]
+    pub heartbeat: Option<String>,
     /// Allow calls when no decision can be made or recorded (loud on stderr, recorded when possible)
     #[arg(long)]
     pub fail_open: bool,
@@ -97,6 +101,7 @@ struct FileConfig {
     openai_key_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     deciders_per_agent: Option<usize>,
+    heartbeat: Option<String>,
     fail_open: Option<bool>,
 }
 
@@ -109,6 +114,8 @@ pub struct Config {
     pub openai: Target,
     pub max_body_bytes: usize,
     pub deciders_per_agent: usize,
+    /// Between heartbeats (`Duration::ZERO`: only the ones at exit).
+    pub heartbeat: std::time::Duration,
     pub fail_open: bool,
 }
 
@@ -168,6 +175,10 @@ impl Config {
                 .or(file.deciders_per_agent)
                 .unwrap_or(DEFAULT_DECIDERS)
                 .max(1),
+            heartbeat: match args.heartbeat.as_deref().or(file.heartbeat.as_deref()) {
+                Some(text) => crate::mcp::parse_heartbeat(text).map_err(|e| format!("heartbeat: {e}"))?,
+                None => crate::mcp::DEFAULT_HEARTBEAT,
+            },
             fail_open: args.fail_open || file.fail_open.unwrap_or(false),
         })
     }
@@ -376,8 +387,48 @@ impl Gateway {
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Heartbeats every `every` until `stop` fires. Told to stop, not aborted, so no heartbeat
+/// is cut off mid-append (and recorded after the exit heartbeats).
+async fn heartbeats(
+    gateway: Arc<Gateway>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => gateway.identity.heartbeat(false).await,
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves; records the deciders' heartbeats every
+/// `heartbeat` meanwhile, and once more (`exit`) at the end.
 pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let every = gateway.config.heartbeat;
+    let beat = (!every.is_zero()).then(|| {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        (stop, tokio::spawn(heartbeats(gateway.clone(), every, stopped)))
+    });
+    accept(gateway.clone(), listener, shutdown).await;
+    if let Some((stop, task)) = beat {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    // A daemon that does not answer must not hold up the stop for long.
+    if tokio::time::timeout(crate::RPC_TIMEOUT, gateway.identity.heartbeat(true)).await.is_err() {
+        eprintln!(
+            "ledgerctl shim llm: the exit heartbeats were not all recorded within {}s",
+            crate::RPC_TIMEOUT.as_secs()
+        );
+    }
+}
+
+async fn accept(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
