@@ -31,7 +31,7 @@ use ledger_query::{Context, CsvWriter, Field, Pipeline, Query, Record, Row, Valu
 use crate::projections::agent_index;
 use crate::projections::counters::{self, HOUR_NS, PartView};
 use crate::storage::store::{Store, StoreError};
-use crate::storage::stored::{self, StoredEntry};
+use crate::storage::stored::LazyEntry;
 
 /// The entry fields the hourly counters keep counts for.
 const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];
@@ -52,8 +52,10 @@ fn decision_value(decision: i32) -> Value<'static> {
 /// Entries scanned between two hand-overs of finished rows.
 const EMIT_EVERY: u64 = 1024;
 
-/// A stored entry as the query engine sees it.
-pub struct View<'a, 'b>(pub &'a StoredEntry<'b>);
+/// A stored entry as the query engine sees it: walked once, a string checked only when
+/// the query reads it (see [`LazyEntry`]; the engine fails the run on one that is not
+/// UTF-8, as a full parse would).
+pub struct View<'a, 'b>(pub &'a LazyEntry<'b>);
 
 impl Record for View<'_, '_> {
     fn get(&self, field: &Field) -> Value<'_> {
@@ -62,36 +64,36 @@ impl Record for View<'_, '_> {
             Field::Seq => Value::from(r.seq),
             Field::Time => Value::Time(r.time_unix_nanos),
             Field::Kind => kind_value(r.kind),
-            Field::Agent => Value::text(r.agent),
-            Field::AgentId => Value::text(r.agent_id),
-            Field::Session => Value::text(r.session),
-            Field::Action => Value::text(r.action),
-            Field::Tool => Value::text(r.tool),
-            Field::Params(_) => Value::text(r.params),
+            Field::Agent => Value::text(r.str(4)),
+            Field::AgentId => Value::text(r.str(5)),
+            Field::Session => Value::text(r.str(6)),
+            Field::Action => Value::text(r.str(7)),
+            Field::Tool => Value::text(r.str(8)),
+            Field::Params(_) => Value::text(r.str(9)),
             Field::Decision => decision_value(r.decision),
-            Field::Rule => Value::text(r.rule),
+            Field::Rule => Value::text(r.str(11)),
             Field::PolicyVersion => match r.policy_version {
                 0 => Value::Missing,
                 v => Value::from(v),
             },
-            Field::Reason => Value::text(r.reason),
+            Field::Reason => Value::text(r.str(13)),
             Field::WriterUid => Value::from(r.writer_uid),
             Field::WriterGid => Value::from(r.writer_gid),
             Field::WriterPid => Value::from(r.writer_pid),
-            Field::Host => Value::text(r.host),
+            Field::Host => Value::text(r.str(17)),
             Field::Severity => match r.severity {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
-            Field::Flags => Value::List(r.flags.iter().map(|f| Value::text(f)).collect()),
-            Field::PolicyCheck => Value::text(r.policy_check),
-            Field::ShimId => Value::text(r.shim_id),
+            Field::Flags => Value::List(r.flags().into_iter().map(Value::text).collect()),
+            Field::PolicyCheck => Value::text(r.str(20)),
+            Field::ShimId => Value::text(r.str(21)),
             Field::ShimSeq => match r.shim_seq {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
             Field::RefSeq => r.ref_seq.map_or(Value::Missing, Value::from),
-            Field::Details(_) => Value::text(r.details),
+            Field::Details(_) => Value::text(r.str(24)),
         }
     }
 }
@@ -194,6 +196,10 @@ impl<W: Write> Sink for Csv<'_, W> {
     fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool {
         let csv = &mut *self.csv;
         if pipeline.push_cells(entry, &mut |v| csv.cell(v)) {
+            // A string that was not UTF-8: the run fails (see `execute`), without the row.
+            if entry.0.check().is_err() {
+                return false;
+            }
             if let Err(e) = csv.end_row() {
                 self.failed = Some(e);
                 return false;
@@ -270,9 +276,11 @@ fn execute(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |a: &StoredEntry<'_>, stats: &mut Stats| -> bool {
+    let mut step = |a: &LazyEntry<'_>, stats: &mut Stats| -> Result<bool, StoreError> {
         stats.scanned += 1;
-        out.push(&mut pipeline, &View(a)) && !pipeline.is_done()
+        let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
+        a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
+        Ok(going)
     };
     let agents = query.agents();
     'scan: for (lo, hi) in ranges {
@@ -286,8 +294,8 @@ fn execute(
                 for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
                     let going = reader
-                        .with_record(seq, |a| step(a, &mut stats))?
-                        .ok_or(StoreError::NoSuchEntry { seq, size })?;
+                        .with_lazy(seq, |a| step(a, &mut stats))?
+                        .ok_or(StoreError::NoSuchEntry { seq, size })??;
                     if !going {
                         break 'scan;
                     }
@@ -296,8 +304,9 @@ fn execute(
             None => {
                 let mut going = true;
                 store.scan(lo, hi, |seq, bytes| {
-                    going = stored::with_entry(bytes, |a| step(a, &mut stats))
+                    let entry = LazyEntry::parse(bytes)
                         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                    going = step(&entry, &mut stats)?;
                     Ok(going)
                 })?;
                 if !going {
@@ -606,9 +615,10 @@ mod tests {
         let odd = pb::Entry { kind: 99, decision: 7, ref_seq: Some(0), ..full.clone() };
         let tz = jiff::tz::TimeZone::UTC;
         for entry in [full, unset, odd] {
-            let bytes = stored::encode(&entry);
-            stored::with_entry(&bytes, |archived| {
-                let (stored, wire) = (View(archived), ledger_proto::wire::EntryRecord(&entry));
+            let bytes = crate::storage::stored::encode(&entry);
+            {
+                let archived = LazyEntry::parse(&bytes).expect("parse");
+                let (stored, wire) = (View(&archived), ledger_proto::wire::EntryRecord(&entry));
                 for name in DEFAULT_COLUMNS {
                     let field = Field::from_name(name).expect("a field");
                     let (a, b) = (stored.get(&field), wire.get(&field));
@@ -618,8 +628,8 @@ mod tests {
                         "{name} of {entry:?}"
                     );
                 }
-            })
-            .expect("archived");
+                assert!(archived.check().is_ok());
+            }
         }
     }
 }
