@@ -4,8 +4,11 @@
 //! by binary search over the entries tree itself (that is the time index). An agent filter
 //! reads the agent index instead of the range. Whatever is read is still checked against
 //! the whole filter, so the plan only decides what to read, never what matches. Entries
-//! are read as rkyv archives in place; memory is bounded by the result (the pipeline's
-//! rows, sort buffer or groups), not by the log.
+//! are read in place, each walked once and a string checked only when the query reads it
+//! ([`LazyEntry`]); memory is bounded by the result (the pipeline's rows, sort buffer or
+//! groups), not by the log. Rows that come straight from entries (a filter, `fields`,
+//! `limit`) are written from the entry's borrowed cells with no query row in between:
+//! as CSV ([`run_csv`]) or protobuf rows ([`run_wire`], the Query RPC).
 //!
 //! Counting queries (`count by agent, bin(time, 1h)` and the like; the shapes are those of
 //! [`Query::count_shape`] over kind, agent, tool and decision) take the whole hours of
@@ -225,6 +228,49 @@ impl<W: Write> Sink for Csv<'_, W> {
             }
         }
     }
+}
+
+/// [`run_wire`]'s sink: rows as protobuf rows, those that come straight from an entry
+/// built from its borrowed cells (no owned query row in between), handed over every
+/// [`EMIT_EVERY`] entries.
+struct Wire<'e> {
+    emit: &'e mut dyn FnMut(Vec<pb::Row>) -> bool,
+    rows: Vec<pb::Row>,
+    scanned: u64,
+}
+
+impl Sink for Wire<'_> {
+    fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool {
+        let mut row = pb::Row::default();
+        if pipeline.push_cells(entry, &mut |v| row.values.push(ledger_proto::wire::to_wire(v))) {
+            self.rows.push(row);
+        }
+        self.scanned += 1;
+        if self.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
+            let rows = pipeline.take_rows();
+            return self.rows(rows);
+        }
+        true
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> bool {
+        let mut out = std::mem::take(&mut self.rows);
+        out.extend(rows.iter().map(ledger_proto::wire::row_to_wire));
+        out.is_empty() || (self.emit)(out)
+    }
+}
+
+/// Runs `query` like [`run`], handing over its rows as protobuf rows (the Query RPC's
+/// answer), built straight from the stored entries when no stage reshapes them.
+pub fn run_wire(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    emit: &mut dyn FnMut(Vec<pb::Row>) -> bool,
+) -> Result<Stats, StoreError> {
+    let mut out = Wire { emit, rows: Vec::new(), scanned: 0 };
+    execute(store, size, query, ctx, &mut out)
 }
 
 /// Why [`run_csv`] stopped.
