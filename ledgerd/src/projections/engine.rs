@@ -159,7 +159,8 @@ pub fn run(
 trait Sink {
     /// Feeds one scanned entry to the pipeline; false stops the run.
     fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool;
-    /// Rows the pipeline finished; false stops the run.
+    /// Rows the pipeline finished (maybe none; called at the end of every run); false
+    /// stops the run.
     fn rows(&mut self, rows: Vec<Row>) -> bool;
 }
 
@@ -183,7 +184,7 @@ impl Sink for Rows<'_> {
     }
 
     fn rows(&mut self, rows: Vec<Row>) -> bool {
-        (self.emit)(rows)
+        rows.is_empty() || (self.emit)(rows)
     }
 }
 
@@ -361,10 +362,8 @@ fn execute(
             }
         }
     }
-    let rest = pipeline.finish().rows;
-    if !rest.is_empty() {
-        out.rows(rest);
-    }
+    // Always called: a sink may hold rows of its own (see `Wire`).
+    out.rows(pipeline.finish().rows);
     Ok(stats)
 }
 
