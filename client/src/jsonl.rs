@@ -4,6 +4,7 @@
 
 use std::io::BufRead;
 
+use crate::lines::Line;
 use ledger_proto::pb;
 
 /// Why a line is not an entry. Positions are columns in characters of that line (1-based).
@@ -17,7 +18,15 @@ pub enum LineError {
     Params(Box<LineError>),
     #[error("cannot read: {0}")]
     Read(String),
+    #[error("the line is {} long, over the {} a line may have; an entry's params are bounded by the daemon's limits.max_params_bytes anyway: shorten or split it", crate::lines::size_text(*.0), crate::lines::size_text(MAX_LINE_BYTES as u64))]
+    TooLong(u64),
+    #[error("not UTF-8 text (byte {0}); JSON lines must be UTF-8")]
+    NotUtf8(usize),
 }
+
+/// The longest line [`read`] takes (64 MiB): far above any entry the daemon accepts, and a
+/// bound on what one line may cost in memory.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// One line, as written by producers.
 #[derive(serde::Deserialize)]
@@ -123,15 +132,25 @@ pub struct Read {
     pub bad: Option<(u64, LineError)>,
 }
 
-/// Reads `reader` line by line, sending each entry on `tx`, until the end, the first bad
-/// line, or a closed channel.
-pub fn read(reader: impl BufRead, tx: &tokio::sync::mpsc::Sender<pb::NewEntry>) -> Read {
+/// Reads `reader` line by line (each at most [`MAX_LINE_BYTES`]), sending each entry on
+/// `tx`, until the end, the first bad line, or a closed channel.
+pub fn read(mut reader: impl BufRead, tx: &tokio::sync::mpsc::Sender<pb::NewEntry>) -> Read {
     let mut out = Read::default();
     let mut sent = 0u64;
-    for (i, line) in reader.lines().enumerate() {
-        let n = i as u64 + 1;
-        let line = match line {
-            Ok(l) => l,
+    for n in 1u64.. {
+        let line = match crate::lines::next_line(&mut reader, MAX_LINE_BYTES) {
+            Ok(None) => break,
+            Ok(Some(Line::Bytes(bytes))) => match String::from_utf8(bytes) {
+                Ok(line) => line,
+                Err(e) => {
+                    out.bad = Some((n, LineError::NotUtf8(e.utf8_error().valid_up_to() + 1)));
+                    break;
+                }
+            },
+            Ok(Some(Line::TooLong(len))) => {
+                out.bad = Some((n, LineError::TooLong(len)));
+                break;
+            }
             Err(e) => {
                 out.bad = Some((n, LineError::Read(e.to_string())));
                 break;

@@ -14,7 +14,9 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod evidence;
+pub mod files;
 pub mod jsonl;
+pub mod lines;
 pub mod state;
 pub mod status;
 pub mod verify;

@@ -143,35 +143,19 @@ pub fn load(path: &Path) -> Result<Option<State>, Alarm> {
     Ok(Some(state))
 }
 
-/// Writes the state file atomically: a temporary file next to it, synced, renamed over
-/// it, then the directory synced. The temporary file has a fresh random name and is
-/// created exclusively (`O_EXCL`, which never follows a symlink), so nothing planted in
-/// the directory is followed or overwritten.
+/// Writes the state file atomically ([`crate::files::Pending`]: a fresh, exclusively
+/// created temporary file beside it, synced, renamed over it, the directory synced), so
+/// nothing planted in the directory is followed or overwritten.
 pub fn save(path: &Path, state: &State) -> Result<(), Alarm> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     let err = |what: &str, e: std::io::Error| {
         Alarm::Error(format!("checks passed, but cannot {what} the state file {}: {e}", path.display()))
     };
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce).map_err(|e| err("name", std::io::Error::other(e.to_string())))?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", crate::verify::hex(&nonce)));
     let mut text = serde_json::to_string_pretty(state).map_err(|e| Alarm::Error(e.to_string()))?;
     text.push('\n');
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| err("create", e))?;
-    let written = file
-        .write_all(text.as_bytes())
-        .map_err(|e| err("write", e))
-        .and_then(|()| file.sync_all().map_err(|e| err("sync", e)))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err("replace", e)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("sync the directory of", e))?;
-    Ok(())
+    let pending = crate::files::Pending::beside(path).map_err(|e| err("create", e))?;
+    pending.file().and_then(|mut f| f.write_all(text.as_bytes())).map_err(|e| err("write", e))?;
+    pending.commit().map_err(|e| err("replace", e))
 }
 
 fn unreachable(socket: &Path, e: &ClientError) -> Alarm {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use ledger_client::Client;
+use ledger_client::files::Pending;
 use ledger_proto::pb;
 
 use crate::{ExportArgs, Format, NoRows, OutputArgs, Rendered};
@@ -168,12 +169,13 @@ pub(crate) async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    let (out, tmp): (Box<dyn Write>, Option<(PathBuf, PathBuf)>) = match &args.out {
+    // --out: written beside the target under a fresh name, put in place only when whole.
+    let (out, pending): (Box<dyn Write>, Option<(Pending, &PathBuf)>) = match &args.out {
         Some(path) => {
-            let tmp = path.with_extension("csv.partial");
-            let file =
-                std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            (Box::new(std::io::BufWriter::new(file)), Some((tmp, path.clone())))
+            let pending = Pending::beside(path)
+                .with_context(|| format!("cannot create a file beside {}", path.display()))?;
+            let file = pending.file()?;
+            (Box::new(std::io::BufWriter::new(file)), Some((pending, path)))
         }
         None => (Box::new(std::io::BufWriter::new(std::io::stdout().lock())), None),
     };
@@ -190,10 +192,9 @@ pub(crate) async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<(
     }
     .await;
     progress.finish_and_clear();
-    match (result, tmp) {
-        (Ok((count, neutralised)), Some((tmp, path))) => {
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("cannot move the export to {}", path.display()))?;
+    match (result, pending) {
+        (Ok((count, neutralised)), Some((pending, path))) => {
+            pending.commit().with_context(|| format!("cannot move the export to {}", path.display()))?;
             eprintln!("exported {count} rows to {}", path.display());
             report_neutralised(neutralised);
             Ok(())
@@ -202,11 +203,7 @@ pub(crate) async fn export(socket: &Path, args: &ExportArgs) -> anyhow::Result<(
             report_neutralised(neutralised);
             Ok(())
         }
-        (Err(e), tmp) => {
-            if let Some((tmp, _)) = tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-            Err(e)
-        }
+        // Dropping the pending file removes it.
+        (Err(e), _) => Err(e),
     }
 }

@@ -14,6 +14,11 @@
 //!   forwarded; a batch (a JSON array) gets an invalid-request error (-32600) and is not
 //!   forwarded (batches were removed from MCP in 2025-06-18, and a batch could otherwise
 //!   smuggle an undecided call). A server line that is not JSON is passed on unchanged.
+//! - A message longer than [`MAX_MESSAGE_BYTES`] is read to its end and dropped, in either
+//!   direction: the client gets a JSON-RPC error with a null id (-32600 for its own
+//!   message, -32603 for the server's) and stderr says so; a client line that is not UTF-8
+//!   gets a parse error. So no sender can make the proxy hold more than the bound, and a
+//!   call too large to read is never forwarded undecided.
 //! - Client EOF closes the child's stdin and waits for it to exit (killing it after
 //!   [`CHILD_GRACE`]); the child's exit (its stdout closing) ends the proxy, and so do
 //!   SIGTERM and SIGINT (the child is killed). The proxy's exit status is 0 when the child
@@ -29,8 +34,9 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledger_client::lines::{Line, next_line_async, size_text};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{Decider, ShimCall, ShimError, ShimOptions, terminated};
@@ -69,6 +75,19 @@ struct Shared {
     pending_lists: Mutex<HashSet<String>>,
     /// `clientInfo` from `initialize`, once seen.
     client_info: Mutex<Option<Value>>,
+}
+
+/// The longest message (one line) the proxy relays in either direction: 64 MiB, far above
+/// what MCP tools exchange, and a bound on what a sender that never ends its line can make
+/// the proxy hold.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+fn too_long(who: &str, len: u64) -> String {
+    format!(
+        "{who} sent a message of {} (more than the {} ledgerctl shim mcp relays); it was dropped",
+        size_text(len),
+        size_text(MAX_MESSAGE_BYTES as u64)
+    )
 }
 
 fn rpc_error(id: Value, code: i64, message: &str) -> String {
@@ -279,9 +298,26 @@ where
     let server_shared = shared.clone();
     let server_tx = tx.clone();
     let mut server = tokio::spawn(async move {
-        let mut lines = BufReader::new(child_out).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = from_server(&server_shared, line).await;
+        let mut reader = BufReader::new(child_out);
+        loop {
+            let line = match next_line_async(&mut reader, MAX_MESSAGE_BYTES).await {
+                Ok(Some(Line::Bytes(bytes))) => match String::from_utf8(bytes) {
+                    Ok(line) => from_server(&server_shared, line).await,
+                    // Not JSON either, so no client can parse it: passed on as is would
+                    // need a byte channel; the lossy text keeps the client's parse error.
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                },
+                Ok(Some(Line::TooLong(len))) => {
+                    let why = too_long("the MCP server", len);
+                    eprintln!("ledgerctl shim mcp: {why}");
+                    rpc_error(Value::Null, -32603, &why)
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("ledgerctl shim mcp: cannot read from the MCP server: {e}");
+                    break;
+                }
+            };
             if server_tx.send(line).await.is_err() {
                 break;
             }
@@ -290,10 +326,33 @@ where
 
     let client_tx = tx;
     let mut client = tokio::spawn(async move {
-        let mut lines = BufReader::new(input).lines();
+        let mut reader = BufReader::new(input);
         loop {
-            let line = match lines.next_line().await {
-                Ok(Some(line)) => line,
+            let line = match next_line_async(&mut reader, MAX_MESSAGE_BYTES).await {
+                Ok(Some(Line::Bytes(bytes))) => match String::from_utf8(bytes) {
+                    Ok(line) => line,
+                    Err(_) => {
+                        let answer =
+                            rpc_error(Value::Null, -32700, "Parse error: the message is not UTF-8 text");
+                        if client_tx.send(answer).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+                Ok(Some(Line::TooLong(len))) => {
+                    // Never forwarded: a call too large to read cannot be decided.
+                    let why = too_long("the client", len);
+                    eprintln!("ledgerctl shim mcp: {why}");
+                    if client_tx
+                        .send(rpc_error(Value::Null, -32600, &format!("Invalid Request: {why}")))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("ledgerctl shim mcp: cannot read from the client: {e}");

@@ -1,10 +1,13 @@
 //! The bucket: an S3-compatible object store opened from `s3://BUCKET/PREFIX`, with
 //! write-once puts.
 //!
-//! Credentials come only from the AWS environment chain as `object_store` reads it
-//! (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, ECS
-//! container credentials, EC2 instance metadata), never from flags or the config file.
-//! The endpoint, region and plain-HTTP switch (not secrets) may come from the config.
+//! Credentials come only from the AWS environment/config chain, never from flags or the
+//! shipper's config file: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`
+//! first, then the static keys of the `AWS_PROFILE` profile in the shared files
+//! (`~/.aws/credentials`, `~/.aws/config`; [`crate::profile`]), then what `object_store`
+//! finds itself (web identity, ECS container credentials, EC2 instance metadata). The
+//! endpoint, region and plain-HTTP switch (not secrets) may come from the config; the
+//! region otherwise from `AWS_REGION`/`AWS_DEFAULT_REGION`, then the profile.
 //!
 //! Every object is written once: [`Bucket::put_once`] sends `If-None-Match: *`
 //! (`PutMode::Create`), and when the object is already there it reads it back and accepts
@@ -125,6 +128,18 @@ impl Bucket {
             retry_timeout: Duration::from_secs(15),
             ..RetryConfig::default()
         });
+        // The shared files, for what the environment does not give (keys, region).
+        let profile = crate::profile::resolve(&|k: &str| std::env::var(k).ok())
+            .map_err(|e| BucketError::Open(e.to_string()))?;
+        if let Some((id, secret, token)) = profile.keys {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = token {
+                builder = builder.with_token(token);
+            }
+        }
+        if let Some(region) = profile.region {
+            builder = builder.with_region(region);
+        }
         if let Some(url) = &endpoint.url {
             builder = builder.with_endpoint(url);
         }

@@ -1,6 +1,7 @@
 //! The Parquet form of entries: the Arrow schema, entries → a record batch → Parquet bytes
-//! (the shipper), and Parquet bytes → entries again (the fleet verifier, which re-encodes
-//! each row and compares it with the shipped leaf byte for byte).
+//! (the shipper), and Parquet bytes → typed columns again (the fleet verifier, which
+//! encodes each row's cells straight into canonical leaf bytes in a reused buffer and
+//! compares them with the shipped leaf byte for byte).
 //!
 //! One row per entry, sorted by seq, typed columns (docs/FLEET.md, "Parquet schema").
 //! Every column holds the leaf's value exactly: strings as they are (an empty string stays
@@ -16,12 +17,15 @@ use arrow_array::builder::{
     FixedSizeBinaryBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
     UInt32Builder, UInt64Builder,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ledger_proto::merkle::Hash;
 use ledger_proto::pb::{self, Decision, Kind};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
@@ -210,13 +214,23 @@ pub struct Row {
     pub time_micros: i64,
 }
 
+/// Rows per record batch when reading back: a batch of these rows is a few MB, so the
+/// columns being compared stay in cache.
+pub const READ_BATCH_ROWS: usize = 8 * 1024;
+
+/// The record batches of a shipped Parquet file, [`READ_BATCH_ROWS`] rows each.
+pub fn batches(bytes: bytes::Bytes) -> Result<ParquetRecordBatchReader, ColumnsError> {
+    Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(READ_BATCH_ROWS).build()?)
+}
+
 /// Reads every row of a shipped Parquet file. A missing column or one of another type is
 /// an error naming it; values are taken as they are (the caller compares them).
 pub fn read_rows(bytes: bytes::Bytes) -> Result<Vec<Row>, ColumnsError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024).build()?;
     let mut rows = Vec::new();
-    for batch in reader {
-        rows_of(&batch?, &mut rows)?;
+    for batch in batches(bytes)? {
+        let batch = batch?;
+        let cols = Columns::of(&batch)?;
+        rows.extend((0..cols.len()).map(|i| cols.row(i)));
     }
     Ok(rows)
 }
@@ -231,81 +245,269 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str) -> Result<
     })
 }
 
-fn rows_of(batch: &RecordBatch, out: &mut Vec<Row>) -> Result<(), ColumnsError> {
-    use arrow_array::{
-        FixedSizeBinaryArray, Int64Array, ListArray, StringArray, TimestampMicrosecondArray, UInt32Array,
-        UInt64Array,
-    };
-    let strings: Vec<&StringArray> = STRING_COLUMNS
-        .iter()
-        .map(|(name, _)| column::<StringArray>(batch, name))
-        .collect::<Result<_, _>>()?;
-    let log = column::<StringArray>(batch, "log")?;
-    let seq = column::<UInt64Array>(batch, "seq")?;
-    let time = column::<TimestampMicrosecondArray>(batch, "time")?;
-    let nanos = column::<Int64Array>(batch, "time_unix_nanos")?;
-    let policy_version = column::<UInt64Array>(batch, "policy_version")?;
-    let uid = column::<UInt32Array>(batch, "writer_uid")?;
-    let gid = column::<UInt32Array>(batch, "writer_gid")?;
-    let pid = column::<UInt32Array>(batch, "writer_pid")?;
-    let severity = column::<UInt32Array>(batch, "severity")?;
-    let flags = column::<ListArray>(batch, "flags")?;
-    let shim_seq = column::<UInt64Array>(batch, "shim_seq")?;
-    let ref_seq = column::<UInt64Array>(batch, "ref_seq")?;
-    let leaf_hash = column::<FixedSizeBinaryArray>(batch, "leaf_hash")?;
-    let flag_values = flags
-        .values()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or(ColumnsError::Column { column: "flags", why: "is not a list of strings".into() })?;
-    let offsets = flags.value_offsets();
-    for i in 0..batch.num_rows() {
-        // Indexes into STRING_COLUMNS.
-        let text = |k: usize| strings[k].value(i).to_string();
-        let kind = strings[0].value(i);
-        let decision = strings[7].value(i);
-        let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
+/// The typed columns of one record batch of a shipped file, borrowed: the verifier
+/// compares them with the leaves without building an entry per row.
+pub struct Columns<'a> {
+    batch: &'a RecordBatch,
+    /// In the order of STRING_COLUMNS.
+    strings: [&'a StringArray; 14],
+    log: &'a StringArray,
+    seq: &'a UInt64Array,
+    time: &'a TimestampMicrosecondArray,
+    nanos: &'a Int64Array,
+    policy_version: &'a UInt64Array,
+    uid: &'a UInt32Array,
+    gid: &'a UInt32Array,
+    pid: &'a UInt32Array,
+    severity: &'a UInt32Array,
+    flags: &'a ListArray,
+    flag_values: &'a StringArray,
+    shim_seq: &'a UInt64Array,
+    ref_seq: &'a UInt64Array,
+    leaf_hash: &'a FixedSizeBinaryArray,
+    /// Whether a column that is never null in a shipped file has a null here (then each
+    /// row is checked for one).
+    any_null: bool,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `batch`; a missing column or one of another type is an error naming it.
+    pub fn of(batch: &'a RecordBatch) -> Result<Columns<'a>, ColumnsError> {
+        let mut strings = Vec::with_capacity(STRING_COLUMNS.len());
+        for (name, _) in STRING_COLUMNS {
+            strings.push(column::<StringArray>(batch, name)?);
+        }
+        let strings: [&StringArray; 14] = strings
+            .try_into()
+            .map_err(|_| ColumnsError::Column { column: "?", why: "string columns".into() })?;
+        let flags = column::<ListArray>(batch, "flags")?;
+        let flag_values = flags
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or(ColumnsError::Column { column: "flags", why: "is not a list of strings".into() })?;
+        let any_null = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .any(|(f, c)| f.name() != "ref_seq" && c.null_count() > 0)
+            || flag_values.null_count() > 0;
+        Ok(Columns {
+            batch,
+            strings,
+            log: column(batch, "log")?,
+            seq: column(batch, "seq")?,
+            time: column(batch, "time")?,
+            nanos: column(batch, "time_unix_nanos")?,
+            policy_version: column(batch, "policy_version")?,
+            uid: column(batch, "writer_uid")?,
+            gid: column(batch, "writer_gid")?,
+            pid: column(batch, "writer_pid")?,
+            severity: column(batch, "severity")?,
+            flags,
+            flag_values,
+            shim_seq: column(batch, "shim_seq")?,
+            ref_seq: column(batch, "ref_seq")?,
+            leaf_hash: column(batch, "leaf_hash")?,
+            any_null,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn seq(&self, i: usize) -> u64 {
+        self.seq.value(i)
+    }
+
+    pub fn log(&self, i: usize) -> &str {
+        self.log.value(i)
+    }
+
+    pub fn nanos(&self, i: usize) -> i64 {
+        self.nanos.value(i)
+    }
+
+    pub fn time_micros(&self, i: usize) -> i64 {
+        self.time.value(i)
+    }
+
+    pub fn leaf_hash(&self, i: usize) -> &[u8] {
+        self.leaf_hash.value(i)
+    }
+
+    /// The `kind` column's text.
+    pub fn kind(&self, i: usize) -> &str {
+        self.strings[0].value(i)
+    }
+
+    /// The first column that is null in row `i` though a shipped file never has a null
+    /// there (a null reads as an empty string or zero, so it must be caught apart).
+    pub fn null_column(&self, i: usize) -> Option<&str> {
+        if !self.any_null {
+            return None;
+        }
+        let schema = self.batch.schema_ref();
+        for (f, c) in schema.fields().iter().zip(self.batch.columns()) {
+            if f.name() != "ref_seq" && c.is_null(i) {
+                return Some(f.name());
+            }
+        }
+        let (lo, hi) = self.flag_range(i);
+        (lo..hi).any(|j| self.flag_values.is_null(j)).then_some("flags")
+    }
+
+    fn flag_range(&self, i: usize) -> (usize, usize) {
+        let offsets = self.flags.value_offsets();
+        (offsets[i] as usize, offsets[i + 1] as usize)
+    }
+
+    fn ref_seq(&self, i: usize) -> Option<u64> {
+        (!self.ref_seq.is_null(i)).then(|| self.ref_seq.value(i))
+    }
+
+    /// Writes the canonical leaf bytes of row `i`'s entry into `out` (cleared first),
+    /// exactly as `ledger_proto::leaf::leaf_bytes` would for the entry the row stands for,
+    /// without building that entry. `false` if a `kind` or `decision` name is one no entry
+    /// has (the row cannot equal any leaf).
+    pub fn leaf_bytes_into(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        let s = |k: usize| self.strings[k].value(i);
+        let Some(kind) = kind_code(s(0)) else { return false };
+        let Some(decision) = decision_code(s(7)) else { return false };
+        out.clear();
+        // Field numbers and order of `Entry` in ledger.proto; proto3 leaves out a field at
+        // its default, except the `optional` ref_seq and each element of `repeated` flags.
+        let mut w = Proto(out);
+        w.uint(1, self.seq.value(i));
+        w.uint(2, self.nanos.value(i) as u64);
+        w.uint(3, kind as u64);
+        w.text(4, s(1));
+        w.text(5, s(2));
+        w.text(6, s(3));
+        w.text(7, s(4));
+        w.text(8, s(5));
+        w.text(9, s(6));
+        w.uint(10, decision as u64);
+        w.text(11, s(8));
+        w.uint(12, self.policy_version.value(i));
+        w.text(13, s(9));
+        w.uint(14, u64::from(self.uid.value(i)));
+        w.uint(15, u64::from(self.gid.value(i)));
+        w.uint(16, u64::from(self.pid.value(i)));
+        w.text(17, s(10));
+        w.uint(18, u64::from(self.severity.value(i)));
+        let (lo, hi) = self.flag_range(i);
+        for j in lo..hi {
+            w.bytes(19, self.flag_values.value(j).as_bytes());
+        }
+        w.text(20, s(11));
+        w.text(21, s(12));
+        w.uint(22, self.shim_seq.value(i));
+        if let Some(r) = self.ref_seq(i) {
+            w.key(23, 0);
+            w.varint(r);
+        }
+        w.text(24, s(13));
+        true
+    }
+
+    /// Row `i` as an entry (for messages and the rare rows the verifier needs whole).
+    pub fn row(&self, i: usize) -> Row {
+        let text = |k: usize| self.strings[k].value(i).to_string();
+        let (lo, hi) = self.flag_range(i);
         let entry = pb::Entry {
-            seq: seq.value(i),
-            time_unix_nanos: nanos.value(i),
+            seq: self.seq.value(i),
+            time_unix_nanos: self.nanos.value(i),
             // A name this version does not know cannot re-encode to the leaf: the
             // comparison reports the row.
-            kind: Kind::from_name(kind).map_or(-1, |k| k as i32),
+            kind: kind_code(self.strings[0].value(i)).unwrap_or(-1),
             agent: text(1),
             agent_id: text(2),
             session: text(3),
             action: text(4),
             tool: text(5),
             params: text(6),
-            decision: match decision {
-                "" => Decision::Unspecified as i32,
-                "allow" => Decision::Allow as i32,
-                "deny" => Decision::Deny as i32,
-                _ => -1,
-            },
+            decision: decision_code(self.strings[7].value(i)).unwrap_or(-1),
             rule: text(8),
-            policy_version: policy_version.value(i),
+            policy_version: self.policy_version.value(i),
             reason: text(9),
-            writer_uid: uid.value(i),
-            writer_gid: gid.value(i),
-            writer_pid: pid.value(i),
+            writer_uid: self.uid.value(i),
+            writer_gid: self.gid.value(i),
+            writer_pid: self.pid.value(i),
             host: text(10),
-            severity: severity.value(i),
-            flags: (lo..hi).map(|j| flag_values.value(j).to_string()).collect(),
+            severity: self.severity.value(i),
+            flags: (lo..hi).map(|j| self.flag_values.value(j).to_string()).collect(),
             policy_check: text(11),
             shim_id: text(12),
-            shim_seq: shim_seq.value(i),
-            ref_seq: if ref_seq.is_null(i) { None } else { Some(ref_seq.value(i)) },
+            shim_seq: self.shim_seq.value(i),
+            ref_seq: self.ref_seq(i),
             details: text(13),
         };
-        out.push(Row {
-            log: log.value(i).to_string(),
+        Row {
+            log: self.log.value(i).to_string(),
             entry,
-            leaf_hash: leaf_hash.value(i).to_vec(),
-            time_micros: time.value(i),
-        });
+            leaf_hash: self.leaf_hash.value(i).to_vec(),
+            time_micros: self.time.value(i),
+        }
     }
-    Ok(())
+}
+
+/// The raw `kind` of a `kind` column's text; `None` for a name no kind has.
+fn kind_code(name: &str) -> Option<i32> {
+    Kind::from_name(name).map(|k| k as i32)
+}
+
+/// The raw `decision` of a `decision` column's text; `None` for a name no decision has.
+fn decision_code(name: &str) -> Option<i32> {
+    match name {
+        "" => Some(Decision::Unspecified as i32),
+        "allow" => Some(Decision::Allow as i32),
+        "deny" => Some(Decision::Deny as i32),
+        _ => None,
+    }
+}
+
+/// A protobuf writer with prost's encoding of proto3 scalars (varints, length-delimited
+/// strings, defaults left out).
+struct Proto<'a>(&'a mut Vec<u8>);
+
+impl Proto<'_> {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn key(&mut self, field: u32, wire_type: u32) {
+        self.varint(u64::from(field << 3 | wire_type));
+    }
+
+    fn uint(&mut self, field: u32, v: u64) {
+        if v != 0 {
+            self.key(field, 0);
+            self.varint(v);
+        }
+    }
+
+    fn bytes(&mut self, field: u32, b: &[u8]) {
+        self.key(field, 2);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+
+    fn text(&mut self, field: u32, s: &str) {
+        if !s.is_empty() {
+            self.bytes(field, s.as_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +550,79 @@ mod tests {
             assert_eq!(row.leaf_hash, h.to_vec());
             assert_eq!(row.time_micros, time_micros(e.time_unix_nanos));
         }
+    }
+
+    /// Entries that differ from each other in every field, with the edge values of each
+    /// (empty and multi-byte strings, zero and maximal integers, negative times, an empty
+    /// flag, ref_seq `Some(0)`), every kind and decision.
+    fn varied(seq: u64) -> pb::Entry {
+        let s = |k: u64| match (seq + k) % 4 {
+            0 => String::new(),
+            1 => "x".into(),
+            2 => "ünïcödé → 日本 ".repeat((seq % 50) as usize + 1),
+            _ => format!(r#"{{"k":"{seq}","nested":{{"a":[1,2,3]}}}}"#),
+        };
+        let big = |k: u64| match (seq + k) % 3 {
+            0 => 0,
+            1 => 127 + seq,
+            _ => u64::MAX - seq,
+        };
+        pb::Entry {
+            seq: big(0),
+            time_unix_nanos: match seq % 3 {
+                0 => 0,
+                1 => -1_000_000_123 * seq as i64,
+                _ => i64::MAX - seq as i64,
+            },
+            kind: (seq % 13) as i32,
+            agent: s(1),
+            agent_id: s(2),
+            session: s(3),
+            action: s(4),
+            tool: s(5),
+            params: s(6),
+            decision: (seq % 3) as i32,
+            rule: s(7),
+            policy_version: big(1),
+            reason: s(8),
+            writer_uid: big(2) as u32,
+            writer_gid: big(3) as u32,
+            writer_pid: big(4) as u32,
+            host: s(9),
+            severity: (seq % 11) as u32,
+            flags: (0..seq % 4).map(|k| if k == 1 { String::new() } else { s(k + 10) }).collect(),
+            policy_check: s(14),
+            shim_id: s(15),
+            shim_seq: big(5),
+            ref_seq: match seq % 3 {
+                0 => None,
+                1 => Some(0),
+                _ => Some(big(6)),
+            },
+            details: s(16),
+        }
+    }
+
+    #[test]
+    fn rows_encode_to_the_same_leaf_bytes_as_prost() {
+        let rows: Vec<(pb::Entry, Hash)> =
+            (0..600).map(|s| (varied(s), ledger_proto::leaf::entry_leaf_hash(&varied(s)))).collect();
+        let bytes = parquet_bytes("web-1/ledgerd/0a1b2c3d", &rows).expect("write");
+        let mut buf = Vec::new();
+        let mut at = 0;
+        for batch in batches(bytes.into()).expect("read") {
+            let batch = batch.expect("batch");
+            let cols = Columns::of(&batch).expect("columns");
+            for i in 0..cols.len() {
+                let e = &rows[at].0;
+                assert!(cols.leaf_bytes_into(i, &mut buf), "row {at} encodes");
+                assert_eq!(buf, ledger_proto::leaf::leaf_bytes(e), "row {at}: {e:?}");
+                assert_eq!(cols.row(i).entry, *e);
+                assert_eq!(cols.null_column(i), None);
+                at += 1;
+            }
+        }
+        assert_eq!(at, rows.len());
     }
 
     #[test]

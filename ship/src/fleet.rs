@@ -1,5 +1,8 @@
 //! `fleet verify`: checks every shipped log in a bucket against the trust file, streaming
-//! one part at a time (memory bounded by the largest part, `batch.max_entries` entries).
+//! part by part: while one part is walked, the next is fetched and checked (leaves
+//! decompressed and hashed, Parquet rows compared) on another thread, so at most two parts
+//! are in memory at once (each: its objects, its decompressed leaves, 33 bytes per entry
+//! of hashes and flags, and one Parquet record batch of `columns::READ_BATCH_ROWS` rows).
 //!
 //! For each log: the leaves objects chain from entry 0 without gaps or overlaps; every
 //! leaf is re-hashed into the Merkle tree; at each checkpoint object the note must be the
@@ -7,8 +10,9 @@
 //! a successor named by a `key_rotated` entry in the leaves below it (else KEY CHANGED),
 //! consistent with the previous checkpoint through the shipped proof (else FORK), and its
 //! root must be the recomputed one (else the leaves were changed: FAILED). Every Parquet
-//! row must re-encode to exactly its leaf (same canonical bytes, same leaf hash, `time` the
-//! microseconds of `time_unix_nanos`, in the partition of its own day), and the Parquet
+//! row's cells must encode to exactly its leaf's canonical bytes (no null cell, same seq,
+//! log and leaf hash, `time` the microseconds of `time_unix_nanos`, in the partition of
+//! its own day), and the Parquet
 //! files must cover every shipped entry once. With `--max-age`, a log whose newest
 //! checkpoint is older is STALE (a host that stopped shipping). With `--state DIR`, each
 //! log is also held to the checkpoint trusted on the last run, exactly as
@@ -23,7 +27,7 @@ use bytes::Bytes;
 use ledger_client::state::{self, Alarm, exit};
 use ledger_proto::merkle::{self, CompactRange, Hash};
 use ledger_proto::note::{Checkpoint, NoteError, NoteVerifier};
-use ledger_proto::{hex, leaf, pb};
+use ledger_proto::{hex, pb};
 use object_store::path::Path as ObjPath;
 
 use crate::bucket::{Bucket, BucketError};
@@ -405,47 +409,39 @@ impl<'a> LogCheck<'a> {
             walked_to = *end;
         }
         walked_to = 0;
-        let mut loads = plans.into_iter().map(|plan| tokio::spawn(load(bucket.clone(), plan)));
+        let origin: std::sync::Arc<str> = self.trusted.origin.clone().into();
+        let mut loads =
+            plans.into_iter().map(|plan| tokio::spawn(load(bucket.clone(), plan, origin.clone())));
         let mut next = loads.next();
         while let Some(current) = next.take() {
             next = loads.next();
-            let loaded = match current.await {
+            let mut part = match current.await {
                 Ok(l) => l?,
                 Err(e) => {
                     self.problem(Severity::Error, format!("a loading task failed: {e}"));
                     break;
                 }
             };
-            let (start, end, path) = (loaded.plan.start, loaded.plan.end, loaded.plan.leaves.clone());
-            for p in loaded.problems {
+            let end = part.end;
+            for p in std::mem::take(&mut part.problems) {
                 self.problem(Severity::Failed, p);
             }
-            let rows = loaded.rows;
-            self.summary.parquet_rows += rows.len() as u64;
-            let (start, end) = (&start, &end);
-            // The leaves, one at a time.
-            let ok = match loaded.leaves {
-                Ok(bytes) => self.walk_part(&bytes, *start, *end, &path, &rows, &mut range, &mut rotations),
-                Err(why) => {
-                    self.problem(Severity::Failed, format!("{path}: {why}"));
-                    false
-                }
-            };
-            if !ok {
+            self.summary.parquet_rows += part.rows;
+            if !self.walk_part(part, &mut range, &mut rotations) {
                 break;
             }
-            walked_to = *end;
-            if let Some(cp_path) = checkpoints.get(end).cloned() {
-                checked.insert(*end);
+            walked_to = end;
+            if let Some(cp_path) = checkpoints.get(&end).cloned() {
+                checked.insert(end);
                 let note = bucket.get(&cp_path).await?;
                 let proof = match &prev {
-                    Some(p) if p.size > 0 => match proofs.get(&(p.size, *end)) {
+                    Some(p) if p.size > 0 => match proofs.get(&(p.size, end)) {
                         Some(pp) => Some(bucket.get(pp).await?),
                         None => None,
                     },
                     _ => None,
                 };
-                match self.check_checkpoint(*end, &note, prev.as_ref(), proof, &range, &rotations) {
+                match self.check_checkpoint(end, &note, prev.as_ref(), proof, &range, &rotations) {
                     Some(cp) => {
                         self.summary.verified = cp.size;
                         self.newest = Some((String::from_utf8_lossy(&note).into_owned(), cp.clone()));
@@ -485,41 +481,18 @@ impl<'a> LogCheck<'a> {
         Ok(())
     }
 
-    /// Re-hashes one part's leaves into `range` and compares them with the Parquet rows.
+    /// Appends one checked part's leaf hashes to `range` (holding the tree to the state
+    /// file's checkpoint on the way) and reports its rows that differ from their leaves.
     /// `false` if the walk cannot go on.
-    #[allow(clippy::too_many_arguments)]
     fn walk_part(
         &mut self,
-        bytes: &[u8],
-        start: u64,
-        end: u64,
-        path: &ObjPath,
-        rows: &[(Row, String, ObjPath)],
+        checked: Checked,
         range: &mut CompactRange,
         rotations: &mut Vec<pb::Entry>,
     ) -> bool {
-        let mut reader = ledger_client::evidence::LeafReader::new(bytes);
-        let mut seq = start;
-        // The partition text of the last day seen (one conversion per day, not per row).
-        let mut day = (i64::MIN, String::new());
-        loop {
-            let leaf_bytes = match reader.next_leaf() {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(e) => {
-                    self.problem(Severity::Failed, format!("{path}: {e}"));
-                    return false;
-                }
-            };
-            if seq >= end {
-                self.problem(
-                    Severity::Failed,
-                    format!("{path} holds more than the {} leaves its name says", end - start),
-                );
-                return false;
-            }
-            let hash = merkle::leaf_hash(leaf_bytes);
-            range.append(hash, |_, _, _| {});
+        let mut mismatches = checked.mismatches.into_iter().peekable();
+        for (k, hash) in checked.hashes.iter().enumerate() {
+            range.append(*hash, |_, _, _| {});
             if let Some((st, cp)) = &self.pinned
                 && range.size() == cp.size
                 && range.root() != cp.root
@@ -537,73 +510,23 @@ impl<'a> LogCheck<'a> {
                 self.alarm(alarm);
                 return false;
             }
-            let row = rows.get((seq - start) as usize);
-            if let Some((r, _, _)) = row
-                && day_of(r.entry.time_unix_nanos) != day.0
-            {
-                day = (day_of(r.entry.time_unix_nanos), day_text(day_of(r.entry.time_unix_nanos)));
-            }
-            let matches = row.is_some_and(|(r, date, _)| {
-                r.entry.seq == seq
-                    && r.log == self.trusted.origin
-                    && r.leaf_hash == hash
-                    && r.time_micros == columns::time_micros(r.entry.time_unix_nanos)
-                    && *date == day.1
-                    && leaf::leaf_bytes(&r.entry) == leaf_bytes
-            });
-            let entry = match (matches, row) {
-                (true, Some((r, _, _))) if r.entry.kind != pb::Kind::KeyRotated as i32 => None,
-                (true, Some((r, _, _))) => Some(r.entry.clone()),
-                _ => {
-                    let decoded = <pb::Entry as prost::Message>::decode(leaf_bytes).ok();
-                    if let Some((r, date, fpath)) = row {
-                        self.row_mismatch(seq, r, date, fpath, decoded.as_ref(), &hash);
-                    }
-                    decoded
+            let seq = checked.start + k as u64;
+            while let Some((_, text)) = mismatches.next_if(|m| m.0 == seq) {
+                self.row_mismatches += 1;
+                if self.row_lines < MAX_ROW_LINES
+                    && let Some(text) = text
+                {
+                    self.row_lines += 1;
+                    self.problem(Severity::Failed, text);
                 }
-            };
-            if let Some(e) = entry
-                && e.kind == pb::Kind::KeyRotated as i32
-            {
-                rotations.push(e);
             }
-            seq += 1;
         }
-        if seq != end {
-            self.problem(
-                Severity::Failed,
-                format!("{path} holds {} leaves, its name says {}", seq - start, end - start),
-            );
+        rotations.extend(checked.rotations);
+        if let Some(why) = checked.leaf_error {
+            self.problem(Severity::Failed, format!("{}: {why}", checked.leaves));
             return false;
         }
         true
-    }
-
-    fn row_mismatch(
-        &mut self,
-        seq: u64,
-        row: &Row,
-        date: &str,
-        fpath: &ObjPath,
-        leaf: Option<&pb::Entry>,
-        hash: &Hash,
-    ) {
-        self.row_mismatches += 1;
-        if self.row_lines >= MAX_ROW_LINES {
-            return;
-        }
-        self.row_lines += 1;
-        let why = match leaf {
-            None => "the leaf itself does not decode".to_string(),
-            Some(_) if row.log != self.trusted.origin => {
-                format!("column log: Parquet has {:?}, this log is {:?}", row.log, self.trusted.origin)
-            }
-            Some(l) => describe_difference(row, date, l, hash),
-        };
-        self.problem(
-            Severity::Failed,
-            format!("{fpath}: the row for entry {seq} differs from its leaf: {why}"),
-        );
     }
 
     /// Checks the checkpoint object of `size`; the parsed checkpoint if it holds.
@@ -794,50 +717,224 @@ struct Plan {
     files: Vec<(u64, u64, String, ObjPath)>,
 }
 
-/// A part fetched and decoded.
-struct Loaded {
-    plan: Plan,
-    rows: Vec<(Row, String, ObjPath)>,
-    /// The decompressed leaves, or why they could not be.
-    leaves: Result<Vec<u8>, String>,
+/// A part fetched and checked on its own: what the walk needs to go on.
+struct Checked {
+    start: u64,
+    end: u64,
+    leaves: ObjPath,
+    /// The leaf hashes, in order, of the leaves read before `leaf_error` (all if none).
+    hashes: Vec<Hash>,
+    /// Why the leaves object cannot be read past `hashes` (the walk stops there).
+    leaf_error: Option<String>,
+    /// The seqs whose Parquet row differs from its leaf, in order, with the problem line
+    /// for the first [`MAX_ROW_LINES`] of them.
+    mismatches: Vec<(u64, Option<String>)>,
+    /// The `key_rotated` entries among the leaves.
+    rotations: Vec<pb::Entry>,
+    /// Parquet rows read.
+    rows: u64,
+    /// Problems with the part's Parquet files.
     problems: Vec<String>,
 }
 
-/// Fetches a part's objects; decodes the Parquet and decompresses the leaves on blocking
-/// threads (so the walk of the previous part goes on meanwhile).
-async fn load(bucket: Bucket, plan: Plan) -> Result<Loaded, BucketError> {
-    let leaves_bytes = bucket.get(&plan.leaves).await?;
-    let limit = (plan.end - plan.start).saturating_mul(MAX_LEAF_BYTES);
-    let leaves = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let decoder = zstd::stream::read::Decoder::new(&leaves_bytes[..])
-            .map_err(|e| format!("not a zstd stream: {e}"))?;
-        let mut out = Vec::new();
-        decoder.take(limit).read_to_end(&mut out).map_err(|e| format!("cannot decompress: {e}"))?;
-        Ok::<_, String>(out)
-    });
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
+/// Fetches a part's objects, then checks them on a blocking thread, so that while the
+/// walk goes through one part the next one is fetched and checked on the other core.
+async fn load(bucket: Bucket, plan: Plan, origin: std::sync::Arc<str>) -> Result<Checked, BucketError> {
+    let leaves = bucket.get(&plan.leaves).await?;
+    let mut files = Vec::with_capacity(plan.files.len());
     for (first, last, date, fpath) in &plan.files {
-        let bytes = bucket.get(fpath).await?;
-        let read = tokio::task::spawn_blocking(move || columns::read_rows(bytes)).await;
-        match read {
-            Ok(Ok(read)) => {
-                if read.len() as u64 != last.saturating_sub(*first) + 1 {
-                    problems.push(format!(
-                        "{fpath} has {} rows, its name says {}",
-                        read.len(),
-                        last - first + 1
-                    ));
+        files.push((*first, *last, date.clone(), fpath.clone(), bucket.get(fpath).await?));
+    }
+    let (start, end, path) = (plan.start, plan.end, plan.leaves.clone());
+    let checked = tokio::task::spawn_blocking(move || check_part(&origin, plan, &leaves, files)).await;
+    Ok(checked.unwrap_or_else(|e| Checked {
+        start,
+        end,
+        leaves: path,
+        hashes: Vec::new(),
+        leaf_error: Some(format!("checking failed: {e}")),
+        mismatches: Vec::new(),
+        rotations: Vec::new(),
+        rows: 0,
+        problems: Vec::new(),
+    }))
+}
+
+/// Decompresses a part's leaves, hashes them, and compares every Parquet row with the
+/// leaf at its position: the row's cells are encoded into canonical leaf bytes in one
+/// reused buffer and compared byte for byte, with its `seq`, `log`, `leaf_hash`, `time`
+/// and partition date checked beside (no entry is built unless a row differs).
+fn check_part(
+    origin: &str,
+    plan: Plan,
+    compressed: &[u8],
+    files: Vec<(u64, u64, String, ObjPath, Bytes)>,
+) -> Checked {
+    let mut checked = Checked {
+        start: plan.start,
+        end: plan.end,
+        leaves: plan.leaves,
+        hashes: Vec::new(),
+        leaf_error: None,
+        mismatches: Vec::new(),
+        rotations: Vec::new(),
+        rows: 0,
+        problems: Vec::new(),
+    };
+    let count = plan.end - plan.start;
+    let bytes = match decompress(compressed, count.saturating_mul(MAX_LEAF_BYTES)) {
+        Ok(b) => b,
+        Err(why) => {
+            checked.leaf_error = Some(why);
+            return checked;
+        }
+    };
+    let (leaves, error) = split_leaves(&bytes, count);
+    checked.leaf_error = error;
+    checked.hashes = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let mut matched = vec![false; leaves.len()];
+    let mut buf = Vec::with_capacity(1024);
+    for (first, last, date, fpath, bytes) in files {
+        let mut read = 0u64;
+        let result = (|| -> Result<(), columns::ColumnsError> {
+            // The day of the partition, checked once per day of the rows.
+            let mut day = (i64::MIN, false);
+            for batch in columns::batches(bytes)? {
+                let batch = batch?;
+                let cols = columns::Columns::of(&batch)?;
+                for i in 0..cols.len() {
+                    // The row's position in the part: its file's name says where it starts.
+                    let k = first.saturating_sub(plan.start).saturating_add(read + i as u64);
+                    let Some(leaf) = usize::try_from(k).ok().and_then(|k| leaves.get(k)) else { continue };
+                    let seq = plan.start + k;
+                    let hash = &checked.hashes[k as usize];
+                    let nanos = cols.nanos(i);
+                    if day_of(nanos) != day.0 {
+                        day = (day_of(nanos), day_text(day_of(nanos)) == date);
+                    }
+                    let ok = cols.seq(i) == seq
+                        && day.1
+                        && cols.log(i) == origin
+                        && cols.leaf_hash(i) == hash
+                        && cols.time_micros(i) == columns::time_micros(nanos)
+                        && cols.null_column(i).is_none()
+                        && cols.leaf_bytes_into(i, &mut buf)
+                        && buf == *leaf;
+                    if ok {
+                        matched[k as usize] = true;
+                        if cols.kind(i) == pb::Kind::KeyRotated.name() {
+                            checked.rotations.push(cols.row(i).entry);
+                        }
+                    } else {
+                        let text = (checked.mismatches.len() < MAX_ROW_LINES)
+                            .then(|| row_mismatch(origin, seq, &cols, i, &date, &fpath, leaf, hash));
+                        checked.mismatches.push((seq, text));
+                    }
                 }
-                rows.extend(read.into_iter().map(|r| (r, date.clone(), fpath.clone())));
+                read += cols.len() as u64;
             }
-            Ok(Err(e)) => problems.push(format!("{fpath} is not a readable shipped Parquet file: {e}")),
-            Err(e) => problems.push(format!("{fpath}: decoding failed: {e}")),
+            Ok(())
+        })();
+        checked.rows += read;
+        let named = last.saturating_sub(first).saturating_add(1);
+        match result {
+            Ok(()) if read != named => {
+                checked.problems.push(format!("{fpath} has {read} rows, its name says {named}"))
+            }
+            Ok(()) => {}
+            Err(e) => checked.problems.push(format!("{fpath} is not a readable shipped Parquet file: {e}")),
         }
     }
-    let leaves = leaves.await.unwrap_or_else(|e| Err(format!("decompression failed: {e}")));
-    Ok(Loaded { plan, rows, leaves, problems })
+    // A leaf without a row that equals it: its key rotation (if it is one) is read from
+    // the leaf itself.
+    for (leaf, _) in leaves.iter().zip(&matched).filter(|(_, m)| !**m) {
+        if let Ok(e) = <pb::Entry as prost::Message>::decode(*leaf)
+            && e.kind == pb::Kind::KeyRotated as i32
+        {
+            checked.rotations.push(e);
+        }
+    }
+    checked.mismatches.sort_by_key(|m| m.0);
+    checked.rotations.sort_by_key(|e| e.seq);
+    checked
+}
+
+/// A leaves object's bytes, decompressed to at most `limit` bytes.
+fn decompress(compressed: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder =
+        zstd::stream::read::Decoder::new(compressed).map_err(|e| format!("not a zstd stream: {e}"))?;
+    // Room for what the frame header says it holds (the shipper's objects say), so the
+    // output is not copied as it grows; a hostile header gets no more than the limit, and
+    // at most READ_AHEAD_CAP up front.
+    const READ_AHEAD_CAP: u64 = 256 * 1024 * 1024;
+    let said = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten();
+    let room = said.unwrap_or(compressed.len() as u64 * 8).min(limit).min(READ_AHEAD_CAP);
+    let mut out = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
+    decoder.take(limit).read_to_end(&mut out).map_err(|e| format!("cannot decompress: {e}"))?;
+    Ok(out)
+}
+
+/// The leaves of a decompressed leaves object (each a 4-byte big-endian length, then
+/// that many bytes), borrowed; at most `count`, the number its name says. With them, why
+/// the object cannot be read further, if it cannot (the texts of `LeafReader`'s errors).
+fn split_leaves(bytes: &[u8], count: u64) -> (Vec<&[u8]>, Option<String>) {
+    let mut leaves = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 20));
+    let mut at = 0usize;
+    while at < bytes.len() {
+        if leaves.len() as u64 == count {
+            return (leaves, Some(format!("holds more than the {count} leaves its name says")));
+        }
+        let Some(len) = bytes.get(at..at + 4) else {
+            return (leaves, Some(format!("truncated length prefix at byte {at}")));
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(leaf) = bytes.get(at + 4..).and_then(|rest| rest.get(..len)) else {
+            let remain = bytes.len() - at - 4;
+            let index = leaves.len();
+            return (
+                leaves,
+                Some(format!(
+                    "leaf {index} at byte {at} claims {len} bytes, only {remain} remain (the file is truncated)"
+                )),
+            );
+        };
+        leaves.push(leaf);
+        at += 4 + len;
+    }
+    let error = (leaves.len() as u64 != count)
+        .then(|| format!("holds {} leaves, its name says {count}", leaves.len()));
+    (leaves, error)
+}
+
+/// The problem line of a Parquet row that differs from its leaf.
+#[allow(clippy::too_many_arguments)]
+fn row_mismatch(
+    origin: &str,
+    seq: u64,
+    cols: &columns::Columns<'_>,
+    i: usize,
+    date: &str,
+    fpath: &ObjPath,
+    leaf: &[u8],
+    hash: &Hash,
+) -> String {
+    let row = cols.row(i);
+    let null = cols.null_column(i);
+    let why = match <pb::Entry as prost::Message>::decode(leaf) {
+        Err(_) => "the leaf itself does not decode".to_string(),
+        Ok(_) if null.is_some() => {
+            format!("column {} is null (a shipped file has no nulls there)", null.unwrap_or_default())
+        }
+        Ok(_) if row.log != origin => {
+            format!("column log: Parquet has {:?}, this log is {origin:?}", row.log)
+        }
+        Ok(_) if row.entry.seq != seq => {
+            format!("column seq: Parquet has {}, the row stands at entry {seq}", row.entry.seq)
+        }
+        Ok(l) => describe_difference(&row, date, &l, hash),
+    };
+    format!("{fpath}: the row for entry {seq} differs from its leaf: {why}")
 }
 
 /// The first field where a Parquet row and its leaf differ, as the query language
@@ -877,4 +974,267 @@ fn describe_difference(row: &Row, date: &str, leaf: &pb::Entry, hash: &Hash) -> 
 /// Where an error came from, for `--state` paths in messages.
 pub fn state_file(dir: &Path, origin: &str) -> PathBuf {
     dir.join(format!("{}.json", log_id(origin)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{
+        Array, ArrayRef, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch, StringArray,
+        TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use ledger_proto::pb::{Decision, Kind};
+
+    use super::*;
+
+    const ORIGIN: &str = "web-1/ledgerd/0a1b2c3d";
+    /// The part starts here (not 0, so positions and seqs differ).
+    const START: u64 = 1000;
+    /// The row every tampering changes.
+    const VICTIM: usize = 7;
+
+    fn entry(seq: u64) -> pb::Entry {
+        pb::Entry {
+            seq,
+            time_unix_nanos: 1_767_225_600_123_456_789 + seq as i64 * 1_000_000_000,
+            kind: if seq == START + 3 { Kind::KeyRotated as i32 } else { Kind::Decision as i32 },
+            agent: "billing-bot".into(),
+            agent_id: "0b7e".into(),
+            session: "s-1".into(),
+            action: "write".into(),
+            tool: "payments.refund".into(),
+            params: r#"{"amount":12,"currency":"EUR"}"#.into(),
+            decision: Decision::Deny as i32,
+            rule: "no-refunds".into(),
+            policy_version: 4,
+            reason: "refunds need a human".into(),
+            writer_uid: 1001,
+            writer_gid: 1001,
+            writer_pid: 4242,
+            host: "web-1".into(),
+            severity: 7,
+            flags: vec!["deny_burst".into(), "first_use".into()],
+            policy_check: "match".into(),
+            shim_id: "shim-01".into(),
+            shim_seq: seq + 1,
+            ref_seq: Some(seq - 1),
+            details: r#"{"note":"x"}"#.into(),
+        }
+    }
+
+    fn rows() -> Vec<(pb::Entry, Hash)> {
+        (START..START + 20).map(|s| (entry(s), ledger_proto::leaf::entry_leaf_hash(&entry(s)))).collect()
+    }
+
+    fn plan() -> Plan {
+        Plan { start: START, end: START + 20, leaves: ObjPath::from("leaves"), files: Vec::new() }
+    }
+
+    fn check(parquet: Vec<u8>) -> Checked {
+        let rows = rows();
+        let leaves = crate::shipper::leaves_object(&rows).expect("leaves");
+        let date = date_of(rows[0].0.time_unix_nanos);
+        let files = vec![(START, START + 19, date, ObjPath::from("file.parquet"), Bytes::from(parquet))];
+        check_part(ORIGIN, plan(), &leaves, files)
+    }
+
+    fn write(batch: &RecordBatch) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).expect("writer");
+        w.write(batch).expect("write");
+        w.close().expect("close");
+        out
+    }
+
+    /// `col` with the cell of row VICTIM changed (or made null), as a hostile editor of the
+    /// bucket would.
+    fn tampered(col: &ArrayRef, null: bool) -> ArrayRef {
+        let n = col.len();
+        let pick = |i: usize| i == VICTIM;
+        match col.data_type() {
+            DataType::Utf8 => {
+                let a = col.as_any().downcast_ref::<StringArray>().expect("utf8");
+                let changed = format!("{}x", a.value(VICTIM));
+                Arc::new(StringArray::from_iter((0..n).map(|i| match (pick(i), null) {
+                    (true, true) => None,
+                    (true, false) => Some(changed.clone()),
+                    _ => Some(a.value(i).to_string()),
+                })))
+            }
+            DataType::UInt64 => {
+                let a = col.as_any().downcast_ref::<UInt64Array>().expect("u64");
+                Arc::new(UInt64Array::from_iter((0..n).map(|i| match (pick(i), null) {
+                    (true, true) if !a.is_null(i) => None,
+                    (true, _) => Some(a.value(i) ^ 1),
+                    _ => (!a.is_null(i)).then(|| a.value(i)),
+                })))
+            }
+            DataType::UInt32 => {
+                let a = col.as_any().downcast_ref::<UInt32Array>().expect("u32");
+                Arc::new(UInt32Array::from_iter((0..n).map(|i| match (pick(i), null) {
+                    (true, true) => None,
+                    (true, false) => Some(a.value(i) ^ 1),
+                    _ => Some(a.value(i)),
+                })))
+            }
+            DataType::Int64 => {
+                let a = col.as_any().downcast_ref::<Int64Array>().expect("i64");
+                Arc::new(Int64Array::from_iter((0..n).map(|i| match (pick(i), null) {
+                    (true, true) => None,
+                    (true, false) => Some(a.value(i) ^ 1),
+                    _ => Some(a.value(i)),
+                })))
+            }
+            DataType::Timestamp(..) => {
+                let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("timestamp");
+                let v: TimestampMicrosecondArray = (0..n)
+                    .map(|i| match (pick(i), null) {
+                        (true, true) => None,
+                        (true, false) => Some(a.value(i) + 1),
+                        _ => Some(a.value(i)),
+                    })
+                    .collect();
+                Arc::new(v.with_timezone("UTC"))
+            }
+            DataType::List(_) => {
+                let a = col.as_any().downcast_ref::<ListArray>().expect("list");
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for i in 0..n {
+                    let items = a.value(i);
+                    let items = items.as_any().downcast_ref::<StringArray>().expect("strings");
+                    for j in 0..items.len() {
+                        match (pick(i) && j == 0, null) {
+                            (true, true) => b.values().append_null(),
+                            (true, false) => b.values().append_value("deny_burst_"),
+                            _ => b.values().append_value(items.value(j)),
+                        }
+                    }
+                    b.append(true);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::FixedSizeBinary(32) => {
+                let a = col.as_any().downcast_ref::<FixedSizeBinaryArray>().expect("binary");
+                let cells = (0..n).map(|i| match (pick(i), null) {
+                    (true, true) => None,
+                    (true, false) => {
+                        let mut v = a.value(i).to_vec();
+                        v[31] ^= 1;
+                        Some(v)
+                    }
+                    _ => Some(a.value(i).to_vec()),
+                });
+                Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(cells, 32).expect("binary"))
+            }
+            other => panic!("no tampering for a column of type {other}"),
+        }
+    }
+
+    #[test]
+    fn shipped_rows_equal_their_leaves_and_rotations_are_found() {
+        let c = check(columns::parquet_bytes(ORIGIN, &rows()).expect("parquet"));
+        assert_eq!(c.leaf_error, None);
+        assert_eq!(c.problems, Vec::<String>::new());
+        assert_eq!(c.mismatches, Vec::new());
+        assert_eq!(c.rows, 20);
+        let want: Vec<Hash> = rows().iter().map(|r| r.1).collect();
+        assert_eq!(c.hashes, want);
+        assert_eq!(c.rotations, vec![entry(START + 3)]);
+        // The same file in another day's partition: every row is out of place.
+        let parquet = columns::parquet_bytes(ORIGIN, &rows()).expect("parquet");
+        let leaves = crate::shipper::leaves_object(&rows()).expect("leaves");
+        let files = vec![(START, START + 19, "1999-12-31".into(), ObjPath::from("f"), Bytes::from(parquet))];
+        let c = check_part(ORIGIN, plan(), &leaves, files);
+        assert_eq!(c.mismatches.len(), 20);
+        let text = c.mismatches[0].1.as_deref().unwrap_or_default();
+        assert!(text.contains("partition date=1999-12-31"), "{text}");
+        assert_eq!(c.mismatches.iter().filter(|m| m.1.is_some()).count(), MAX_ROW_LINES);
+    }
+
+    /// issue 16: rows are compared column by column with the leaves (not re-encoded as
+    /// entries); a changed or nulled cell in any one column is still caught, at its row.
+    #[test]
+    fn fleet_verify_catches_a_changed_cell_in_every_column() {
+        let batch = columns::batch(ORIGIN, &rows()).expect("batch");
+        let schema = batch.schema();
+        for (c, field) in schema.fields().iter().enumerate() {
+            for null in [false, true] {
+                // A null needs a schema that allows it.
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(f.is_nullable() || (null && f == field)))
+                    .collect();
+                let mut cols = batch.columns().to_vec();
+                cols[c] = tampered(&cols[c], null);
+                let forged = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("forged batch");
+                let checked = check(write(&forged));
+                let what = format!("column {} {}", field.name(), if null { "nulled" } else { "changed" });
+                assert_eq!(checked.problems, Vec::<String>::new(), "{what}");
+                assert_eq!(checked.mismatches.len(), 1, "{what}: {:?}", checked.mismatches);
+                let (seq, text) = &checked.mismatches[0];
+                assert_eq!(*seq, START + VICTIM as u64, "{what}");
+                let text = text.as_deref().unwrap_or_default();
+                assert!(text.contains(&format!("entry {seq} differs from its leaf")), "{what}: {text}");
+                // The line names the column (as the export names it: uid, not writer_uid).
+                let name = match field.name().as_str() {
+                    "time_unix_nanos" if !null => "time",
+                    n if !null => n.trim_start_matches("writer_"),
+                    n => n,
+                };
+                assert!(text.contains(&format!("column {name}")), "{what}: {text}");
+            }
+        }
+    }
+
+    /// A key rotation whose row was changed is still followed from the leaf itself.
+    #[test]
+    fn a_rotation_is_read_from_its_leaf_when_its_row_differs() {
+        let mut forged = rows();
+        forged[3].0.reason = "forged".into();
+        let c = check(columns::parquet_bytes(ORIGIN, &forged).expect("parquet"));
+        assert_eq!(c.mismatches.len(), 1);
+        assert_eq!(c.rotations, vec![entry(START + 3)]);
+    }
+
+    #[test]
+    fn leaves_objects_that_do_not_frame_are_named() {
+        let mut framed = Vec::new();
+        for s in 0..3u64 {
+            ledger_client::evidence::frame_leaf(
+                &mut framed,
+                &ledger_proto::leaf::leaf_bytes(&entry(START + s)),
+            )
+            .expect("frame");
+        }
+        let (leaves, e) = split_leaves(&framed, 3);
+        assert_eq!((leaves.len(), e), (3, None));
+        let (leaves, e) = split_leaves(&framed, 2);
+        assert_eq!(leaves.len(), 2);
+        assert_eq!(e.as_deref(), Some("holds more than the 2 leaves its name says"));
+        let (leaves, e) = split_leaves(&framed, 4);
+        assert_eq!(leaves.len(), 3);
+        assert_eq!(e.as_deref(), Some("holds 3 leaves, its name says 4"));
+        let (leaves, e) = split_leaves(&framed[..framed.len() - 1], 3);
+        assert_eq!(leaves.len(), 2);
+        assert!(e.is_some_and(|e| e.contains("claims") && e.contains("truncated")));
+        let (leaves, e) = split_leaves(&framed[..2], 3);
+        assert_eq!(leaves.len(), 0);
+        assert_eq!(e.as_deref(), Some("truncated length prefix at byte 0"));
+        // A hostile length of 4 GiB allocates nothing.
+        let (leaves, e) = split_leaves(&[0xff, 0xff, 0xff, 0xff, 1, 2], 1);
+        assert_eq!(leaves.len(), 0);
+        assert!(e.is_some_and(|e| e.contains("only 2 remain")));
+        // Not zstd at all.
+        let c = check_part(ORIGIN, plan(), b"not zstd", Vec::new());
+        assert!(
+            c.leaf_error.as_ref().is_some_and(|e| e.contains("decompress") || e.contains("zstd")),
+            "{:?}",
+            c.leaf_error
+        );
+        assert!(c.hashes.is_empty());
+    }
 }

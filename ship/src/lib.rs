@@ -7,8 +7,9 @@
 //! proofs between them). The daemon knows nothing of it and links none of this.
 //!
 //! - [`layout`]: object names in the bucket.
-//! - [`columns`]: the Parquet schema, entries → Parquet → entries.
+//! - [`columns`]: the Parquet schema, entries → Parquet → typed columns (and leaf bytes).
 //! - [`bucket`]: the object store and write-once puts.
+//! - [`profile`]: keys and region from the AWS shared config/credentials files.
 //! - [`config`]: the shipper's TOML configuration.
 //! - [`shipper`]: the shipping loop and its cursor.
 //! - [`trust`]: the trust file of `fleet verify`.
@@ -19,5 +20,6 @@ pub mod columns;
 pub mod config;
 pub mod fleet;
 pub mod layout;
+pub mod profile;
 pub mod shipper;
 pub mod trust;

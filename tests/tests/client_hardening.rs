@@ -260,6 +260,24 @@ fn append_jsonl_reports_how_many_were_stored_and_the_last_seq_also_on_failure() 
         ok(&daemon.ctl(&["append", "--jsonl", &file])).trim(),
         format!("appended 2 entries, last seq {}", last + 3)
     );
+
+    // A line over the bound (65 MiB, no newline ever) is refused by number without being
+    // held whole; a line that is not UTF-8 is named too. What came before is stored.
+    let huge = format!("{good}\n{}", "x".repeat(65 << 20));
+    let file = write(dir.path(), "huge.jsonl", &huge);
+    let out = daemon.ctl(&["append", "--jsonl", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("appended 1 entries, last seq {}", last + 4)), "{err}");
+    assert!(err.contains("line 2: the line is 65 MiB long, over the 64 MiB"), "{err}");
+    std::fs::write(
+        dir.path().join("latin1.jsonl"),
+        b"{\"agent\":\"caf\xe9\",\"tool\":\"t\",\"decision\":\"allow\"}\n",
+    )
+    .expect("write");
+    let out = daemon.ctl(&["append", "--jsonl", dir.path().join("latin1.jsonl").to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 1: not UTF-8 text (byte 14)"), "{}", stderr(&out));
     assert!(daemon.stop());
 }
 

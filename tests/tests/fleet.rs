@@ -617,6 +617,48 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
     );
     t.delete(&evil);
 
+    // issue 16, credentials from the AWS shared files: with no AWS_* keys in the
+    // environment, the keys and region of the profile AWS_PROFILE names in
+    // ~/.aws/credentials and ~/.aws/config are used (the default profile here holds keys
+    // the server refuses: the right profile is the one used); an unknown profile is an
+    // error that says so.
+    let home = work.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).expect("home");
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "# shared credentials\n[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong\n\n[auditor]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            ledger_tests::s3::ACCESS_KEY,
+            ledger_tests::s3::SECRET_KEY
+        ),
+    )
+    .expect("credentials file");
+    std::fs::write(
+        home.join(".aws/config"),
+        format!("[profile auditor]\nregion = {}\n", ledger_tests::s3::REGION),
+    )
+    .expect("config file");
+    let with_profile = |profile: &str| {
+        let mut cmd = Command::new(bin("ledgerctl"));
+        cmd.args(["fleet", "verify"]).arg(format!("s3://{BUCKET}/t")).arg("--trust").arg(&trust);
+        s3.apply(&mut cmd);
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env("HOME", &home)
+            .env("AWS_PROFILE", profile);
+        cmd.output().expect("ledgerctl fleet verify")
+    };
+    let out = with_profile("auditor");
+    assert_eq!(out.status.code(), Some(0), "the auditor profile\n{}\n{}", stdout(&out), stderr(&out));
+    let out = with_profile("default");
+    assert_ne!(out.status.code(), Some(0), "the default profile's keys are refused\n{}", stdout(&out));
+    let out = with_profile("nobody-here");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("AWS_PROFILE=\"nobody-here\"") && said.contains("[profile nobody-here]"), "{said}");
+    assert!(!said.contains(ledger_tests::s3::SECRET_KEY), "{said}");
+
     // An upload under way (a range's leaves are there, its Parquet and checkpoint not
     // yet) is pending, not a problem.
     append_n(&host.socket, 0, 330, 60);
@@ -671,4 +713,71 @@ fn fleet_verify_names_each_tampering_with_its_exit_code() {
     }
     expect_verdict(&s3, &trust, &[], 0, &["ok"], "the rewritten log alone looks whole");
     expect_verdict(&s3, &trust, &["--state", &state_arg], 4, &["FORK"], "a log rewritten under the same key");
+}
+
+/// docs/FLEET.md's query examples, as written there, run in DuckDB (over pyarrow's S3
+/// dataset) and in ClickHouse (chdb, reading the bucket with `s3()`), over two shipped
+/// hosts: both engines give the same answers, and the denied `payments.*` calls by agent
+/// equal the sum of the hosts' own `ledgerctl query` answers.
+#[test]
+fn fleet_docs_queries_agree_in_duckdb_and_clickhouse_and_with_the_hosts() {
+    if skip_without_weed() {
+        return;
+    }
+    let probe = Command::new("python3").args(["-c", "import chdb, duckdb, pyarrow"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 with chdb, duckdb and pyarrow is needed; .ci/run installs them");
+        return;
+    }
+    let s3 = SeaweedFs::start(BUCKET);
+    let work = tempfile::tempdir().expect("tempdir");
+    let hosts: Vec<Daemon> = (0..2).map(|_| Daemon::start()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        // 1,200 entries: 80 denies per agent, so a spike (> 20 in an hour) shows even if the
+        // run crosses an hour.
+        append_n(&h.socket, i, 0, 1200);
+        ship_once(&s3, &h.socket, "docs", &work.path().join(format!("ship{i}")), 100_000);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/fleet_engines.py");
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FLEET.md");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(s3.endpoint()).arg(format!("{BUCKET}/docs")).arg(doc);
+    s3.apply(&mut cmd);
+    let answer: serde_json::Value = serde_json::from_str(&ok(&cmd.output().expect("python3"))).expect("json");
+    let sorted = |v: &serde_json::Value| {
+        let mut rows: Vec<String> = v.as_array().expect("rows").iter().map(|r| r.to_string()).collect();
+        rows.sort();
+        rows
+    };
+    let (duck, house) = (&answer["duckdb"], &answer["clickhouse"]);
+    assert_eq!(house.as_array().map(Vec::len), Some(2), "the doc's two ClickHouse queries: {answer}");
+    // Denied payments calls by agent and day; deny spikes: the same rows in both engines
+    // (ties may come in another order).
+    for q in 0..2 {
+        assert!(!sorted(&duck[q]).is_empty(), "query {q} has rows: {answer}");
+        assert_eq!(sorted(&duck[q]), sorted(&house[q]), "query {q}: DuckDB vs ClickHouse");
+    }
+    // The first against the hosts themselves.
+    let mut by_agent: BTreeMap<String, u64> = BTreeMap::new();
+    for row in duck[0].as_array().expect("rows") {
+        *by_agent.entry(row[1].as_str().expect("agent").to_string()).or_default() +=
+            row[2].as_str().and_then(|n| n.parse::<u64>().ok()).expect("count");
+    }
+    let mut summed: BTreeMap<String, u64> = BTreeMap::new();
+    for h in &hosts {
+        let text = ok(&h.ctl(&[
+            "query",
+            "decision = deny and tool ~ \"payments.*\" | count by agent",
+            "--format",
+            "csv",
+        ]));
+        for r in csv::Reader::from_reader(text.as_bytes()).records() {
+            let r = r.expect("row");
+            *summed.entry(r[0].to_string()).or_default() += r[1].parse::<u64>().expect("count");
+        }
+    }
+    assert_eq!(by_agent, summed, "the doc's DuckDB query over the bucket vs ledgerctl query on each host");
+    // The doc's silence queries run too (nothing is silent here: an empty answer).
+    assert_eq!(duck.as_array().map(Vec::len), Some(4), "{answer}");
+    assert!(sorted(&duck[3]).is_empty(), "no log is silent: {answer}");
 }

@@ -172,3 +172,39 @@ async fn export_flags_filter_and_a_closed_pipe_is_not_an_error() {
     assert_eq!(first.trim(), "seq,agent,params");
     assert_eq!(out.status.code(), Some(0), "closed pipe: {}", stderr(&out));
 }
+
+/// `export --out` into a directory others can write to: a link planted under any name
+/// next to the target is never followed (the old predictable `NAME.csv.partial` was), the
+/// file appears whole or not at all, and nothing is left beside it.
+#[tokio::test]
+async fn export_out_never_follows_a_planted_link_and_leaves_no_partial_file() {
+    let daemon = Daemon::start();
+    seed(&daemon).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("write");
+    let path = dir.path().join("export.csv");
+    std::os::unix::fs::symlink(&victim, dir.path().join("export.csv.partial")).expect("symlink");
+    let out = daemon.ctl(&["export", "--out", path.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+    let text = std::fs::read_to_string(&path).expect("read the export");
+    assert!(text.starts_with("seq,"), "{text}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["export.csv", "export.csv.partial", "victim"]);
+
+    // A failed export (no daemon there) leaves the old file as it was and nothing beside it.
+    let out = Command::new(bin("ledgerctl"))
+        .arg("--socket")
+        .arg(dir.path().join("no.sock"))
+        .args(["export", "--out", path.to_str().expect("path")])
+        .output()
+        .expect("run ledgerctl");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 3);
+}

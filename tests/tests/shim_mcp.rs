@@ -182,24 +182,11 @@ fn the_proxy_decides_every_call_and_the_ledger_holds_exactly_those_decisions() {
     std::fs::write(&server, SERVER).expect("write server");
     let log = tmp.path().join("server.log");
 
-    ok(&daemon.ctl(&["agents", "register", "analyst", "--owner", "o", "--purpose", "p"]));
     let policy = format!(
         "rule no-write: deny tool = \"write_file\"\nrule read-data: allow tool = \"read_file\" and params.path ~ \"{}/**\"\ndefault deny\n",
         data.display()
     );
-    let policy_file = tmp.path().join("analyst.policy");
-    std::fs::write(&policy_file, policy).expect("write");
-    ok(&daemon.ctl(&[
-        "policy",
-        "set",
-        "analyst",
-        "--file",
-        policy_file.to_str().expect("utf-8"),
-        "--author",
-        "a",
-        "--reason",
-        "r",
-    ]));
+    agent_with_policy(&daemon, tmp.path(), "analyst", &policy);
 
     let server_arg = server.to_str().expect("utf-8");
     let mut proxy =
@@ -389,17 +376,13 @@ fn the_real_filesystem_server_behind_the_proxy_driven_by_the_python_sdk() {
     std::fs::create_dir(&data).expect("mkdir");
     let data = data.canonicalize().expect("canonical");
     std::fs::write(data.join("a.txt"), "hello from the filesystem server\n").expect("write");
-    ok(&daemon.ctl(&["agents", "register", "fs-agent", "--owner", "o", "--purpose", "p"]));
     let policy = format!(
         "rule no-write: deny tool in [\"write_file\", \"edit_file\", \"create_directory\", \"move_file\"]\n\
          rule read: allow tool in [\"read_text_file\", \"read_file\", \"list_directory\", \"list_allowed_directories\"]\n    and (params.path ~ \"{}/**\" or not params.path ~ \"**\")\n\
          default deny\n",
         data.display()
     );
-    let policy_file = tmp.path().join("fs.policy");
-    std::fs::write(&policy_file, policy).expect("write");
-    let policy_file = policy_file.to_str().expect("utf-8");
-    ok(&daemon.ctl(&["policy", "set", "fs-agent", "--file", policy_file, "--author", "a", "--reason", "r"]));
+    agent_with_policy(&daemon, tmp.path(), "fs-agent", &policy);
 
     let socket = daemon.socket.canonicalize().expect("socket path");
     let out = Command::new("python3")
@@ -532,11 +515,16 @@ impl Fixture {
 }
 
 fn reader_agent(daemon: &Daemon, dir: &Path, agent: &str) {
-    let policy = dir.join(format!("{agent}.policy"));
-    std::fs::write(&policy, "rule r: allow tool = \"read_file\"\ndefault deny\n").expect("write");
+    agent_with_policy(daemon, dir, agent, "rule r: allow tool = \"read_file\"\ndefault deny\n");
+}
+
+/// Registers `agent` and gives it `policy`.
+fn agent_with_policy(daemon: &Daemon, dir: &Path, agent: &str, policy: &str) {
+    let file = dir.join(format!("{agent}.policy"));
+    std::fs::write(&file, policy).expect("write");
     ok(&daemon.ctl(&["agents", "register", agent, "--owner", "o", "--purpose", "p"]));
-    let policy = policy.to_str().expect("utf-8");
-    ok(&daemon.ctl(&["policy", "set", agent, "--file", policy, "--author", "a", "--reason", "r"]));
+    let file = file.to_str().expect("utf-8");
+    ok(&daemon.ctl(&["policy", "set", agent, "--file", file, "--author", "a", "--reason", "r"]));
 }
 
 /// The decisions and heartbeats in the ledger, in log order, as JSON rows (maybe none).
@@ -729,4 +717,87 @@ fn sigterm_ends_the_proxy_with_an_exit_heartbeat() {
     let beats = heartbeats(&rows);
     assert_eq!(beats.len(), 1, "{rows:#?}");
     assert_eq!((beats[0]["action"].as_str(), beats[0]["shim_seq"].as_u64()), (Some("exit"), Some(1)));
+}
+
+/// An MCP server whose `huge` tool answers with one line longer than the proxy relays,
+/// and whose `echo` tool answers normally; it logs the calls it gets to `$SERVER_LOG`.
+const HUGE_SERVER: &str = r#"
+import json, os, sys
+log = open(os.environ["SERVER_LOG"], "a")
+for line in sys.stdin:
+    msg = json.loads(line)
+    name = msg.get("params", {}).get("name")
+    log.write(json.dumps(name) + "\n"); log.flush()
+    if name == "huge":
+        text = "x" * (65 << 20)
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": [{"type": "text", "text": text}]}}) + "\n")
+    else:
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": [{"type": "text", "text": "echo"}], "isError": False}}) + "\n")
+    sys.stdout.flush()
+"#;
+
+#[test]
+fn a_message_over_the_bound_from_either_side_is_dropped_with_an_error_and_the_proxy_goes_on() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let daemon = Daemon::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = tmp.path().join("huge.py");
+    std::fs::write(&server, HUGE_SERVER).expect("write server");
+    let log = tmp.path().join("server.log");
+    let stderr = tmp.path().join("proxy.err");
+    agent_with_policy(&daemon, tmp.path(), "analyst", "default allow\n");
+    let server_arg = server.to_str().expect("utf-8");
+    let mut proxy = Proxy::start_with(
+        &daemon.socket,
+        "analyst",
+        &[],
+        &["python3", server_arg],
+        &[("SERVER_LOG", &log)],
+        Some(&stderr),
+    );
+
+    // The client's 65 MiB call: never forwarded (it could not be decided), answered with an
+    // invalid-request error (null id: the id was past the bound), and the proxy carries on.
+    let big = call(1, "echo", json!({"blob": "y".repeat(65 << 20)}));
+    proxy.send(&big.to_string());
+    let refused = proxy.recv();
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(refused["id"], Value::Null);
+    let why = refused["error"]["message"].as_str().expect("message");
+    assert!(why.contains("more than the 64 MiB"), "{why}");
+
+    // Not UTF-8: a parse error, not the end of the session.
+    let stdin = proxy.stdin.as_mut().expect("stdin open");
+    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"x\xff\"}\n").expect("write");
+    stdin.flush().expect("flush");
+    let parse = proxy.recv();
+    assert_eq!(parse["error"]["code"], -32700, "{parse}");
+
+    // The server's 65 MiB answer: dropped, replaced by an internal error, and the next
+    // call still goes through both ways.
+    proxy.send(&call(2, "huge", json!({})).to_string());
+    let dropped = proxy.recv();
+    assert_eq!(dropped["error"]["code"], -32603, "{dropped}");
+    assert!(
+        dropped["error"]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("the MCP server sent a message of 65")
+    );
+    let echo = proxy.request(call(3, "echo", json!({})));
+    assert_eq!(text_of(&echo), "echo", "{echo}");
+    assert_eq!(proxy.finish(), Some(0));
+
+    let reached = std::fs::read_to_string(&log).expect("server log");
+    assert_eq!(
+        reached.lines().collect::<Vec<_>>(),
+        ["\"huge\"", "\"echo\""],
+        "the over-long call never reached the server"
+    );
+    let err = std::fs::read_to_string(&stderr).expect("stderr");
+    assert!(err.contains("the client sent a message of 65"), "{err}");
+    assert!(err.contains("the MCP server sent a message of 65"), "{err}");
 }

@@ -1,5 +1,5 @@
 //! Issue 17: the storage format of segment files. A crash between a commit's sync and the
-//! writes derived from it, a data dir of the previous format (2) moved over on open, also
+//! writes derived from it, a commit torn mid-write over the pre-zeroed tail, a data dir of the previous format (2) moved over on open, also
 //! after a crash mid-migration, and one device sync per commit under strace.
 
 use std::os::unix::fs::PermissionsExt;
@@ -30,18 +30,25 @@ fn verify_ok(daemon: &Daemon, extra: &[&str]) {
     assert!(out.status.success(), "verify: {}{}", stdout(&out), stderr(&out));
 }
 
-#[test]
-fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() {
-    // Commit 1 is `daemon_started`, 2..=6 five appends; the 7th commit (the sixth append)
-    // aborts right after its segment write is synced, before sled sees any of it.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = tmp.path().join("data");
-    let daemon = Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", "after-entries-sync:7")])
-        .expect("start with the failpoint");
+/// A daemon on a fresh data dir (in `tmp`) with the failpoint `point` set, after five
+/// acknowledged appends of `agent` (commits 2..=6; commit 1 is `daemon_started`).
+fn five_appends_then_failpoint(tmp: &Path, point: &str, agent: &str) -> (std::path::PathBuf, Daemon) {
+    let data_dir = tmp.join("data");
+    let daemon =
+        Daemon::start_env(&data_dir, &[], &[("LEDGERD_FAILPOINT", point)]).expect("start with the failpoint");
     for i in 0..5 {
-        let out = append(&daemon, "crash-bot", i);
+        let out = append(&daemon, agent, i);
         assert!(out.status.success(), "append {i}: {}", stderr(&out));
     }
+    (data_dir, daemon)
+}
+
+#[test]
+fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() {
+    // The 7th commit (the sixth append) aborts right after its segment write is synced,
+    // before sled sees any of it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data_dir, daemon) = five_appends_then_failpoint(tmp.path(), "after-entries-sync:7", "crash-bot");
     let out = append(&daemon, "crash-bot", 5);
     assert!(!out.status.success(), "the commit that hits the failpoint is never acknowledged");
     assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
@@ -63,6 +70,65 @@ fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() 
     assert!(daemon.stop());
     // And once more after a clean stop: nothing left to adopt, the same tree.
     let daemon = Daemon::start_in(&data_dir).expect("restart");
+    verify_ok(&daemon, &[]);
+}
+
+/// The newest segment file of a data dir and its size.
+fn newest_segment(data_dir: &Path) -> (std::path::PathBuf, u64) {
+    let mut segs: Vec<_> = std::fs::read_dir(data_dir.join("store/log"))
+        .expect("store/log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let path = segs.pop().expect("a segment");
+    let size = std::fs::metadata(&path).expect("meta").len();
+    (path, size)
+}
+
+#[test]
+fn a_pre_zeroed_segment_with_a_crash_torn_tail_recovers_exactly_the_acknowledged_entries() {
+    // The 7th commit (the sixth append) writes half of its frames over the pre-zeroed
+    // tail and the process dies unsynced.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data_dir, daemon) = five_appends_then_failpoint(tmp.path(), "torn-entries-write:7", "torn-bot");
+    // The filler runs after acknowledgements, in the background: wait until the tail the
+    // next commit overwrites is zeros the file already has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while newest_segment(&data_dir).1 < 1 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the segment was never pre-zeroed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = daemon.ctl(&[
+        "append",
+        "--agent",
+        "torn-bot",
+        "--tool",
+        "fs.read",
+        "--decision",
+        "allow",
+        "--params",
+        &format!("{{\"pad\":\"{}\"}}", "x".repeat(3000)),
+    ]);
+    assert!(!out.status.success(), "the torn commit is never acknowledged");
+    assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
+
+    let daemon = Daemon::start_in(&data_dir).expect("restart after the torn write");
+    // Exactly the acknowledged entries, then this start's `daemon_started` in seq 6.
+    assert_eq!(daemon.ready_size(), 7, "{}", daemon.ready);
+    assert_eq!(count(&daemon, "agent = \"torn-bot\" | count"), 5);
+    let out = daemon.ctl(&["query", "seq >= 5 | fields seq, kind, agent", "--format", "csv"]);
+    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(rows, ["5,decision,torn-bot", "6,daemon_started,ledgerd"], "{}", stderr(&out));
+    let out = append(&daemon, "torn-bot", 6);
+    assert_eq!(stdout(&out).trim(), "7", "the sequence continues: {}", stderr(&out));
+    verify_ok(&daemon, &[]);
+    // The commits after the cut overwrote the torn bytes' place: a hard stop now and a
+    // start find exactly them, nothing of the torn commit behind them.
+    daemon.kill();
+    let daemon = Daemon::start_in(&data_dir).expect("restart after SIGKILL");
+    assert_eq!(daemon.ready_size(), 9, "{}", daemon.ready);
+    assert_eq!(count(&daemon, "agent = \"torn-bot\" | count"), 6);
     verify_ok(&daemon, &[]);
 }
 

@@ -8,7 +8,8 @@
 //!   entries/s, and its CPU time per entry (from /proc: user + system);
 //! - the bytes in the bucket per entry (Parquet + leaves + checkpoints) against the bytes
 //!   per entry of `ledgerctl export`'s CSV of the same entries;
-//! - `ledger-ship fleet verify` over the bucket: entries/s;
+//! - `ledger-ship fleet verify` over the bucket: entries/s (median of `--verify-runs`;
+//!   with `--baseline-ship PATH`, another build's verify interleaved with it, and the ratio);
 //! - the seed question "denied calls by agent" by DuckDB over the shipped Parquet
 //!   (pyarrow's S3 reader, `tests/interop/fleet_read.py`) against `ledgerctl query` on the
 //!   host; both answers must agree.
@@ -44,6 +45,13 @@ struct Args {
     /// Python interpreter with pyarrow and duckdb
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Times to run `fleet verify` over the bucket (the median is printed)
+    #[arg(long, default_value_t = 3)]
+    verify_runs: usize,
+    /// Another `ledger-ship` binary (e.g. one built from main) whose `fleet verify` runs
+    /// over the same bucket, interleaved with this build's, as the baseline of a ratio
+    #[arg(long)]
+    baseline_ship: Option<PathBuf>,
 }
 
 /// 2026-01-01T00:00:00Z in ns.
@@ -243,11 +251,31 @@ fn main() -> anyhow::Result<()> {
     // 3. fleet verify.
     let trust = tmp.path().join("fleet.trust");
     std::fs::copy(data_dir.join("verifier.vkey"), &trust)?;
-    let mut cmd = Command::new(&ship);
-    cmd.args(["fleet", "verify", "s3://bench/fleet", "--trust"]).arg(&trust);
-    s3.apply(&mut cmd);
-    let (verify_wall, verify_cpu, out) = timed(&mut cmd)?;
-    ensure!(out.status.success(), "fleet verify failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    let verify = |bin: &Path| -> anyhow::Result<(Duration, Duration)> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["fleet", "verify", "s3://bench/fleet", "--trust"]).arg(&trust);
+        s3.apply(&mut cmd);
+        let (wall, cpu, out) = timed(&mut cmd)?;
+        ensure!(
+            out.status.success(),
+            "fleet verify ({}) failed:\n{}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Ok((wall, cpu))
+    };
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..args.verify_runs.max(1) {
+        ours.push(verify(&ship)?);
+        if let Some(b) = &args.baseline_ship {
+            base.push(verify(b)?);
+        }
+    }
+    let median = |runs: &mut Vec<(Duration, Duration)>| {
+        runs.sort();
+        runs[runs.len() / 2]
+    };
+    let (verify_wall, verify_cpu) = median(&mut ours);
 
     // 4. The seed question: DuckDB over the shipped Parquet vs ledgerctl query on the host.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/fleet_read.py");
@@ -298,11 +326,24 @@ fn main() -> anyhow::Result<()> {
         in_bucket / csv_bytes as f64
     );
     println!(
-        "verify:  {:.2} s, {:.0} entries/s (target >= 1,000,000/s); CPU {:.2} s",
+        "verify:  {:.2} s, {:.0} entries/s (target >= 1,000,000/s); CPU {:.2} s (median of {} runs)",
         verify_wall.as_secs_f64(),
         n / verify_wall.as_secs_f64(),
-        verify_cpu.as_secs_f64()
+        verify_cpu.as_secs_f64(),
+        ours.len()
     );
+    if !base.is_empty() {
+        let (base_wall, base_cpu) = median(&mut base);
+        println!(
+            "verify baseline ({}): {:.2} s, {:.0} entries/s; CPU {:.2} s; this build / baseline: {:.2}x entries/s (medians of {} interleaved runs)",
+            args.baseline_ship.as_deref().unwrap_or(Path::new("-")).display(),
+            base_wall.as_secs_f64(),
+            n / base_wall.as_secs_f64(),
+            base_cpu.as_secs_f64(),
+            base_wall.as_secs_f64() / verify_wall.as_secs_f64(),
+            base.len()
+        );
+    }
     println!(
         "query:   denied calls by agent ({host_total} denies): DuckDB over the shipped Parquet {:.2} s (pyarrow S3 read + query; python start included), ledgerctl query on the host {:.2} s; ratio {:.2}",
         duck_wall.as_secs_f64(),

@@ -69,7 +69,15 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ExportError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ExportError::Io { path: parent.into(), source })?;
     }
-    std::fs::write(&path, bytes).map_err(|source| ExportError::Io { path, source })
+    create_new(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+        .map_err(|source| ExportError::Io { path, source })
+}
+
+/// A bundle's files are created, never opened if there (`O_EXCL`: a link or file planted in
+/// the directory between its check and the write makes the export fail, not follow it).
+fn create_new(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 /// Rows of strings as CSV through the query crate's writer, so every cell is neutralised
@@ -166,7 +174,7 @@ impl Streams {
     fn create(dir: &Path) -> Result<Streams, ExportError> {
         let open = |name: &str| {
             let path = dir.join(name);
-            File::create(&path)
+            create_new(&path)
                 .map(|f| (BufWriter::new(f), path.clone()))
                 .map_err(|source| ExportError::Io { path, source })
         };

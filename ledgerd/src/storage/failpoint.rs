@@ -4,7 +4,8 @@
 //! be timed to fall between. Unset (always, outside tests), a point costs one load.
 //!
 //! Points: `after-entries-sync` (a commit's segment write is synced; nothing derived from
-//! it is written yet), `migrate-before-rename` and `migrate-before-format` (a storage
+//! it is written yet), `torn-entries-write` (only the first half of a commit's frames
+//! reached the segment file, as a power cut mid-write leaves them), `migrate-before-rename` and `migrate-before-format` (a storage
 //! migration wrote the new segments; they are not yet in place, or the format not yet
 //! recorded).
 
@@ -27,11 +28,19 @@ fn point() -> &'static Option<(String, u64)> {
 
 /// Aborts the process if `name` is the configured point and this is its n-th hit.
 pub fn hit(name: &str) {
-    if let Some((point, n)) = point()
-        && point == name
-        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n
-    {
-        eprintln!("ledgerd: failpoint {name} reached: aborting");
-        std::process::abort();
+    if reached(name) {
+        abort(name);
     }
+}
+
+/// Whether `name` is the configured point and this is its n-th hit: for points that do
+/// part of a step before calling [`abort`].
+pub fn reached(name: &str) -> bool {
+    matches!(point(), Some((point, n)) if point == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n)
+}
+
+/// Stops the process as a power cut would (no unwinding, no destructors).
+pub fn abort(name: &str) -> ! {
+    eprintln!("ledgerd: failpoint {name} reached: aborting");
+    std::process::abort();
 }

@@ -13,8 +13,9 @@ use rkyv::util::AlignedVec;
 /// Bumped whenever [`Record`]'s layout changes.
 /// 1: one entry per key in the tree `entries`; 2: entries in blocks in the tree `blocks`
 /// (see `crate::storage::blocks`); 3: canonical leaf bytes in segment files (see `crate::storage::segments`
-/// and `crate::storage::stored`; formats 1 and 2 are moved over on open).
-pub const FORMAT_VERSION: u32 = 3;
+/// and `crate::storage::stored`; formats 1 and 2 are moved over on open); 4: the same
+/// segments, the newest with a pre-zeroed tail (format 3 is recorded as 4 on open).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// One entry as it is kept on disk (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -21,17 +21,29 @@
 //! directory, after the commit that filled it is acknowledged, so rolling over costs the
 //! next commit no sync. An empty newest segment (made ahead, never used) is valid.
 //!
-//! Recovery: the newest segment is read to its end; a frame cut short or failing its CRC
-//! at the very end of the file was being written when the process stopped: it was never
-//! synced, so never acknowledged, and it is cut off, with the frames of the same commit
-//! before it (back to the last frame marked as a commit's last): a commit lands whole or
-//! not at all. Damage anywhere else is an error.
+//! Pre-zeroed tail: a background thread keeps the newest segment written with zeros (and
+//! synced) up to [`FILL_AHEAD`] bytes past its last frame (never past [`SEGMENT_BYTES`]), so
+//! that a commit overwrites blocks the file already has: its `fdatasync` then writes only
+//! data, where an append that grows the file also commits the filesystem journal for the
+//! new size (PostgreSQL zero-fills its WAL segments for the same reason). The filler
+//! writes only past the writer's end, under the writer's lock, and is started after an
+//! acknowledgement, never on the ack path, and not after a commit of over a quarter of
+//! [`FILL_AHEAD`] (a stream's: its zeros would be overwritten at once, for no gain).
+//!
+//! Recovery: the newest segment is read to the end of its non-zero bytes (zeros after the
+//! last frame are the pre-zeroed tail, not entries: a frame never has a zero length); a
+//! frame cut short or failing its CRC at the end of those bytes was being written when the
+//! process stopped: it was never synced, so never acknowledged, and it is cut off (the file
+//! truncated and synced, so that no byte of it can later line up behind a new commit), with
+//! the frames of the same commit before it (back to the last frame marked as a commit's
+//! last): a commit lands whole or not at all. Damage anywhere else is an error.
 //! `.idx` files are only an index: one that is missing or does not check is rebuilt.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use rkyv::util::AlignedVec;
 
@@ -47,6 +59,16 @@ const HEADER: u64 = 16;
 const FRAME_HEADER: usize = 8;
 /// The bit of a frame's length field that marks a commit's last frame.
 const COMMIT_END: u32 = 1 << 31;
+/// How far past the newest segment's last frame the filler keeps the file written with
+/// zeros (see the module docs): about two thousand single-entry commits, and little for a
+/// daemon that starts and stops (every test's) to write.
+pub const FILL_AHEAD: u64 = 1024 * 1024;
+/// Commits this large are not followed by a fill: one sync's journal write is nothing
+/// beside their data, and zeros written ahead of them would be overwritten at once (twice
+/// the bytes for a stream's commits).
+const NO_FILL_AFTER: u64 = FILL_AHEAD / 4;
+/// Zeros written by the filler under one hold of the writer's lock.
+const FILL_CHUNK: usize = 256 * 1024;
 /// Bytes read at a time by scans.
 const CHUNK: usize = 1 << 20;
 /// Bytes read at a time for one entry looked up by seq.
@@ -139,12 +161,28 @@ struct Shared {
     segs: Vec<Seg>,
 }
 
-/// What only the writer touches: the active file and its buffer.
+/// What only the writer (and the zero filler, past the writer's end) touches: the active
+/// file and its buffer.
 struct Writer {
     frames: Vec<u8>,
     /// The next segment, created and synced ahead of need: (its first seq, path, file).
     next: Option<(u64, PathBuf, File)>,
+    /// The newest segment as the writer and the filler see it.
+    tail: Option<Tail>,
+    /// The zero filler, while one runs.
+    filler: Option<JoinHandle<()>>,
     poisoned: bool,
+}
+
+/// The newest segment's file: where the next frame goes, and how far the file is written
+/// (frames, then zeros).
+struct Tail {
+    file: Arc<File>,
+    path: PathBuf,
+    end: u64,
+    zeroed_to: u64,
+    /// Bytes of the last commit written here.
+    last_commit: u64,
 }
 
 /// The segment files of one store (see the module docs). Shared by readers and the writer.
@@ -152,7 +190,11 @@ pub struct Segments {
     dir: PathBuf,
     segment_bytes: u64,
     shared: RwLock<Shared>,
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
+}
+
+fn lock(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read_lock(l: &RwLock<Shared>) -> std::sync::RwLockReadGuard<'_, Shared> {
@@ -228,11 +270,27 @@ impl Segments {
             };
             segs.push(seg);
         }
+        let tail = match segs.last() {
+            Some(g) => Some(Tail {
+                file: g.file.clone(),
+                path: g.path.clone(),
+                end: g.len,
+                zeroed_to: g.file.metadata().map_err(io(&g.path))?.len().max(g.len),
+                last_commit: 0,
+            }),
+            None => None,
+        };
         Ok(Segments {
             dir: dir.to_path_buf(),
             segment_bytes,
             shared: RwLock::new(Shared { segs }),
-            writer: Mutex::new(Writer { frames: Vec::new(), next: None, poisoned: false }),
+            writer: Arc::new(Mutex::new(Writer {
+                frames: Vec::new(),
+                next: None,
+                tail,
+                filler: None,
+                poisoned: false,
+            })),
         })
     }
 
@@ -254,7 +312,7 @@ impl Segments {
         first: u64,
         records: impl Iterator<Item = &'a [u8]>,
     ) -> Result<(), SegmentError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = lock(&self.writer);
         if w.poisoned {
             return Err(SegmentError::Poisoned);
         }
@@ -286,12 +344,21 @@ impl Segments {
             push_frame(&mut frames, seq, r, records.peek().is_none());
             seq += 1;
         }
+        if crate::storage::failpoint::reached("torn-entries-write") {
+            let _ = file.write_all_at(&frames[..frames.len() / 2], offset).and_then(|()| file.sync_data());
+            crate::storage::failpoint::abort("torn-entries-write");
+        }
         let result = file.write_all_at(&frames, offset).and_then(|()| file.sync_data()).map_err(io(&path));
         let written = frames.len() as u64;
         w.frames = frames;
         if let Err(e) = result {
             w.poisoned = true;
             return Err(e);
+        }
+        if let Some(t) = w.tail.as_mut() {
+            t.end = offset + written;
+            t.zeroed_to = t.zeroed_to.max(t.end);
+            t.last_commit = written;
         }
         let mut s = write_lock(&self.shared);
         if let Some(last) = s.segs.last_mut() {
@@ -304,13 +371,18 @@ impl Segments {
 
     /// Work that belongs after an acknowledgement: once the newest segment is full, writes
     /// its `.idx` and creates and syncs the next file (named by the seq the next commit
-    /// gets), so that rolling over costs the next commit no sync.
+    /// gets), so that rolling over costs the next commit no sync; otherwise starts the
+    /// zero filler when the pre-zeroed tail runs short (see the module docs).
     pub fn prepare_next(&self) -> Result<(), SegmentError> {
         let s = read_lock(&self.shared);
         let Some(last) = s.segs.last() else { return Ok(()) };
         let end = last.end();
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if last.len < self.segment_bytes || last.count == 0 || w.next.as_ref().is_some_and(|n| n.0 == end) {
+        let mut w = lock(&self.writer);
+        if last.len < self.segment_bytes || last.count == 0 {
+            self.fill_ahead(&mut w);
+            return Ok(());
+        }
+        if w.next.as_ref().is_some_and(|n| n.0 == end) {
             return Ok(());
         }
         write_index(&self.dir, last)?;
@@ -321,9 +393,46 @@ impl Segments {
         Ok(())
     }
 
+    /// Starts the zero filler when the newest segment is written less than half of
+    /// [`FILL_AHEAD`] past its last frame and none runs.
+    fn fill_ahead(&self, w: &mut Writer) {
+        if w.poisoned || w.filler.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        let Some(t) = w.tail.as_ref() else { return };
+        if t.last_commit > NO_FILL_AFTER {
+            return;
+        }
+        let target = (t.end + FILL_AHEAD).min(self.segment_bytes);
+        if t.zeroed_to >= (t.end + FILL_AHEAD / 2).min(target) {
+            return;
+        }
+        let (writer, file, path) = (self.writer.clone(), t.file.clone(), t.path.clone());
+        if let Some(done) = w.filler.take() {
+            let _ = done.join();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("segment-zero-fill".into())
+            .spawn(move || fill_zeros(&writer, &file, &path, target));
+        match spawned {
+            Ok(handle) => w.filler = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the segment zero filler; appends grow the file")
+            }
+        }
+    }
+
+    /// Waits for the zero filler, if one runs (a clean stop; tests that read the files).
+    pub fn settle(&self) {
+        let filler = lock(&self.writer).filler.take();
+        if let Some(f) = filler {
+            let _ = f.join();
+        }
+    }
+
     /// Seals the newest segment and starts the next at `first`.
     fn roll(&self, first: u64) -> Result<(), SegmentError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = lock(&self.writer);
         let (path, file) = match w.next.take() {
             Some((at, path, file)) if at == first => (path, file),
             _ => {
@@ -336,8 +445,16 @@ impl Segments {
                 (path, file)
             }
         };
+        let file = Arc::new(file);
+        w.tail = Some(Tail {
+            file: file.clone(),
+            path: path.clone(),
+            end: HEADER,
+            zeroed_to: HEADER,
+            last_commit: 0,
+        });
         let mut s = write_lock(&self.shared);
-        s.segs.push(Seg { first, count: 0, len: HEADER, file: Arc::new(file), path, sparse: Vec::new() });
+        s.segs.push(Seg { first, count: 0, len: HEADER, file, path, sparse: Vec::new() });
         Ok(())
     }
 
@@ -389,6 +506,7 @@ impl Segments {
     /// segment: for forensic tooling and tests, with the daemon stopped (see
     /// `Store::tamper`). Writes with a correct CRC, as an attacker could.
     pub fn rewrite_from(&self, from: u64, records: &[Vec<u8>]) -> Result<(), SegmentError> {
+        self.settle();
         let mut s = write_lock(&self.shared);
         let i = s.segs.partition_point(|g| g.first <= from).saturating_sub(1);
         // Keep the records of the segment holding `from` that come before it.
@@ -423,8 +541,52 @@ impl Segments {
         sync_dir(&self.dir)?;
         drop(s);
         let (seg, _) = scan_segment(file, path, start, false)?;
+        lock(&self.writer).tail = Some(Tail {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            end: seg.len,
+            zeroed_to: seg.len,
+            last_commit: 0,
+        });
         write_lock(&self.shared).segs.push(seg);
         Ok(())
+    }
+}
+
+impl Drop for Segments {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// The zero filler's thread: writes zeros into `file` from the writer's end (or from where
+/// the file is written to, whichever is further) up to `target`, a chunk at a time under
+/// the writer's lock, then syncs them. Stops early when the file is no longer the newest
+/// segment or the writer failed. A failure only costs speed (appends then grow the file),
+/// so it is logged, not returned.
+fn fill_zeros(writer: &Mutex<Writer>, file: &Arc<File>, path: &Path, target: u64) {
+    let zeros = vec![0u8; FILL_CHUNK];
+    let mut wrote = false;
+    loop {
+        let mut w = lock(writer);
+        if w.poisoned {
+            break;
+        }
+        let Some(t) = w.tail.as_mut().filter(|t| Arc::ptr_eq(&t.file, file)) else { break };
+        let start = t.zeroed_to.max(t.end);
+        if start >= target {
+            break;
+        }
+        let n = (target - start).min(FILL_CHUNK as u64) as usize;
+        if let Err(e) = file.write_all_at(&zeros[..n], start) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot pre-zero the entry log; appends grow the file");
+            break;
+        }
+        t.zeroed_to = start + n as u64;
+        wrote = true;
+    }
+    if wrote && let Err(e) = file.sync_data() {
+        tracing::warn!(error = %e, path = %path.display(), "cannot sync the pre-zeroed entry log");
     }
 }
 
@@ -466,6 +628,9 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
         end_seq: u64::MAX,
         len: size,
     };
+    // Past the last non-zero byte there are only zeros: the pre-zeroed tail (or the
+    // padding of the last frame), never a frame.
+    let data_end = data_end(&file, &path, size)?;
     let mut c = Cursor::new(loc, CHUNK);
     let mut sparse = Vec::new();
     // Where the last whole commit ends: (offset, seq, entries of `sparse`).
@@ -473,7 +638,7 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
     let mut damage = None;
     loop {
         let offset = c.buf_off + c.pos as u64;
-        if offset >= size {
+        if offset >= data_end {
             break;
         }
         match c.check_frame(size - offset)? {
@@ -489,12 +654,11 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
             }
             Err(why) => {
                 // Torn only if nothing whole can follow: the frame runs to (or past) the
-                // end of the file, or the rest of the file is zeros.
+                // end of the file's non-zero bytes.
                 let claimed =
                     u32_at(&c.buf, c.pos).map_or(u64::MAX, |l| frame_len((l & !COMMIT_END) as usize) as u64);
-                let runs_to_end = size - offset < FRAME_HEADER as u64
-                    || offset.saturating_add(claimed) >= size
-                    || rest_is_zero(&file, offset, size);
+                let runs_to_end =
+                    size - offset < FRAME_HEADER as u64 || offset.saturating_add(claimed) >= data_end;
                 if !(trim_tail && runs_to_end) {
                     return Err(damaged(why));
                 }
@@ -504,21 +668,35 @@ fn scan_segment(file: File, path: PathBuf, first: u64, trim_tail: bool) -> Resul
         }
     }
     let (end, end_seq, indexed) = committed;
-    if end == size {
-        return Ok((Seg { first, count: end_seq - first, len: size, file, path, sparse }, 0));
+    if data_end <= end {
+        return Ok((Seg { first, count: end_seq - first, len: end, file, path, sparse }, 0));
     }
-    // A commit that did not reach the disk whole: cut it off, if this is the tail.
+    // A commit that did not reach the disk whole: cut it off, if this is the tail. The
+    // file is truncated (and synced) rather than left behind the new end, so that none of
+    // its bytes can line up behind a later commit; the filler zeroes the tail again.
     if !trim_tail {
         return Err(damaged(damage.unwrap_or_else(|| format!("ends inside a commit, after byte {end}"))));
     }
     file.set_len(end).and_then(|()| file.sync_all()).map_err(io(&path))?;
     sparse.truncate(indexed);
-    Ok((Seg { first, count: end_seq - first, len: end, file, path, sparse }, size - end))
+    Ok((Seg { first, count: end_seq - first, len: end, file, path, sparse }, data_end - end))
 }
 
-fn rest_is_zero(file: &File, from: u64, size: u64) -> bool {
-    let mut buf = vec![0u8; (size - from).min(1 << 20) as usize];
-    (size - from) <= 1 << 20 && file.read_exact_at(&mut buf, from).is_ok() && buf.iter().all(|b| *b == 0)
+/// One past the last non-zero byte of the file (at least [`HEADER`]), reading backwards
+/// from its end a chunk at a time: the pre-zeroed tail costs at most [`FILL_AHEAD`] bytes read.
+fn data_end(file: &File, path: &Path, size: u64) -> Result<u64, SegmentError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut hi = size;
+    while hi > HEADER {
+        let lo = hi.saturating_sub(CHUNK as u64).max(HEADER);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.read_exact_at(chunk, lo).map_err(io(path))?;
+        if let Some(i) = chunk.iter().rposition(|b| *b != 0) {
+            return Ok(lo + i as u64 + 1);
+        }
+        hi = lo;
+    }
+    Ok(HEADER)
 }
 
 /// Moves the unread bytes of `buf` to its front and reads up to `want` bytes in total.
@@ -846,6 +1024,78 @@ mod tests {
         wrong[8] = 5;
         std::fs::write(&path, &wrong).expect("write");
         assert!(Segments::open(dir.path(), SEGMENT_BYTES).is_err());
+    }
+
+    /// Bytes of `path` past `from` that are not zero.
+    fn nonzero_after(path: &Path, from: u64) -> usize {
+        std::fs::read(path).expect("read")[from as usize..].iter().filter(|b| **b != 0).count()
+    }
+
+    #[test]
+    fn a_pre_zeroed_segment_with_a_crash_torn_tail_recovers_exactly_the_acknowledged_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg_bytes = 1 << 20;
+        let s = Segments::open(dir.path(), seg_bytes).expect("open");
+        let recs: Vec<Vec<u8>> = (0..20).map(rec).collect();
+        // Two acknowledged commits (0..6, 6..10), each followed by its after-ack work.
+        s.append(0, recs[..6].iter().map(Vec::as_slice)).expect("append");
+        s.prepare_next().expect("after ack");
+        s.append(6, recs[6..10].iter().map(Vec::as_slice)).expect("append");
+        s.prepare_next().expect("after ack");
+        s.settle();
+        let acked = s.bytes();
+        drop(s);
+        let path = newest(dir.path());
+        let size = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(size, seg_bytes, "the tail is written with zeros up to the segment size");
+        assert_eq!(nonzero_after(&path, acked), 0);
+        // The third commit (10..15) overwrote the zeros and the process stopped before its
+        // sync: any prefix of its frames reached the disk, the rest is still zeros (the last
+        // cut keeps all but the last record byte: its frame's padding is zeros anyway).
+        let mut torn = Vec::new();
+        for seq in 10..15 {
+            push_frame(&mut torn, seq, &recs[seq as usize], seq == 14);
+        }
+        let pristine = std::fs::read(&path).expect("read");
+        let last_frame = torn.len() - frame_len(recs[14].len());
+        for cut in [
+            1,
+            7,
+            8,
+            20,
+            frame_len(recs[10].len()),
+            last_frame,
+            last_frame + 9,
+            last_frame + FRAME_HEADER + recs[14].len() - 1,
+        ] {
+            std::fs::write(&path, &pristine).expect("restore");
+            let f = OpenOptions::new().write(true).open(&path).expect("open file");
+            f.write_all_at(&torn[..cut], acked).expect("torn write");
+            drop(f);
+            let s = Segments::open(dir.path(), seg_bytes).expect("open cuts the torn commit");
+            assert_eq!((s.end(), s.bytes()), (10, acked), "cut at {cut}");
+            assert_eq!(nonzero_after(&path, acked), 0, "cut at {cut}: no byte of it is left behind");
+            // The next commit reuses the seqs and the place; with the tail zeroed again, a
+            // start after it finds exactly it, never the torn frames that lined up behind.
+            s.append(10, [recs[10].as_slice()].into_iter()).expect("append");
+            s.prepare_next().expect("after ack");
+            s.settle();
+            drop(s);
+            let s = Segments::open(dir.path(), seg_bytes).expect("reopen");
+            assert_eq!(all(&s), (0..11).map(|i| (i, rec(i))).collect::<Vec<_>>(), "cut at {cut}");
+        }
+        // Written whole (synced, not yet acknowledged when the process stopped): adopted.
+        std::fs::write(&path, &pristine).expect("restore");
+        let f = OpenOptions::new().write(true).open(&path).expect("open file");
+        f.write_all_at(&torn, acked).expect("whole write");
+        drop(f);
+        assert_eq!(Segments::open(dir.path(), seg_bytes).expect("open").end(), 15);
+        // Damage before the zero tail is still damage, not a torn write.
+        let mut flipped = pristine;
+        flipped[HEADER as usize + 16 + 8 + 2] ^= 1;
+        std::fs::write(&path, &flipped).expect("write");
+        let err = Segments::open(dir.path(), seg_bytes).err().expect("damage");
+        assert!(err.to_string().contains("wrong checksum"), "{err}");
     }
 
     #[test]

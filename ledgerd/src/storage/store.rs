@@ -20,7 +20,8 @@
 //!
 //! Formats (`meta` key `format`): 1 kept one entry per key in the tree `entries`, 2 kept
 //! them in blocks of 16 in the tree `blocks` (see [`crate::storage::blocks`]); both are moved into
-//! segments on open (see [`Store::open`]).
+//! segments on open (see [`Store::open`]). 3 had segments without the pre-zeroed tail of 4
+//! (a format-3 reader takes the zeros for damage); it is recorded as 4 on open.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -129,6 +130,14 @@ impl Store {
             }
             if found < 3 {
                 migrate_to_segments(&db, dir, found)?;
+            } else if found == 3 {
+                // Format 3 segments are format 4 segments that never had a pre-zeroed tail:
+                // nothing to move, only the version to record (durably, before the first
+                // commit can leave zeros a format-3 reader would take for damage).
+                meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+                Syncer::new(dir)?.sync()?;
+                tracing::info!("storage format 3 recorded as 4 (segments with a pre-zeroed tail)");
             }
         }
         let segments = Arc::new(Segments::open(&dir.join(LOG_DIR), SEGMENT_BYTES)?);
@@ -439,7 +448,7 @@ const MIGRATING_DIR: &str = "log.migrating";
 /// Moves the entries of a format-1 (`entries` tree, one record per key) or format-2
 /// (`blocks` tree) store into segment files, records unchanged. Crash-safe: the segments
 /// are written and synced under [`MIGRATING_DIR`], renamed to [`LOG_DIR`] (the directory
-/// synced), and only then is format 3 recorded (sled flushed and synced) and the old tree
+/// synced), and only then is the current format recorded (sled flushed and synced) and the old tree
 /// dropped. Until the format is recorded the old tree is the only truth: a restart
 /// removes whatever segments a stopped migration left and starts over.
 fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), StoreError> {
@@ -516,7 +525,7 @@ fn migrate_to_segments(db: &sled::Db, dir: &Path, found: u32) -> Result<(), Stor
     tracing::info!(
         entries = end,
         from_format = found,
-        "moved the entries to storage format 3 (segment files)"
+        "moved the entries to segment files (storage format 4)"
     );
     Ok(())
 }
@@ -679,6 +688,22 @@ mod tests {
             assert!(!store.db.tree_names().iter().any(|t| t.as_ref() == old.as_bytes()), "{old} dropped");
         }
         assert!(!dir.join(MIGRATING_DIR).exists());
+    }
+
+    #[test]
+    fn a_format_3_store_is_recorded_as_format_4_with_its_segments_as_they_are() {
+        // Format 3: the same segments, never pre-zeroed (a plain append-grown file).
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), 8 << 20).expect("open");
+            write(&store, 40, 3);
+            store.meta.insert("format", &3u32.to_be_bytes()).expect("format 3");
+            store.db.flush().expect("flush");
+        }
+        check_migrated(dir.path(), 40);
+        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        store.segments().append(40, [stored::encode(&entry(40)).as_slice()].into_iter()).expect("append");
+        assert_eq!(store.entry(40).expect("read"), Some(entry(40)));
     }
 
     #[test]

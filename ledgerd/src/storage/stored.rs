@@ -1,4 +1,4 @@
-//! The stored form of an entry (storage format 3): its canonical leaf bytes, exactly what
+//! The stored form of an entry (storage formats 3 and 4): its canonical leaf bytes, exactly what
 //! the Merkle leaf hashes (`ledger_proto::leaf`), read in place.
 //!
 //! [`StoredEntry::parse`] walks the protobuf fields once and borrows every string from the
