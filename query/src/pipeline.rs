@@ -192,30 +192,10 @@ impl Pipeline {
     /// assert_eq!(pipeline.finish().rows, vec![vec![Value::text("ci-1").into_owned(), Value::Int(41)]]);
     /// ```
     pub fn push_weighted<R: Record + ?Sized>(&mut self, rec: &R, n: u64) {
-        if self.done || n == 0 {
-            return;
-        }
-        let mut n = n;
         let view = View::new(rec);
-        for op in &mut self.live {
-            match op {
-                LiveOp::Filter(c) => {
-                    if !eval(c, &view, &self.ctx) {
-                        return;
-                    }
-                }
-                LiveOp::Limit { n: limit, seen } => {
-                    if *seen >= *limit {
-                        self.done = true;
-                        return;
-                    }
-                    n = n.min(*limit - *seen);
-                    *seen += n;
-                    if *seen >= *limit {
-                        self.done = true;
-                    }
-                }
-            }
+        let n = self.admit(&view, n);
+        if n == 0 {
+            return;
         }
         let weight = i64::try_from(n).unwrap_or(i64::MAX);
         let row = match &mut self.entry {
@@ -232,6 +212,68 @@ impl Pipeline {
             }
         }
         self.push_row(0, row);
+    }
+
+    /// Runs the steps that see the record (filters, a `limit` before any other stage) on a
+    /// record standing for `n`: how many of the `n` go on (0 when it is filtered out or
+    /// the pipeline is done).
+    fn admit<R: Record + ?Sized>(&mut self, view: &View<'_, R>, n: u64) -> u64 {
+        if self.done || n == 0 {
+            return 0;
+        }
+        let mut n = n;
+        for op in &mut self.live {
+            match op {
+                LiveOp::Filter(c) => {
+                    if !eval(c, view, &self.ctx) {
+                        return 0;
+                    }
+                }
+                LiveOp::Limit { n: limit, seen } => {
+                    if *seen >= *limit {
+                        self.done = true;
+                        return 0;
+                    }
+                    n = n.min(*limit - *seen);
+                    *seen += n;
+                    if *seen >= *limit {
+                        self.done = true;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether a record that passes becomes an output row as it is (nothing after the
+    /// filter but `fields` and `limit`): then [`Pipeline::push_cells`] hands its cells
+    /// out without building a row.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.entry, Entry::Map(_)) && self.ops.is_empty()
+    }
+
+    /// Feeds one record, as [`Pipeline::push`] does; but when the pipeline
+    /// [`is_direct`](Pipeline::is_direct), the row the record makes is not kept: its
+    /// cells are handed to `cell` in column order, borrowed from the record, and the
+    /// call returns true (false when the record was filtered out). A writer can so write
+    /// rows straight from stored entries, with no owned row or string per cell. When the
+    /// pipeline is not direct the record is pushed as usual (rows come from
+    /// [`Pipeline::take_rows`]) and the call returns false.
+    pub fn push_cells<R: Record + ?Sized>(&mut self, rec: &R, cell: &mut dyn FnMut(&Value<'_>)) -> bool {
+        if !self.is_direct() {
+            self.push(rec);
+            return false;
+        }
+        let view = View::new(rec);
+        if self.admit(&view, 1) == 0 {
+            return false;
+        }
+        if let Entry::Map(accesses) = &self.entry {
+            for a in accesses {
+                cell(&read(&view, a, &self.ctx));
+            }
+        }
+        true
     }
 
     /// Rows that are final already (for a pipeline that does not sort or aggregate), so

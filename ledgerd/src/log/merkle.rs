@@ -184,18 +184,28 @@ impl Log {
         } else {
             log.state = State::load(&log.store)?;
         }
-        if indexed < log.size() {
-            AgentIndex::trim(&log.store.by_agent, indexed).map_err(StoreError::from)?;
+        // Agent-index chunks of an older encoding are removed and rebuilt from the start.
+        let current = AgentIndex::check_format(&log.store.by_agent).map_err(StoreError::from)?;
+        let index_from = if current { indexed } else { 0 };
+        if index_from < log.size() {
+            AgentIndex::trim(&log.store.by_agent, index_from).map_err(StoreError::from)?;
             let mut reader = log.store.reader();
-            for seq in indexed..log.size() {
+            for seq in index_from..log.size() {
                 let agent = reader.with_record(seq, |r| r.agent.to_string())?.ok_or(LogError::Gap { seq })?;
                 log.index.add(&log.store.by_agent, &agent, seq).map_err(StoreError::from)?;
             }
-            recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
+            if indexed < log.size() {
+                recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
+            }
             let writes = log.index.take_writes(log.size());
             write_in_order(&log.store.by_agent, writes).map_err(StoreError::from)?;
+            recovery.reindexed = log.size() - index_from;
+        }
+        if !current {
+            AgentIndex::mark_format(&log.store.by_agent).map_err(StoreError::from)?;
+        }
+        if index_from < log.size() || !current {
             log.store.sync(&mut log.syncer)?;
-            recovery.reindexed = log.size() - indexed;
         }
         // The hourly counters carry their own marker (written with them): count again
         // what it does not cover (the part that was open, and what a crash cut off), or

@@ -2,18 +2,25 @@
 //! reads its entries instead of scanning the log.
 //!
 //! Stored in the `by_agent` tree as chunks: key `agent ‖ 0x00 ‖ first seq (u64 BE)`,
-//! value up to [`CHUNK_SEQS`] seqs as u64 BE. Only each agent's last chunk is ever
-//! rewritten, so a group commit costs one write per agent it touched, not one per entry.
-//! The key `[0xff]` (never the start of a UTF-8 agent name) holds the seq the index is
-//! complete up to; it is written in the same batch as the chunks, so after a crash the
-//! index knows where to catch up from. The index is a projection of the log: deleting the
-//! tree rebuilds it on the next start.
+//! value up to [`CHUNK_SEQS`] seqs as LEB128 varints, each the difference to the one
+//! before it (the first the difference to the key's seq, so 0): a seq costs a byte or two
+//! instead of eight, which keeps both the index and what sled rewrites per commit small.
+//! Only each agent's last chunk is ever rewritten, so a group commit costs one write per
+//! agent it touched, not one per entry. The key `[0xff]` (never the start of a UTF-8
+//! agent name) holds the seq the index is complete up to; it is written after the chunks,
+//! so after a crash the index knows where to catch up from. The key `[0xfe]` holds the
+//! chunks' [`FORMAT`]: chunks of another format (format 1 kept each seq as a u64 BE) are
+//! removed and rebuilt from the log at open (see [`AgentIndex::check_format`]). The index
+//! is a projection of the log: deleting the tree rebuilds it on the next start.
 
 use std::collections::{BTreeSet, HashMap};
 
-/// Seqs per chunk (1 KiB values).
+/// Seqs per chunk.
 pub const CHUNK_SEQS: usize = 128;
+/// The chunks' encoding (delta varints); 1, before it, was u64 BE seqs.
+pub const FORMAT: u8 = 2;
 const END_KEY: &[u8] = &[0xff];
+const FORMAT_KEY: &[u8] = &[0xfe];
 
 fn key(agent: &str, first: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(agent.len() + 9);
@@ -29,15 +36,62 @@ fn prefix(agent: &str) -> Vec<u8> {
     k
 }
 
-fn seqs_of(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    value.chunks_exact(8).filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+/// The first seq of a chunk, from its key.
+fn first_of(key: &[u8]) -> Option<u64> {
+    key.len().checked_sub(8).and_then(|at| key[at..].try_into().ok()).map(u64::from_be_bytes)
+}
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The seqs of a chunk whose key names `first`; a value cut inside a number (damage)
+/// ends the seqs there.
+fn seqs_of(value: &[u8], first: u64) -> impl Iterator<Item = u64> + '_ {
+    let (mut at, mut seq) = (0usize, first);
+    std::iter::from_fn(move || {
+        let mut delta = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *value.get(at)?;
+            at += 1;
+            delta |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                seq = seq.checked_add(delta)?;
+                return Some(seq);
+            }
+        }
+        None
+    })
 }
 
 /// The open (last) chunk of one agent.
 #[derive(Debug)]
 struct Chunk {
     first: u64,
-    seqs: Vec<u8>,
+    /// Its last seq, the base of the next delta.
+    last: u64,
+    count: usize,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    fn new(first: u64) -> Chunk {
+        Chunk { first, last: first, count: 0, bytes: Vec::new() }
+    }
+
+    fn push(&mut self, seq: u64) {
+        if self.count == 0 {
+            self.first = seq;
+            self.last = seq;
+        }
+        put(&mut self.bytes, seq - self.last);
+        self.last = seq;
+        self.count += 1;
+    }
 }
 
 /// Pending index updates, owned by the writer (see the module docs).
@@ -55,36 +109,53 @@ impl AgentIndex {
         Ok(tree.get(END_KEY)?.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
     }
 
+    /// Whether the stored chunks are of this build's [`FORMAT`]. If not (a data dir from
+    /// before it), removes them, keeping the end marker (which also stands for the
+    /// registry; see `Log::open`): the caller rebuilds the index from the first entry and
+    /// then calls [`AgentIndex::mark_format`]. A crash before that finds the chunks in no
+    /// format and removes them again.
+    pub fn check_format(tree: &sled::Tree) -> Result<bool, sled::Error> {
+        if tree.get(FORMAT_KEY)?.is_some_and(|v| v.as_ref() == [FORMAT]) {
+            return Ok(true);
+        }
+        for k in tree.iter().keys() {
+            let k = k?;
+            if k.as_ref() != END_KEY {
+                tree.remove(k)?;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Records that the stored chunks are of this build's [`FORMAT`]; written after the
+    /// chunks of a rebuild and their end marker.
+    pub fn mark_format(tree: &sled::Tree) -> Result<(), sled::Error> {
+        tree.insert(FORMAT_KEY, &[FORMAT])?;
+        Ok(())
+    }
+
     /// Records that entry `seq` belongs to `agent`. Seqs must come in increasing order.
     pub fn add(&mut self, tree: &sled::Tree, agent: &str, seq: u64) -> Result<(), sled::Error> {
         if !self.open.contains_key(agent) {
-            // First sight of this agent since start: continue its last stored chunk.
-            let last = tree.scan_prefix(prefix(agent)).next_back().transpose()?;
-            let chunk = match last {
-                Some((k, v)) if v.len() < CHUNK_SEQS * 8 => {
-                    let first = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-                    // Drop seqs from a batch that never completed (at or past `seq`).
-                    let kept: Vec<u8> =
-                        seqs_of(&v).take_while(|s| *s < seq).flat_map(u64::to_be_bytes).collect();
-                    match first {
-                        Some(first) if !kept.is_empty() => Chunk { first, seqs: kept },
-                        _ => Chunk { first: seq, seqs: Vec::new() },
-                    }
+            // First sight of this agent since start: continue its last stored chunk,
+            // without the seqs of a batch that never completed (at or past `seq`).
+            let mut chunk = Chunk::new(seq);
+            if let Some((k, v)) = tree.scan_prefix(prefix(agent)).next_back().transpose()?
+                && let Some(first) = first_of(&k)
+            {
+                let kept: Vec<u64> = seqs_of(&v, first).take_while(|s| *s < seq).collect();
+                if kept.len() < CHUNK_SEQS {
+                    kept.into_iter().for_each(|s| chunk.push(s));
                 }
-                _ => Chunk { first: seq, seqs: Vec::new() },
-            };
+            }
             self.open.insert(agent.to_string(), chunk);
         }
         let Some(chunk) = self.open.get_mut(agent) else { return Ok(()) };
-        if chunk.seqs.len() >= CHUNK_SEQS * 8 {
-            let old =
-                std::mem::replace(chunk, Chunk { first: seq, seqs: Vec::with_capacity(CHUNK_SEQS * 8) });
-            self.full.push((key(agent, old.first), old.seqs));
+        if chunk.count >= CHUNK_SEQS {
+            let old = std::mem::replace(chunk, Chunk::new(seq));
+            self.full.push((key(agent, old.first), old.bytes));
         }
-        if chunk.seqs.is_empty() {
-            chunk.first = seq;
-        }
-        chunk.seqs.extend_from_slice(&seq.to_be_bytes());
+        chunk.push(seq);
         if !self.dirty.contains(agent) {
             self.dirty.insert(agent.to_string());
         }
@@ -97,7 +168,7 @@ impl AgentIndex {
         let mut out: crate::storage::store::Writes = self.full.drain(..).collect();
         for agent in std::mem::take(&mut self.dirty) {
             if let Some(chunk) = self.open.get(&agent) {
-                out.push((key(&agent, chunk.first), chunk.seqs.clone()));
+                out.push((key(&agent, chunk.first), chunk.bytes.clone()));
             }
         }
         out.push((END_KEY.to_vec(), end.to_be_bytes().to_vec()));
@@ -110,14 +181,17 @@ impl AgentIndex {
     pub fn trim(tree: &sled::Tree, end: u64) -> Result<(), sled::Error> {
         for item in tree.iter() {
             let (k, v) = item?;
-            if k.as_ref() == END_KEY || k.len() < 9 {
+            if k.as_ref() == END_KEY || k.as_ref() == FORMAT_KEY || k.len() < 9 {
                 continue;
             }
-            let kept: Vec<u8> = seqs_of(&v).take_while(|s| *s < end).flat_map(u64::to_be_bytes).collect();
+            let Some(first) = first_of(&k) else { continue };
+            let kept: Vec<u64> = seqs_of(&v, first).take_while(|s| *s < end).collect();
             if kept.is_empty() {
                 tree.remove(&k)?;
-            } else if kept.len() < v.len() {
-                tree.insert(&k, kept)?;
+            } else if kept.len() < seqs_of(&v, first).count() {
+                let mut chunk = Chunk::new(first);
+                kept.into_iter().for_each(|s| chunk.push(s));
+                tree.insert(&k, chunk.bytes)?;
             }
         }
         Ok(())
@@ -142,7 +216,10 @@ pub fn seqs(
     tree.range(start..end).flat_map(move |item| {
         let seqs: Vec<Result<u64, sled::Error>> = match item {
             Err(e) => vec![Err(e)],
-            Ok((_, v)) => seqs_of(&v).filter(|s| (lo..hi).contains(s)).map(Ok).collect(),
+            Ok((k, v)) => match first_of(&k) {
+                Some(first) => seqs_of(&v, first).filter(|s| (lo..hi).contains(s)).map(Ok).collect(),
+                None => Vec::new(),
+            },
         };
         seqs
     })
@@ -182,5 +259,43 @@ mod tests {
         let got: Vec<u64> = seqs(&tree, "a", 990, 1001).collect::<Result<_, _>>().expect("read");
         assert_eq!(got.last(), Some(&1000));
         assert!(seqs(&tree, "nobody", 0, 1001).next().is_none());
+        // Delta varints: far less than the 8 bytes a seq took in format 1.
+        let stored: usize = tree.iter().values().map(|v| v.expect("value").len()).sum();
+        assert!(stored < 1001 * 2, "{stored} bytes for 1001 seqs");
+        // A batch past the marker that never completed is trimmed away.
+        let mut index = AgentIndex::default();
+        for seq in 1001..1300 {
+            index.add(&tree, ["a", "b"][(seq % 2) as usize], seq).expect("add");
+        }
+        let mut writes = index.take_writes(1300);
+        writes.pop();
+        crate::storage::store::write_in_order(&tree, writes).expect("write without the marker");
+        AgentIndex::trim(&tree, 1001).expect("trim");
+        let got: Vec<u64> = seqs(&tree, "a", 0, 2000).collect::<Result<_, _>>().expect("read");
+        assert_eq!(got, expected["a"].iter().copied().chain([1000]).collect::<Vec<_>>());
+    }
+
+    /// Issue 17: chunks of format 1 (u64 BE seqs, no format key) are removed at open, the
+    /// marker kept (it also stands for the registry), and are not misread meanwhile.
+    #[test]
+    fn chunks_of_format_1_are_removed_for_a_rebuild() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().path(dir.path()).open().expect("open");
+        let tree = db.open_tree("by_agent").expect("tree");
+        let old: Vec<u8> = [3u64, 9, 12].iter().flat_map(|s| s.to_be_bytes()).collect();
+        tree.insert(key("a", 3), old).expect("insert");
+        tree.insert(END_KEY, &13u64.to_be_bytes()).expect("insert");
+        assert!(!AgentIndex::check_format(&tree).expect("check"));
+        assert_eq!(tree.len(), 1, "only the marker is left");
+        assert_eq!(AgentIndex::indexed_end(&tree).expect("end"), 13);
+        let mut index = AgentIndex::default();
+        for seq in [3, 9, 12] {
+            index.add(&tree, "a", seq).expect("add");
+        }
+        crate::storage::store::write_in_order(&tree, index.take_writes(13)).expect("write");
+        AgentIndex::mark_format(&tree).expect("mark");
+        assert!(AgentIndex::check_format(&tree).expect("check"));
+        let got: Vec<u64> = seqs(&tree, "a", 0, 13).collect::<Result<_, _>>().expect("read");
+        assert_eq!(got, vec![3, 9, 12]);
     }
 }

@@ -4,8 +4,11 @@
 //! by binary search over the entries tree itself (that is the time index). An agent filter
 //! reads the agent index instead of the range. Whatever is read is still checked against
 //! the whole filter, so the plan only decides what to read, never what matches. Entries
-//! are read as rkyv archives in place; memory is bounded by the result (the pipeline's
-//! rows, sort buffer or groups), not by the log.
+//! are read in place, each walked once and a string checked only when the query reads it
+//! ([`LazyEntry`]); memory is bounded by the result (the pipeline's rows, sort buffer or
+//! groups), not by the log. Rows that come straight from entries (a filter, `fields`,
+//! `limit`) are written from the entry's borrowed cells with no query row in between:
+//! as CSV ([`run_csv`]) or protobuf rows ([`run_wire`], the Query RPC).
 //!
 //! Counting queries (`count by agent, bin(time, 1h)` and the like; the shapes are those of
 //! [`Query::count_shape`] over kind, agent, tool and decision) take the whole hours of
@@ -24,12 +27,14 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use ledger_proto::pb;
-use ledger_query::{Context, Field, Pipeline, Query, Record, Row, Value};
+use std::io::Write;
+
+use ledger_query::{Context, CsvWriter, Field, Pipeline, Query, Record, Row, Value};
 
 use crate::projections::agent_index;
 use crate::projections::counters::{self, HOUR_NS, PartView};
 use crate::storage::store::{Store, StoreError};
-use crate::storage::stored::{self, StoredEntry};
+use crate::storage::stored::LazyEntry;
 
 /// The entry fields the hourly counters keep counts for.
 const COUNTED: &[Field] = &[Field::Kind, Field::Agent, Field::Tool, Field::Decision];
@@ -50,8 +55,10 @@ fn decision_value(decision: i32) -> Value<'static> {
 /// Entries scanned between two hand-overs of finished rows.
 const EMIT_EVERY: u64 = 1024;
 
-/// A stored entry as the query engine sees it.
-pub struct View<'a, 'b>(pub &'a StoredEntry<'b>);
+/// A stored entry as the query engine sees it: walked once, a string checked only when
+/// the query reads it (see [`LazyEntry`]; the engine fails the run on one that is not
+/// UTF-8, as a full parse would).
+pub struct View<'a, 'b>(pub &'a LazyEntry<'b>);
 
 impl Record for View<'_, '_> {
     fn get(&self, field: &Field) -> Value<'_> {
@@ -60,36 +67,36 @@ impl Record for View<'_, '_> {
             Field::Seq => Value::from(r.seq),
             Field::Time => Value::Time(r.time_unix_nanos),
             Field::Kind => kind_value(r.kind),
-            Field::Agent => Value::text(r.agent),
-            Field::AgentId => Value::text(r.agent_id),
-            Field::Session => Value::text(r.session),
-            Field::Action => Value::text(r.action),
-            Field::Tool => Value::text(r.tool),
-            Field::Params(_) => Value::text(r.params),
+            Field::Agent => Value::text(r.str(4)),
+            Field::AgentId => Value::text(r.str(5)),
+            Field::Session => Value::text(r.str(6)),
+            Field::Action => Value::text(r.str(7)),
+            Field::Tool => Value::text(r.str(8)),
+            Field::Params(_) => Value::text(r.str(9)),
             Field::Decision => decision_value(r.decision),
-            Field::Rule => Value::text(r.rule),
+            Field::Rule => Value::text(r.str(11)),
             Field::PolicyVersion => match r.policy_version {
                 0 => Value::Missing,
                 v => Value::from(v),
             },
-            Field::Reason => Value::text(r.reason),
+            Field::Reason => Value::text(r.str(13)),
             Field::WriterUid => Value::from(r.writer_uid),
             Field::WriterGid => Value::from(r.writer_gid),
             Field::WriterPid => Value::from(r.writer_pid),
-            Field::Host => Value::text(r.host),
+            Field::Host => Value::text(r.str(17)),
             Field::Severity => match r.severity {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
-            Field::Flags => Value::List(r.flags.iter().map(|f| Value::text(f)).collect()),
-            Field::PolicyCheck => Value::text(r.policy_check),
-            Field::ShimId => Value::text(r.shim_id),
+            Field::Flags => Value::List(r.flags().into_iter().map(Value::text).collect()),
+            Field::PolicyCheck => Value::text(r.str(20)),
+            Field::ShimId => Value::text(r.str(21)),
             Field::ShimSeq => match r.shim_seq {
                 0 => Value::Missing,
                 s => Value::from(s),
             },
             Field::RefSeq => r.ref_seq.map_or(Value::Missing, Value::from),
-            Field::Details(_) => Value::text(r.details),
+            Field::Details(_) => Value::text(r.str(24)),
         }
     }
 }
@@ -144,6 +151,165 @@ pub fn run(
     ctx: &Context,
     emit: &mut dyn FnMut(Vec<Row>) -> bool,
 ) -> Result<Stats, StoreError> {
+    let mut out = Rows { emit, scanned: 0 };
+    execute(store, size, query, ctx, &mut out)
+}
+
+/// Where [`execute`] sends what a query gives.
+trait Sink {
+    /// Feeds one scanned entry to the pipeline; false stops the run.
+    fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool;
+    /// Rows the pipeline finished (maybe none; called at the end of every run); false
+    /// stops the run.
+    fn rows(&mut self, rows: Vec<Row>) -> bool;
+}
+
+/// [`run`]'s sink: rows handed over every [`EMIT_EVERY`] entries.
+struct Rows<'e> {
+    emit: &'e mut dyn FnMut(Vec<Row>) -> bool,
+    scanned: u64,
+}
+
+impl Sink for Rows<'_> {
+    fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool {
+        pipeline.push(entry);
+        self.scanned += 1;
+        if self.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
+            let rows = pipeline.take_rows();
+            if !rows.is_empty() && !(self.emit)(rows) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> bool {
+        rows.is_empty() || (self.emit)(rows)
+    }
+}
+
+/// [`run_csv`]'s sink: a row that comes straight from an entry is written from its
+/// borrowed cells (see [`Pipeline::push_cells`]); other rows as rows.
+struct Csv<'w, W: Write> {
+    csv: &'w mut CsvWriter<W>,
+    failed: Option<std::io::Error>,
+    scanned: u64,
+}
+
+impl<W: Write> Sink for Csv<'_, W> {
+    fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool {
+        let csv = &mut *self.csv;
+        if pipeline.push_cells(entry, &mut |v| csv.cell(v)) {
+            // A string that was not UTF-8: the run fails (see `execute`), without the row.
+            if entry.0.check().is_err() {
+                return false;
+            }
+            if let Err(e) = csv.end_row() {
+                self.failed = Some(e);
+                return false;
+            }
+        }
+        self.scanned += 1;
+        if !pipeline.is_direct() && (self.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done()) {
+            let rows = pipeline.take_rows();
+            return rows.is_empty() || self.rows(rows);
+        }
+        true
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        match self.csv.write_rows(&rows) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+}
+
+/// [`run_wire`]'s sink: rows as protobuf rows, those that come straight from an entry
+/// built from its borrowed cells (no owned query row in between), handed over every
+/// [`EMIT_EVERY`] entries.
+struct Wire<'e> {
+    emit: &'e mut dyn FnMut(Vec<pb::Row>) -> bool,
+    rows: Vec<pb::Row>,
+    scanned: u64,
+}
+
+impl Sink for Wire<'_> {
+    fn push(&mut self, pipeline: &mut Pipeline, entry: &View<'_, '_>) -> bool {
+        let mut row = pb::Row::default();
+        if pipeline.push_cells(entry, &mut |v| row.values.push(ledger_proto::wire::to_wire(v))) {
+            self.rows.push(row);
+        }
+        self.scanned += 1;
+        if self.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
+            let rows = pipeline.take_rows();
+            return self.rows(rows);
+        }
+        true
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> bool {
+        let mut out = std::mem::take(&mut self.rows);
+        out.extend(rows.iter().map(ledger_proto::wire::row_to_wire));
+        out.is_empty() || (self.emit)(out)
+    }
+}
+
+/// Runs `query` like [`run`], handing over its rows as protobuf rows (the Query RPC's
+/// answer), built straight from the stored entries when no stage reshapes them.
+pub fn run_wire(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    emit: &mut dyn FnMut(Vec<pb::Row>) -> bool,
+) -> Result<Stats, StoreError> {
+    let mut out = Wire { emit, rows: Vec::new(), scanned: 0 };
+    execute(store, size, query, ctx, &mut out)
+}
+
+/// Why [`run_csv`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvRunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the CSV: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Runs `query` like [`run`] and writes its rows to `csv`. Rows that come straight from
+/// entries (a filter, `fields`, `limit`: every export) are written from the stored
+/// entries' borrowed fields, with no row built in between; the CSV is the same as
+/// [`run`]'s rows written with [`CsvWriter::write_rows`].
+pub fn run_csv<W: Write>(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    csv: &mut CsvWriter<W>,
+) -> Result<Stats, CsvRunError> {
+    let mut out = Csv { csv, failed: None, scanned: 0 };
+    let stats = execute(store, size, query, ctx, &mut out)?;
+    match out.failed {
+        Some(e) => Err(e.into()),
+        None => Ok(stats),
+    }
+}
+
+/// Plans and runs `query`, feeding `out`.
+fn execute(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    out: &mut dyn Sink,
+) -> Result<Stats, StoreError> {
     let mut pipeline = query.pipeline(ctx);
     let (lo, hi) = match query.time_range(ctx) {
         Some((from, to)) => (first_at_or_after(store, size, from)?, first_at_or_after(store, size, to)?),
@@ -157,16 +323,11 @@ pub fn run(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |a: &StoredEntry<'_>, stats: &mut Stats| -> bool {
-        pipeline.push(&View(a));
+    let mut step = |a: &LazyEntry<'_>, stats: &mut Stats| -> Result<bool, StoreError> {
         stats.scanned += 1;
-        if stats.scanned.is_multiple_of(EMIT_EVERY) || pipeline.is_done() {
-            let rows = pipeline.take_rows();
-            if !rows.is_empty() && !emit(rows) {
-                return false;
-            }
-        }
-        !pipeline.is_done()
+        let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
+        a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
+        Ok(going)
     };
     let agents = query.agents();
     'scan: for (lo, hi) in ranges {
@@ -180,8 +341,8 @@ pub fn run(
                 for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
                     let going = reader
-                        .with_record(seq, |a| step(a, &mut stats))?
-                        .ok_or(StoreError::NoSuchEntry { seq, size })?;
+                        .with_lazy(seq, |a| step(a, &mut stats))?
+                        .ok_or(StoreError::NoSuchEntry { seq, size })??;
                     if !going {
                         break 'scan;
                     }
@@ -190,8 +351,9 @@ pub fn run(
             None => {
                 let mut going = true;
                 store.scan(lo, hi, |seq, bytes| {
-                    going = stored::with_entry(bytes, |a| step(a, &mut stats))
+                    let entry = LazyEntry::parse(bytes)
                         .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                    going = step(&entry, &mut stats)?;
                     Ok(going)
                 })?;
                 if !going {
@@ -200,10 +362,8 @@ pub fn run(
             }
         }
     }
-    let rest = pipeline.finish().rows;
-    if !rest.is_empty() {
-        emit(rest);
-    }
+    // Always called: a sink may hold rows of its own (see `Wire`).
+    out.rows(pipeline.finish().rows);
     Ok(stats)
 }
 
@@ -500,9 +660,10 @@ mod tests {
         let odd = pb::Entry { kind: 99, decision: 7, ref_seq: Some(0), ..full.clone() };
         let tz = jiff::tz::TimeZone::UTC;
         for entry in [full, unset, odd] {
-            let bytes = stored::encode(&entry);
-            stored::with_entry(&bytes, |archived| {
-                let (stored, wire) = (View(archived), ledger_proto::wire::EntryRecord(&entry));
+            let bytes = crate::storage::stored::encode(&entry);
+            {
+                let archived = LazyEntry::parse(&bytes).expect("parse");
+                let (stored, wire) = (View(&archived), ledger_proto::wire::EntryRecord(&entry));
                 for name in DEFAULT_COLUMNS {
                     let field = Field::from_name(name).expect("a field");
                     let (a, b) = (stored.get(&field), wire.get(&field));
@@ -512,8 +673,8 @@ mod tests {
                         "{name} of {entry:?}"
                     );
                 }
-            })
-            .expect("archived");
+                assert!(archived.check().is_ok());
+            }
         }
     }
 }

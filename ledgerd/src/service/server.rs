@@ -549,11 +549,10 @@ impl Ledger for LedgerService {
         let header = pb::QueryResponse { columns: query.columns().to_vec(), ..Default::default() };
         tx.send(Ok(header)).await.map_err(|_| Status::cancelled("the client went away"))?;
         tokio::task::spawn_blocking(move || {
-            let mut emit = |rows: Vec<ledger_query::Row>| {
-                let rows = rows.iter().map(ledger_proto::wire::row_to_wire).collect();
+            let mut emit = |rows: Vec<pb::Row>| {
                 tx.blocking_send(Ok(pb::QueryResponse { rows, ..Default::default() })).is_ok()
             };
-            let done = engine::run(&store, size, &query, &ctx, &mut emit);
+            let done = engine::run_wire(&store, size, &query, &ctx, &mut emit);
             let last = match done {
                 Ok(stats) => Ok(pb::QueryResponse { scanned: stats.scanned, ..Default::default() }),
                 Err(e) => Err(status::store(e)),

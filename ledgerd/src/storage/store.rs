@@ -35,7 +35,7 @@ use std::sync::Arc;
 use crate::storage::blocks::Block;
 use crate::storage::record::{self, FORMAT_VERSION};
 use crate::storage::segments::{self, SEGMENT_BYTES, SegmentError, SegmentReader, Segments};
-use crate::storage::stored::{self, StoredEntry};
+use crate::storage::stored::{self, LazyEntry, StoredEntry};
 use crate::storage::tiles::{SledTiles, TILE_WIDTH, TileError, tile_key};
 
 /// sled's page cache size. sled's default is 1 GiB, far more than a ledger on an agent
@@ -422,6 +422,21 @@ impl EntryReader<'_> {
         stored::with_entry(bytes, f)
             .map(Some)
             .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })
+    }
+}
+
+impl EntryReader<'_> {
+    /// Calls `f` with entry `seq` walked but its strings not yet checked (see
+    /// [`LazyEntry`]); `None` when the log does not hold it.
+    pub fn with_lazy<T>(
+        &mut self,
+        seq: u64,
+        f: impl FnOnce(&LazyEntry<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.inner.record(&self.store.segments, seq)? else { return Ok(None) };
+        let entry =
+            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        Ok(Some(f(&entry)))
     }
 }
 

@@ -46,7 +46,15 @@ pub struct StoredEntry<'a> {
     pub details: &'a str,
 }
 
+#[inline]
 fn varint(b: &[u8], at: &mut usize) -> Result<u64, BadEntry> {
+    // Most numbers (tags, lengths, small values) are one byte.
+    if let Some(&byte) = b.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Ok(u64::from(byte));
+    }
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*at).ok_or_else(|| BadEntry("cut inside a number".into()))?;
@@ -59,13 +67,49 @@ fn varint(b: &[u8], at: &mut usize) -> Result<u64, BadEntry> {
     Err(BadEntry("a number longer than 10 bytes".into()))
 }
 
-impl<'a> StoredEntry<'a> {
-    /// Parses canonical leaf bytes (see the module docs).
-    pub fn parse(bytes: &'a [u8]) -> Result<StoredEntry<'a>, BadEntry> {
-        let mut e = StoredEntry { bytes, ..StoredEntry::default() };
+/// The highest field number of `Entry`.
+const FIELDS: usize = 24;
+
+/// A stored entry walked once, its numbers read and its strings only located: a string's
+/// UTF-8 is checked when it is read ([`LazyEntry::str`]). A scan that looks at two fields
+/// of an entry so checks two strings, not fourteen. Everything else
+/// [`StoredEntry::parse`] refuses (unknown fields, order, wire types, lengths, ranges) is
+/// refused here too; a string found not to be UTF-8 reads as empty and is remembered, so
+/// the reader can fail with [`LazyEntry::check`].
+#[derive(Debug, Clone, Default)]
+pub struct LazyEntry<'a> {
+    /// The canonical leaf bytes.
+    pub bytes: &'a [u8],
+    pub seq: u64,
+    pub time_unix_nanos: i64,
+    pub kind: i32,
+    pub decision: i32,
+    pub policy_version: u64,
+    pub writer_uid: u32,
+    pub writer_gid: u32,
+    pub writer_pid: u32,
+    pub severity: u32,
+    pub shim_seq: u64,
+    pub ref_seq: Option<u64>,
+    /// Where each string field's bytes are (by field number; `(0, 0)` when unset).
+    spans: [(u32, u32); FIELDS + 1],
+    /// The bytes holding every `flags` element (field 19, tags and lengths included).
+    flags: (u32, u32),
+    /// The first string field read that is not UTF-8.
+    bad: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> LazyEntry<'a> {
+    /// Walks canonical leaf bytes (see the type's docs).
+    pub fn parse(bytes: &'a [u8]) -> Result<LazyEntry<'a>, BadEntry> {
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(BadEntry("over 4 GiB".into()));
+        }
+        let mut e = LazyEntry { bytes, ..LazyEntry::default() };
         let mut at = 0usize;
         let mut last = 0u64;
         while at < bytes.len() {
+            let tag_at = at;
             let tag = varint(bytes, &mut at)?;
             let (field, wire) = (tag >> 3, tag & 7);
             if field < last || (field == last && field != 19) {
@@ -78,27 +122,19 @@ impl<'a> StoredEntry<'a> {
             }
             if string {
                 let len = varint(bytes, &mut at)? as usize;
-                let end = at.checked_add(len).filter(|e| *e <= bytes.len());
-                let raw =
-                    end.map(|end| &bytes[at..end]).ok_or_else(|| BadEntry(format!("field {field} cut")))?;
-                at += len;
-                let s =
-                    std::str::from_utf8(raw).map_err(|_| BadEntry(format!("field {field} is not UTF-8")))?;
-                match field {
-                    4 => e.agent = s,
-                    5 => e.agent_id = s,
-                    6 => e.session = s,
-                    7 => e.action = s,
-                    8 => e.tool = s,
-                    9 => e.params = s,
-                    11 => e.rule = s,
-                    13 => e.reason = s,
-                    17 => e.host = s,
-                    19 => e.flags.push(s),
-                    20 => e.policy_check = s,
-                    21 => e.shim_id = s,
-                    _ => e.details = s,
+                let end = at
+                    .checked_add(len)
+                    .filter(|e| *e <= bytes.len())
+                    .ok_or_else(|| BadEntry(format!("field {field} cut")))?;
+                if field == 19 {
+                    if e.flags == (0, 0) {
+                        e.flags.0 = tag_at as u32;
+                    }
+                    e.flags.1 = end as u32;
+                } else {
+                    e.spans[field as usize] = (at as u32, end as u32);
                 }
+                at = end;
                 continue;
             }
             let v = varint(bytes, &mut at)?;
@@ -120,6 +156,96 @@ impl<'a> StoredEntry<'a> {
             }
         }
         Ok(e)
+    }
+
+    fn utf8(&self, field: u64, raw: &'a [u8]) -> Result<&'a str, BadEntry> {
+        std::str::from_utf8(raw).map_err(|_| BadEntry(format!("field {field} is not UTF-8")))
+    }
+
+    /// String field `field` (4 agent, 5 agent_id, … as in `ledger.v1.Entry`), or `Err`
+    /// when it is not UTF-8.
+    pub fn try_str(&self, field: u64) -> Result<&'a str, BadEntry> {
+        let (a, b) = self.spans.get(field as usize).copied().unwrap_or_default();
+        self.utf8(field, &self.bytes[a as usize..b as usize])
+    }
+
+    /// String field `field`; empty when it is not UTF-8, which [`LazyEntry::check`] then
+    /// reports.
+    pub fn str(&self, field: u64) -> &'a str {
+        self.try_str(field).unwrap_or_else(|_| {
+            if self.bad.get().is_none() {
+                self.bad.set(Some(field));
+            }
+            ""
+        })
+    }
+
+    /// The `flags` elements, or `Err` when one is not UTF-8.
+    pub fn try_flags(&self) -> Result<Vec<&'a str>, BadEntry> {
+        let (mut at, end) = (self.flags.0 as usize, self.flags.1 as usize);
+        let mut out = Vec::new();
+        while at < end {
+            // Checked by `parse`: a tag of field 19, a length, the bytes.
+            varint(self.bytes, &mut at)?;
+            let len = varint(self.bytes, &mut at)? as usize;
+            let raw = self.bytes.get(at..at + len).ok_or_else(|| BadEntry("field 19 cut".into()))?;
+            out.push(self.utf8(19, raw)?);
+            at += len;
+        }
+        Ok(out)
+    }
+
+    /// The `flags` elements; none when one is not UTF-8, which [`LazyEntry::check`]
+    /// then reports.
+    pub fn flags(&self) -> Vec<&'a str> {
+        self.try_flags().unwrap_or_else(|_| {
+            if self.bad.get().is_none() {
+                self.bad.set(Some(19));
+            }
+            Vec::new()
+        })
+    }
+
+    /// `Err` if a string read so far was not UTF-8.
+    pub fn check(&self) -> Result<(), BadEntry> {
+        match self.bad.get() {
+            None => Ok(()),
+            Some(field) => Err(BadEntry(format!("field {field} is not UTF-8"))),
+        }
+    }
+}
+
+impl<'a> StoredEntry<'a> {
+    /// Parses canonical leaf bytes (see the module docs), every string checked.
+    pub fn parse(bytes: &'a [u8]) -> Result<StoredEntry<'a>, BadEntry> {
+        let l = LazyEntry::parse(bytes)?;
+        Ok(StoredEntry {
+            bytes,
+            seq: l.seq,
+            time_unix_nanos: l.time_unix_nanos,
+            kind: l.kind,
+            agent: l.try_str(4)?,
+            agent_id: l.try_str(5)?,
+            session: l.try_str(6)?,
+            action: l.try_str(7)?,
+            tool: l.try_str(8)?,
+            params: l.try_str(9)?,
+            decision: l.decision,
+            rule: l.try_str(11)?,
+            policy_version: l.policy_version,
+            reason: l.try_str(13)?,
+            writer_uid: l.writer_uid,
+            writer_gid: l.writer_gid,
+            writer_pid: l.writer_pid,
+            host: l.try_str(17)?,
+            severity: l.severity,
+            flags: l.try_flags()?,
+            policy_check: l.try_str(20)?,
+            shim_id: l.try_str(21)?,
+            shim_seq: l.shim_seq,
+            ref_seq: l.ref_seq,
+            details: l.try_str(24)?,
+        })
     }
 
     /// The wire entry.
@@ -218,16 +344,46 @@ mod tests {
         }
     }
 
+    /// Issue 17: a scan checks only the strings it reads, and a bad one still fails it.
+    #[test]
+    fn lazy_entries_check_strings_when_read() {
+        let bytes = encode(&full());
+        let lazy = LazyEntry::parse(&bytes).expect("parse");
+        assert_eq!(
+            (lazy.str(4), lazy.str(9), lazy.flags()),
+            ("ops-bot", full().params.as_str(), vec!["deny_burst", "first_use"])
+        );
+        assert!(lazy.check().is_ok());
+        let at = bytes.windows(6).position(|w| w == b"passwd").expect("params");
+        let mut bad = bytes.clone();
+        bad[at] = 0xff;
+        assert!(StoredEntry::parse(&bad).is_err(), "a full parse checks every string");
+        let lazy = LazyEntry::parse(&bad).expect("the structure is whole");
+        assert_eq!(lazy.str(4), "ops-bot");
+        assert!(lazy.check().is_ok(), "params not read yet");
+        assert_eq!(lazy.str(9), "");
+        assert!(lazy.check().is_err(), "params read: not UTF-8");
+        let flag = bytes.windows(10).position(|w| w == b"deny_burst").expect("flag");
+        let mut bad = bytes.clone();
+        bad[flag] = 0xc3;
+        let lazy = LazyEntry::parse(&bad).expect("the structure is whole");
+        assert!(lazy.flags().is_empty() && lazy.check().is_err());
+    }
+
     #[test]
     fn bytes_prost_would_not_write_are_refused_without_panicking() {
         let bytes = encode(&full());
         for cut in 0..bytes.len() {
             let _ = StoredEntry::parse(&bytes[..cut]);
+            assert_eq!(LazyEntry::parse(&bytes[..cut]).is_ok(), StoredEntry::parse(&bytes[..cut]).is_ok());
         }
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0xff;
             let _ = StoredEntry::parse(&b);
+            if let Ok(lazy) = LazyEntry::parse(&b) {
+                let _ = (lazy.str(9), lazy.flags(), lazy.check());
+            }
         }
         assert!(StoredEntry::parse(&[0xff; 11]).is_err(), "an over-long number");
         assert!(StoredEntry::parse(&[(30 << 3) as u8, 1]).is_err(), "an unknown field");

@@ -8,6 +8,7 @@ use jiff::tz::TimeZone;
 use super::format_value_into;
 use crate::aggregate::Row;
 use crate::pipeline::ResultSet;
+use crate::value::Value;
 
 /// Characters that make a spreadsheet read a cell as a formula when they come first.
 const TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
@@ -65,7 +66,10 @@ pub struct CsvWriter<W: Write> {
     writer: csv::Writer<W>,
     tz: TimeZone,
     neutralised: usize,
+    rows: u64,
     record: Vec<String>,
+    /// The first error of [`CsvWriter::cell`], reported by [`CsvWriter::end_row`].
+    failed: Option<io::Error>,
 }
 
 impl<W: Write> CsvWriter<W> {
@@ -73,7 +77,7 @@ impl<W: Write> CsvWriter<W> {
     pub fn new(out: W, columns: &[String], tz: TimeZone) -> io::Result<Self> {
         let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
         writer.write_record(columns).map_err(io_error)?;
-        Ok(CsvWriter { writer, tz, neutralised: 0, record: Vec::new() })
+        Ok(CsvWriter { writer, tz, neutralised: 0, rows: 0, record: Vec::new(), failed: None })
     }
 
     /// Writes rows (formatted and neutralised as [`write_csv`] does).
@@ -92,8 +96,47 @@ impl<W: Write> CsvWriter<W> {
                 }
             }
             self.writer.write_record(&self.record[..row.len()]).map_err(io_error)?;
+            self.rows += 1;
         }
         Ok(())
+    }
+
+    /// Writes the next cell of the current row straight from a value (formatted and
+    /// neutralised as [`write_csv`] does), with no row built: for
+    /// [`crate::Pipeline::push_cells`]. [`CsvWriter::end_row`] ends the row and reports
+    /// any error.
+    pub fn cell(&mut self, value: &Value<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if self.record.is_empty() {
+            self.record.push(String::new());
+        }
+        let cell = &mut self.record[0];
+        cell.clear();
+        format_value_into(cell, value, &self.tz);
+        if needs_quote(cell) {
+            cell.insert(0, '\'');
+            self.neutralised += 1;
+        }
+        if let Err(e) = self.writer.write_field(cell.as_bytes()) {
+            self.failed = Some(io_error(e));
+        }
+    }
+
+    /// Ends the row begun by [`CsvWriter::cell`].
+    pub fn end_row(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.writer.write_record(None::<&[u8]>).map_err(io_error)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows written so far (the header not counted).
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     /// Cells neutralised so far.
