@@ -387,6 +387,10 @@ fn main() -> anyhow::Result<()> {
         let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
         report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
         let per = (n / args.clients).max(10);
+        // The first requests at this concurrency open the connections and grow the agent's
+        // decider pool: reported on their own line, then the steady state is timed.
+        let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, 4, false).await?;
+        report(&format!("one tool call, {} clients, cold (pool growing)", args.clients), d, g, None);
         let before = last_decision()?;
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, per, false).await?;
         report(&format!("one tool call, {} clients", args.clients), d, g, Some(5.0));
