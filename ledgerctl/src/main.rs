@@ -16,6 +16,11 @@ use ledger_client::{Client, default_socket};
 use ledger_proto::pb;
 use ledger_query::terminal;
 
+/// The allocator of ledgerctl and so of the shims it runs (the LLM gateway serves many
+/// requests and allocates per response), as the daemon's (`ledgerd/src/lib.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod access_review;
 mod agents;
 mod append;

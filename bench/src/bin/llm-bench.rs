@@ -31,6 +31,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ledger_shims::llm::{Config, Gateway, serve, upstream::Target};
 
+/// The gateway runs in this process: on ledgerctl's allocator, as in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Measure the latency the LLM gateway adds, and its throughput, against a fast in-process upstream",
