@@ -17,27 +17,8 @@ use std::path::Path;
 use std::process::Command;
 
 use ledger_proto::pb;
+use ledger_tests::fuzz::Rng;
 use ledger_tests::{Daemon, ok, stderr, stdout};
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 const ENTRIES: usize = 500;
 const AGENTS: &[&str] = &["build-bot", "billing-bot", "ci-prod-7", "ops", "Zeta"];
@@ -121,7 +102,7 @@ fn params(rng: &mut Rng) -> String {
 }
 
 fn entries() -> Vec<pb::NewEntry> {
-    let mut rng = Rng(0x0013_5eed);
+    let mut rng = Rng::new(0x0013_5eed);
     (0..ENTRIES)
         .map(|_| {
             let outcome = rng.chance(15);
