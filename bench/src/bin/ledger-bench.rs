@@ -46,6 +46,10 @@ struct Args {
     /// Entries in each stream of the sustained line
     #[arg(long, default_value_t = 1_000_000)]
     sustained_chunk_entries: u64,
+    /// Measure only this many unary writers (and the disk at one record and at their
+    /// batch), for A/B runs and profiles of one scenario
+    #[arg(long, value_name = "WRITERS")]
+    only_unary: Option<usize>,
 }
 
 /// The policy the benchmark's decisions are re-checked against: the matching rule is the
@@ -424,7 +428,9 @@ fn main() -> anyhow::Result<()> {
     let mut off_64 = Figures::default();
     let (mut p50_1, mut cpu_1, mut daemon_cpu_1) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut batch_64 = 1usize;
-    for writers in [1usize, 16, 64] {
+    let all_writers = [1usize, 16, 64];
+    let only = args.only_unary.map(|w| [w]);
+    for &writers in only.as_ref().map_or(&all_writers[..], |o| &o[..]) {
         let mut figures = Figures::default();
         for _ in 0..args.runs {
             blob_files += run_once(&args, &rt, Scoring::On, &mut figures, Scenario::Unary(writers))?;
@@ -432,7 +438,7 @@ fn main() -> anyhow::Result<()> {
                 blob_files += run_once(&args, &rt, Scoring::Off, &mut off_64, Scenario::Unary(64))?;
             }
         }
-        if writers == 1 {
+        if writers == 1 || args.only_unary == Some(writers) {
             p50_1 = median_dur(figures.p50.clone());
             cpu_1 = median_dur(figures.cpu_per_append.clone());
             daemon_cpu_1 = median_dur(figures.daemon_cpu_per_append.clone());
@@ -445,6 +451,13 @@ fn main() -> anyhow::Result<()> {
         let name = format!("unary, {writers} writer(s)");
         let rate = print_line(&name, figures, true, fsync_1, fsync_batch);
         results.push((writers, rate));
+    }
+    if args.only_unary.is_some() {
+        println!(
+            "  p50 vs one fdatasync: {:.2}x; daemon CPU per append {daemon_cpu_1:.1?}",
+            p50_1.as_secs_f64() / fsync_latency.as_secs_f64()
+        );
+        return Ok(());
     }
     let fsync_64 = measure_disk(batch_64, &mut disk)?;
     let mut figures = Figures::default();

@@ -94,6 +94,17 @@ pub struct Log {
     state: State,
     /// Where connections read the state from; replaced after each admin commit.
     shared: Shared,
+    /// What the last commit still has to write to sled (see [`Log::project`]).
+    pending: Option<Pending>,
+}
+
+/// The part of a commit that [`Log::project`] writes; the entries are in `Log::scratch`.
+struct Pending {
+    time: i64,
+    /// The registry and policies after the commit's admin entries, with their writes.
+    state: Option<State>,
+    agents: Writes,
+    policies: Writes,
 }
 
 /// One entry of the commit in progress, encoded, with what the projections need of it.
@@ -154,6 +165,7 @@ impl Log {
             counters: Counters::default(),
             state: State::default(),
             shared: Shared::default(),
+            pending: None,
         };
 
         let mut recovery = Recovery::default();
@@ -337,13 +349,25 @@ impl Log {
     }
 
     /// Appends groups of entries (one group per caller) as one group commit and makes
-    /// them durable.
+    /// them durable, then writes what is derived from them: [`Log::commit`] followed by
+    /// [`Log::project`], for callers that answer only once both are done.
+    pub fn append(&mut self, groups: Vec<Vec<pb::Entry>>, now: i64) -> Result<Vec<Vec<Ack>>, LogError> {
+        let acks = self.commit(groups, now)?;
+        self.project()?;
+        Ok(acks)
+    }
+
+    /// Appends groups of entries (one group per caller) as one group commit and makes
+    /// them durable; the writes derived from them are left for [`Log::project`], which
+    /// must be called before the next commit and before anything is read from the store
+    /// at the new size.
     ///
     /// Each entry gets the next seq, and a receive time of `now` (never earlier than the
     /// entry before it). Returns one [`Ack`] per entry, grouped as given, only after the
     /// `fdatasync` of the segment file that holds them (the one device sync of a commit).
     /// If an entry cannot be stored, nothing is written and the tree does not move.
-    pub fn append(&mut self, groups: Vec<Vec<pb::Entry>>, now: i64) -> Result<Vec<Vec<Ack>>, LogError> {
+    pub fn commit(&mut self, groups: Vec<Vec<pb::Entry>>, now: i64) -> Result<Vec<Vec<Ack>>, LogError> {
+        debug_assert!(self.pending.is_none(), "a commit's projections were not written");
         let time = now.max(self.last_time);
         // Reused across commits: a fresh multi-megabyte buffer per batch costs more in
         // page faults than the encoding itself.
@@ -370,23 +394,23 @@ impl Log {
         }
         // Admin entries (checked by `State::prepare` before they were queued) change the
         // registry and policies; a copy is changed so that a failure leaves nothing half-done.
-        let mut next_state = None;
-        let (mut agents_batch, mut policies_batch) = (Writes::new(), Writes::new());
+        let mut state = None;
+        let (mut agents, mut policies) = (Writes::new(), Writes::new());
         if !admin.is_empty() {
-            let mut state = self.state.clone();
+            let mut next = self.state.clone();
             for e in &admin {
-                if let Err(e) = state.apply(e) {
+                if let Err(e) = next.apply(e) {
                     self.scratch = encoded;
                     return Err(LogError::Projection(e.0));
                 }
-                state.batch_for(e, &mut agents_batch, &mut policies_batch);
+                next.batch_for(e, &mut agents, &mut policies);
             }
-            next_state = Some(state);
+            state = Some(next);
         }
         // Only now, with every entry accepted, does the tree move. The entries go to the
         // segment file with one write and one fdatasync: that is what makes them durable.
-        // Everything after it is derived from them and written to sled unsynced; a crash
-        // before sled reaches the disk is made good from the segments at start.
+        // Everything derived from them is written by `project`, to sled, unsynced; a
+        // crash before sled reaches the disk is made good from the segments at start.
         if let Some(first) = encoded.first().map(|e| e.seq)
             && let Err(e) = self.store.segments().append(first, encoded.iter().map(|e| e.bytes.as_slice()))
         {
@@ -394,28 +418,46 @@ impl Log {
             return Err(StoreError::from(e).into());
         }
         crate::storage::failpoint::hit("after-entries-sync");
+        // The tree in memory (its right edge, and the tiles to write) moves with the
+        // durable entries: the acks carry their leaf hashes, and the root is known.
         let mut acks = Vec::with_capacity(sizes.len());
-        let mut items = encoded.drain(..);
+        let mut items = encoded.iter();
         for n in sizes {
             let mut group = Vec::with_capacity(n);
-            for Encoded { seq, hash, bytes: _, agent, tool, kind, decision } in items.by_ref().take(n) {
-                self.index.add(&self.store.by_agent, &agent, seq).map_err(StoreError::from)?;
-                self.counters
-                    .add(&self.store.counters, seq, time, kind, &agent, &tool, decision)
-                    .map_err(StoreError::from)?;
+            for e in items.by_ref().take(n) {
                 let tiles = &mut self.tiles;
-                self.range.append(hash, |level, index, h| tiles.on_node(level, index, h));
-                group.push(Ack { seq, leaf_hash: hash });
+                self.range.append(e.hash, |level, index, h| tiles.on_node(level, index, h));
+                group.push(Ack { seq: e.seq, leaf_hash: e.hash });
             }
             acks.push(group);
         }
-        drop(items);
         self.scratch = encoded;
         self.last_time = time;
+        self.pending = Some(Pending { time, state, agents, policies });
+        Ok(acks)
+    }
+
+    /// Writes what is derived from the last [`Log::commit`] to sled, unsynced: the
+    /// changed Merkle tiles, the registry and policy changes, any closed part of the
+    /// hourly counters and the agent index with its end marker last. Until it returns,
+    /// the store holds the new entries but not their tree hashes or indexes, so nothing
+    /// may be read from it at the new size (the writer publishes the new head after it).
+    pub fn project(&mut self) -> Result<(), LogError> {
+        let Some(Pending { time, state, agents, policies }) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut encoded = std::mem::take(&mut self.scratch);
+        let added = encoded.iter().try_for_each(|e| {
+            self.index.add(&self.store.by_agent, &e.agent, e.seq)?;
+            self.counters.add(&self.store.counters, e.seq, time, e.kind, &e.agent, &e.tool, e.decision)
+        });
+        encoded.clear();
+        self.scratch = encoded;
+        added.map_err(StoreError::from)?;
         self.write_tiles()?;
-        if let Some(state) = next_state {
-            write_in_order(&self.store.agents, agents_batch).map_err(StoreError::from)?;
-            write_in_order(&self.store.policies, policies_batch).map_err(StoreError::from)?;
+        if let Some(state) = state {
+            write_in_order(&self.store.agents, agents).map_err(StoreError::from)?;
+            write_in_order(&self.store.policies, policies).map_err(StoreError::from)?;
             self.state = state;
             self.publish();
         }
@@ -428,7 +470,7 @@ impl Log {
         // trees hold.
         let writes = self.index.take_writes(self.size());
         write_in_order(&self.store.by_agent, writes).map_err(StoreError::from)?;
-        Ok(acks)
+        Ok(())
     }
 
     /// Work that follows the acknowledgement of a commit and would otherwise delay it:

@@ -77,6 +77,9 @@ pub enum Command {
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
     head: watch::Receiver<Head>,
+    /// The tree size acknowledged to callers: ahead of `head` while the writer writes a
+    /// commit's tree hashes and indexes after answering (see [`WriterHandle::readable`]).
+    acked: watch::Receiver<u64>,
     failure: watch::Receiver<Option<String>>,
 }
 
@@ -129,9 +132,27 @@ impl WriterHandle {
         }
     }
 
-    /// The durable head, updated after every commit.
+    /// The readable head, updated after every commit once its tree hashes and indexes
+    /// are written: everything below it can be read from the store. It may lag the
+    /// entries already acknowledged by the time those writes take; reads on behalf of a
+    /// caller use [`WriterHandle::readable`].
     pub fn head(&self) -> watch::Receiver<Head> {
         self.head.clone()
+    }
+
+    /// The head once it covers every entry acknowledged before this call: what a caller
+    /// that was answered may read (its own entry, a proof of it, a query that finds it).
+    /// The writer answers a commit as soon as its entries are synced and writes their
+    /// tree hashes and indexes right after, so this waits at most that long. If the
+    /// writer stopped in between, the last head it published.
+    pub async fn readable(&self) -> Head {
+        let acked = *self.acked.borrow();
+        let mut head = self.head.clone();
+        let covered = match head.wait_for(|h| h.size >= acked).await {
+            Ok(h) => Some(*h),
+            Err(_) => None,
+        };
+        covered.unwrap_or_else(|| *self.head.borrow())
     }
 
     /// `None` while the writer runs; the error that stopped it once a write or sync
@@ -153,11 +174,12 @@ pub fn spawn(
 ) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
+    let (acked_tx, acked) = watch::channel(log.size());
     let (failure_tx, failure) = watch::channel(None);
     let join = thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
-            let ended = run(log, rx, head_tx, scoring, feed);
+            let ended = run(log, rx, Published { head: head_tx, acked: acked_tx }, scoring, feed);
             if let Err(e) = &ended {
                 tracing::error!(error = %e, "the writer stopped after a storage error; no entry can be appended until ledgerd is restarted");
                 let _ = failure_tx.send(Some(e.to_string()));
@@ -172,13 +194,42 @@ pub fn spawn(
             Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
         }),
     };
-    (WriterHandle { tx, head, failure }, join)
+    (WriterHandle { tx, head, acked, failure }, join)
+}
+
+/// What the writer publishes after commits: the readable head and the acknowledged size.
+struct Published {
+    head: watch::Sender<Head>,
+    acked: watch::Sender<u64>,
+}
+
+impl Published {
+    /// After a commit is durable, before its callers are answered.
+    fn acked(&self, log: &Log) {
+        self.acked.send_replace(log.size());
+    }
+
+    /// After a commit's derived writes: everything up to its size can be read.
+    fn readable(&self, log: &Log) {
+        self.acked.send_replace(log.size());
+        self.head.send_replace(Head { size: log.size(), root: log.root() });
+    }
+}
+
+/// Test-only crash point `after-ack` (see `storage::failpoint`): the commit's callers
+/// were answered and nothing derived from it was written. The process lingers so that
+/// the answers leave the socket before it aborts.
+fn failpoint_after_ack() {
+    if crate::storage::failpoint::reached("after-ack") {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        crate::storage::failpoint::abort("after-ack");
+    }
 }
 
 fn run(
     mut log: Log,
     mut rx: mpsc::Receiver<Command>,
-    head: watch::Sender<Head>,
+    head: Published,
     mut scoring: Scoring,
     feed: Feed,
 ) -> Result<Log, LogError> {
@@ -216,13 +267,29 @@ fn run(
             scoring.score(groups.iter_mut().flatten(), time);
             let committed = feed.capture(groups.iter().flatten(), log.size(), time);
             crate::scoring::commit_sizes::record(queued);
-            match log.append(groups, time) {
+            match log.commit(groups, time) {
                 Ok(acks) => {
-                    let _ = head.send(Head { size: log.size(), root: log.root() });
-                    feed.publish(committed);
+                    // Durable: answered now. The tree hashes and indexes derived from the
+                    // entries are written after the answers, and only then does the head
+                    // move; reads for a caller wait for it (`WriterHandle::readable`).
+                    head.acked(&log);
                     for (group, reply) in acks.into_iter().zip(waiting) {
                         let _ = reply.send(Ok(group));
                     }
+                    failpoint_after_ack();
+                    if let Err(e) = log.project() {
+                        tracing::error!(error = %e, "writing the tree hashes and indexes of a durable commit failed; the writer stops");
+                        let failed = WriterError::Failed(e.to_string());
+                        for (_, reply) in checkpoints {
+                            let _ = reply.send(Err(failed.clone()));
+                        }
+                        for (_, _, reply) in admins {
+                            let _ = reply.send(Err(failed.clone()));
+                        }
+                        return Err(e);
+                    }
+                    head.readable(&log);
+                    feed.publish(committed);
                 }
                 Err(LogError::Store(StoreError::TooLarge { size })) => {
                     // Nothing was written: refuse the batch and go on, with baselines
@@ -260,7 +327,7 @@ fn run(
             log.offer_policy(None);
             match appended {
                 Ok(acks) => {
-                    let _ = head.send(Head { size: log.size(), root: log.root() });
+                    head.readable(&log);
                     feed.publish(committed);
                     if let Some(ack) = acks.first().and_then(|g| g.first()) {
                         entry.seq = ack.seq;

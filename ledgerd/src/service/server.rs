@@ -463,7 +463,7 @@ impl Ledger for LedgerService {
 
     async fn get_head(&self, req: Request<pb::GetHeadRequest>) -> Result<Response<pb::Head>, Status> {
         self.require(&req, Need::any(), "GetHead").await?;
-        let head = *self.writer.head().borrow();
+        let head = self.writer.readable().await;
         Ok(Response::new(pb::Head { size: head.size, root: head.root.to_vec() }))
     }
 
@@ -477,6 +477,8 @@ impl Ledger for LedgerService {
         let req = req.into_inner();
         let (tx, rx) = mpsc::channel(READ_CHUNK as usize);
         let store = self.store.clone();
+        // From at least every entry acknowledged before this call, then as it grows.
+        self.writer.readable().await;
         let mut head = self.writer.head();
         tokio::spawn(async move {
             let mut next = req.start;
@@ -543,7 +545,7 @@ impl Ledger for LedgerService {
             })?
         };
         let ctx = ledger_query::Context::new(jiff::Timestamp::now(), tz);
-        let size = self.writer.head().borrow().size;
+        let size = self.writer.readable().await.size;
         let store = self.store.clone();
         let (tx, rx) = mpsc::channel(8);
         let header = pb::QueryResponse { columns: query.columns().to_vec(), ..Default::default() };
@@ -577,7 +579,7 @@ impl Ledger for LedgerService {
         self.require(&req, Role::Auditor, "GetInclusionProof").await?;
         let req = req.into_inner();
         let store = self.store.clone();
-        let head = self.writer.head().borrow().size;
+        let head = self.writer.readable().await.size;
         let proof = tokio::task::spawn_blocking(move || -> Result<pb::InclusionProof, Status> {
             let size = if req.tree_size == 0 { latest_checkpoint_size(&store)? } else { req.tree_size };
             if size > head {
@@ -612,7 +614,7 @@ impl Ledger for LedgerService {
         self.require(&req, Role::Auditor, "GetConsistencyProof").await?;
         let req = req.into_inner();
         let store = self.store.clone();
-        let head = self.writer.head().borrow().size;
+        let head = self.writer.readable().await.size;
         let proof = tokio::task::spawn_blocking(move || -> Result<pb::ConsistencyProof, Status> {
             if req.old_size > req.new_size || req.new_size > head {
                 return Err(Status::out_of_range(format!(
