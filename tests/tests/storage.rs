@@ -138,10 +138,8 @@ fn what_a_caller_reads_right_after_its_ack_already_holds_its_entry() {
                         &hash(&head.root),
                     );
                     assert!(checked.is_ok(), "the proof of {} checks against the head: {checked:?}", ack.seq);
-                    let mut rows = c
-                        .query(&format!("seq = {} | fields agent", ack.seq), "")
-                        .await
-                        .expect("query");
+                    let mut rows =
+                        c.query(&format!("seq = {} | fields agent", ack.seq), "").await.expect("query");
                     let mut found = Vec::new();
                     while let Some(batch) = rows.next_rows().await.expect("rows") {
                         found.extend(batch);

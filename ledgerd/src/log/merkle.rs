@@ -3,6 +3,8 @@
 //! [`Log`] is owned by the writer thread alone (see [`crate::scoring::writer`]): it holds the
 //! right edge of the tree in memory, so an append never reads from disk. Opening it
 //! recovers from a crash and checks the stored tree against the last signed checkpoint.
+//! A commit is two steps: [`Log::commit`] makes the entries durable (what an ack needs),
+//! [`Log::project`] then writes what is derived from them to sled.
 //!
 //! Invariants (docs/ARCHITECTURE.md):
 //! - seq starts at 0 and has no gaps; entry `seq` is leaf `seq` of the tree;
