@@ -53,20 +53,9 @@ fn a_crash_after_the_entries_sync_before_their_tree_and_indexes_loses_nothing() 
     assert!(!out.status.success(), "the commit that hits the failpoint is never acknowledged");
     assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
 
-    let daemon = Daemon::start_in(&data_dir).expect("restart after the crash");
     // The unacknowledged entry was durable: adopted (hashed from its stored bytes), then
     // indexed and counted like the rest; `daemon_started` follows it.
-    assert_eq!(daemon.ready_size(), 8, "{}", daemon.ready);
-    let out = daemon.ctl(&["query", "seq >= 6 | fields seq, kind, agent, params", "--format", "csv"]);
-    let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
-    assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0].starts_with("6,decision,crash-bot,") && rows[0].contains("\"\"i\"\":5"), "{rows:?}");
-    assert!(rows[1].starts_with("7,daemon_started"), "{rows:?}");
-    assert_eq!(count(&daemon, "agent = \"crash-bot\" | count"), 6, "the agent index caught up");
-    assert_eq!(count(&daemon, "kind = decision | count"), 6, "the counters caught up");
-    let out = append(&daemon, "crash-bot", 6);
-    assert_eq!(stdout(&out).trim(), "8", "the sequence continues: {}", stderr(&out));
-    verify_ok(&daemon, &[]);
+    let daemon = restart_finds_the_sixth_entry_adopted(&data_dir, "crash-bot");
     assert!(daemon.stop());
     // And once more after a clean stop: nothing left to adopt, the same tree.
     let daemon = Daemon::start_in(&data_dir).expect("restart");
@@ -84,20 +73,31 @@ fn a_crash_after_the_ack_before_the_tree_and_indexes_adopts_the_acknowledged_ent
     assert_eq!(stdout(&out).trim(), "6", "its seq");
     assert!(daemon.wait_exit(), "ledgerd aborted at the failpoint");
 
-    let daemon = Daemon::start_in(&data_dir).expect("restart after the crash");
     // Adopted from the segment (hashed from its stored bytes), never made up: exactly the
     // acknowledged entry at its seq, then this start's `daemon_started`.
+    restart_finds_the_sixth_entry_adopted(&data_dir, "acked-bot");
+}
+
+/// Restarts on `data_dir` after a crash in commit 7 (the sixth append of `agent`, seq 6)
+/// past its segment sync: the entry is adopted, indexed and counted, `daemon_started`
+/// follows it, the sequence goes on and `verify` passes.
+fn restart_finds_the_sixth_entry_adopted(data_dir: &Path, agent: &str) -> Daemon {
+    let daemon = Daemon::start_in(data_dir).expect("restart after the crash");
     assert_eq!(daemon.ready_size(), 8, "{}", daemon.ready);
     let out = daemon.ctl(&["query", "seq >= 6 | fields seq, kind, agent, params", "--format", "csv"]);
     let rows: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0].starts_with("6,decision,acked-bot,") && rows[0].contains("\"\"i\"\":5"), "{rows:?}");
+    assert!(
+        rows[0].starts_with(&format!("6,decision,{agent},")) && rows[0].contains("\"\"i\"\":5"),
+        "{rows:?}"
+    );
     assert!(rows[1].starts_with("7,daemon_started"), "{rows:?}");
-    assert_eq!(count(&daemon, "agent = \"acked-bot\" | count"), 6, "the agent index caught up");
+    assert_eq!(count(&daemon, &format!("agent = \"{agent}\" | count")), 6, "the agent index caught up");
     assert_eq!(count(&daemon, "kind = decision | count"), 6, "the counters caught up");
-    let out = append(&daemon, "acked-bot", 6);
+    let out = append(&daemon, agent, 6);
     assert_eq!(stdout(&out).trim(), "8", "the sequence continues: {}", stderr(&out));
     verify_ok(&daemon, &[]);
+    daemon
 }
 
 #[test]
