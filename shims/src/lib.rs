@@ -422,7 +422,7 @@ impl Decider {
         self.client().await?;
         self.sending = true;
         let result = match self.client.as_mut() {
-            Some(client) => timed(what, client.append(entry)).await,
+            Some(client) => timed(what, client.append_each(entry)).await,
             None => Err(ShimError("no connection to ledgerd".into())),
         };
         self.sending = false;

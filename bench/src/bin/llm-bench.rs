@@ -53,6 +53,9 @@ struct Args {
     /// The gateway's most deciders per agent (`--deciders-per-agent`)
     #[arg(long, default_value_t = ledger_shims::llm::DEFAULT_DECIDERS, value_name = "N")]
     deciders_per_agent: usize,
+    /// Only the concurrent tool-call figure, `--requests` times (to profile it)
+    #[arg(long)]
+    only_concurrent: bool,
 }
 
 const TEXT: &str = include_str!("../../../tests/interop/llm-fixtures/anthropic-text.json");
@@ -273,6 +276,17 @@ const TOOL_REQ: &str = r#"{"model":"tool","max_tokens":64,"messages":[{"role":"u
 const STREAM_REQ: &str =
     r#"{"model":"text","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
+/// CPU seconds (user + system) used so far by process `pid` (`self` for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -299,6 +313,7 @@ fn main() -> anyhow::Result<()> {
         &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
         &mut line,
     )?;
+    let daemon_pid = child.id().to_string();
     let daemon = Ledgerd(child);
     let socket = PathBuf::from(
         line.split_whitespace()
@@ -386,19 +401,33 @@ fn main() -> anyhow::Result<()> {
         interleaved(&ends, TOOL_REQ, 4, 50, false).await?;
         let n = args.requests;
         println!("llm-bench: {n} requests per figure, {} concurrent clients; load average before: {}", args.clients, load());
-        let (d, g) = interleaved(&ends, TEXT_REQ, 1, n, false).await?;
-        report("text-only response, 1 client", d, g, Some(0.3));
-        let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
-        report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
+        if !args.only_concurrent {
+            let (d, g) = interleaved(&ends, TEXT_REQ, 1, n, false).await?;
+            report("text-only response, 1 client", d, g, Some(0.3));
+            let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
+            report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
+        }
         let per = (n / args.clients).max(10);
         // The first requests at this concurrency open the connections and grow the agent's
         // decider pool: reported on their own line, then the steady state is timed.
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, 4, false).await?;
         report(&format!("one tool call, {} clients, cold (pool growing)", args.clients), d, g, None);
         let before = last_decision()?;
+        let (cpu_daemon, cpu_here) = (cpu_secs(&daemon_pid), cpu_secs("self"));
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, per, false).await?;
+        let (cpu_daemon, cpu_here) = (cpu_secs(&daemon_pid) - cpu_daemon, cpu_secs("self") - cpu_here);
+        let calls = g.len() as f64;
         report(&format!("one tool call, {} clients", args.clients), d, g, Some(5.0));
         commits_since(before)?;
+        println!(
+            "{:<44} CPU per gateway tool call: daemon {:.0} us; this process (clients, upstream, gateway; both halves) {:.0} us",
+            "",
+            cpu_daemon / calls * 1e6,
+            cpu_here / calls * 1e6
+        );
+        if args.only_concurrent {
+            return Ok(());
+        }
         let (d, g) = interleaved(&ends, STREAM_REQ, 1, n, true).await?;
         report("stream: time to first text byte, 1 client", d, g, Some(0.3));
         let direct_rps = throughput(&client, &up_addr, "direct", args.clients, args.seconds).await?;
