@@ -1,7 +1,9 @@
 //! `llm-bench`: what the LLM gateway (`ledgerctl shim llm`, docs/SHIMS.md) adds to a model
 //! API call, against a fast in-process upstream that answers with recorded responses
 //! (tests/interop/llm-fixtures) and a real `ledgerd` (the binary next to this one) on a
-//! temporary data dir.
+//! temporary data dir. The gateway is the real `ledgerctl shim llm`, its own process as
+//! deployed (`--in-process`: in this process instead, on the clients' runtime). The
+//! concurrent figure also prints the CPU each process spent per tool call.
 //!
 //! In one run, each figure measured directly against the upstream and through the gateway
 //! with the two interleaved (so both see the same load), added = through − direct per
@@ -56,6 +58,10 @@ struct Args {
     /// Only the concurrent tool-call figure, `--requests` times (to profile it)
     #[arg(long)]
     only_concurrent: bool,
+    /// Run the gateway inside this process (sharing its runtime with the clients and the
+    /// upstream) instead of as `ledgerctl shim llm`, its own process as deployed
+    #[arg(long)]
+    in_process: bool,
 }
 
 const TEXT: &str = include_str!("../../../tests/interop/llm-fixtures/anthropic-text.json");
@@ -388,10 +394,41 @@ fn main() -> anyhow::Result<()> {
             heartbeat: ledger_shims::mcp::DEFAULT_HEARTBEAT,
             fail_open: false,
         };
-        let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let gw_addr = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(serve(gateway, listener, std::future::pending()));
+        // The gateway as deployed: `ledgerctl shim llm`, its own process (killed on drop).
+        let mut _gateway_process = None;
+        let mut gateway_pid = None;
+        let gw_addr = if args.in_process {
+            let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let gw_addr = format!("http://{}", listener.local_addr()?);
+            tokio::spawn(serve(gateway, listener, std::future::pending()));
+            gw_addr
+        } else {
+            drop(config);
+            let mut child = Command::new(&ctl)
+                .arg("--socket")
+                .arg(&socket)
+                .args(["shim", "llm", "--listen", "127.0.0.1:0", "--upstream-anthropic", &up_addr])
+                .args(["--upstream-openai", &up_addr, "--deciders-per-agent", &args.deciders_per_agent.to_string()])
+                .env("ANTHROPIC_API_KEY", "real-key")
+                .env("OPENAI_API_KEY", "real-key")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("cannot start `ledgerctl shim llm`")?;
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+                &mut line,
+            )?;
+            gateway_pid = Some(child.id().to_string());
+            _gateway_process = Some(Ledgerd(child));
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("listen="))
+                .context("the gateway printed no ready line")?;
+            format!("http://{addr}")
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
@@ -413,18 +450,29 @@ fn main() -> anyhow::Result<()> {
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, 4, false).await?;
         report(&format!("one tool call, {} clients, cold (pool growing)", args.clients), d, g, None);
         let before = last_decision()?;
-        let (cpu_daemon, cpu_here) = (cpu_secs(&daemon_pid), cpu_secs("self"));
+        let gateway_cpu = || gateway_pid.as_deref().map_or(0.0, cpu_secs);
+        let cpu_before = (cpu_secs(&daemon_pid), gateway_cpu(), cpu_secs("self"));
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, per, false).await?;
-        let (cpu_daemon, cpu_here) = (cpu_secs(&daemon_pid) - cpu_daemon, cpu_secs("self") - cpu_here);
         let calls = g.len() as f64;
+        let per_call = |after: f64, before: f64| (after - before) / calls * 1e6;
+        let (daemon_us, gateway_us, here_us) = (
+            per_call(cpu_secs(&daemon_pid), cpu_before.0),
+            per_call(gateway_cpu(), cpu_before.1),
+            per_call(cpu_secs("self"), cpu_before.2),
+        );
         report(&format!("one tool call, {} clients", args.clients), d, g, Some(5.0));
         commits_since(before)?;
-        println!(
-            "{:<44} CPU per gateway tool call: daemon {:.0} us; this process (clients, upstream, gateway; both halves) {:.0} us",
-            "",
-            cpu_daemon / calls * 1e6,
-            cpu_here / calls * 1e6
-        );
+        if gateway_pid.is_some() {
+            println!(
+                "{:<44} CPU per gateway tool call: daemon {daemon_us:.0} us, gateway {gateway_us:.0} us; this process (clients and upstream, both halves) {here_us:.0} us",
+                ""
+            );
+        } else {
+            println!(
+                "{:<44} CPU per gateway tool call: daemon {daemon_us:.0} us; this process (clients, upstream, gateway; both halves) {here_us:.0} us",
+                ""
+            );
+        }
         if args.only_concurrent {
             return Ok(());
         }
