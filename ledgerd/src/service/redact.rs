@@ -291,6 +291,14 @@ impl Redactor {
     /// Whether a key looks secret: some configured key's words appear in it, in order and
     /// next to each other.
     fn secret_key(&self, key: &str) -> bool {
+        // Each word of a key is a run of its characters, lowercased: a key none of whose
+        // first words appears in it, ignoring ASCII case, cannot match (most keys; no
+        // allocation). Keys with other than ASCII take the whole path.
+        if key.is_ascii()
+            && !self.keys.iter().any(|k| k.first().is_some_and(|w| contains_ignore_ascii_case(key, w)))
+        {
+            return false;
+        }
         let words = key_words(key);
         if NOT_SECRET_KEYS.iter().any(|k| key_words(k) == words) {
             return false;
@@ -426,6 +434,12 @@ impl<'de> serde::de::Visitor<'de> for NoSecretKey<'_> {
     fn visit_unit<E>(self) -> Result<bool, E> {
         Ok(true)
     }
+}
+
+/// Whether `needle` (lowercase) appears in `hay`, ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The largest char boundary of `s` at or below `at`.
