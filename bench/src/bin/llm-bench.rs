@@ -115,6 +115,7 @@ async fn upstream(listener: tokio::net::TcpListener) {
     }
 }
 
+/// A child process (ledgerd, the gateway), killed when dropped.
 struct Ledgerd(Child);
 
 impl Drop for Ledgerd {
@@ -122,6 +123,19 @@ impl Drop for Ledgerd {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `cmd` (killed when the result drops) and returns the value of `key` in the ready
+/// line it prints first (`socket=` of ledgerd, `listen=` of the gateway).
+fn start(mut cmd: Command, key: &str) -> anyhow::Result<(Ledgerd, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let stdout = child.stdout.take();
+    let process = Ledgerd(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout.context("no stdout")?), &mut line)?;
+    let value =
+        line.split_whitespace().find_map(|w| w.strip_prefix(key)).context("it printed no ready line")?;
+    Ok((process, value.to_string()))
 }
 
 fn next_to_me(name: &str) -> anyhow::Result<PathBuf> {
@@ -306,26 +320,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tmp = std::env::temp_dir().join(format!("llm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let mut child = Command::new(next_to_me("ledgerd")?)
-        .arg("--data-dir")
-        .arg(tmp.join("data"))
-        .env("LEDGERD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start ledgerd")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-        &mut line,
-    )?;
-    let daemon_pid = child.id().to_string();
-    let daemon = Ledgerd(child);
-    let socket = PathBuf::from(
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("socket="))
-            .context("ledgerd printed no ready line")?,
-    );
+    let mut ledgerd = Command::new(next_to_me("ledgerd")?);
+    ledgerd.arg("--data-dir").arg(tmp.join("data")).env("LEDGERD_LOG", "warn");
+    let (daemon, socket) = start(ledgerd, "socket=").context("cannot start ledgerd")?;
+    let daemon_pid = daemon.0.id().to_string();
+    let socket = PathBuf::from(socket);
     let ctl = next_to_me("ledgerctl")?;
     let run = |a: &[&str]| -> anyhow::Result<String> {
         let out = Command::new(&ctl).arg("--socket").arg(&socket).args(a).output()?;
@@ -405,28 +404,17 @@ fn main() -> anyhow::Result<()> {
             gw_addr
         } else {
             drop(config);
-            let mut child = Command::new(&ctl)
+            let mut gateway = Command::new(&ctl);
+            gateway
                 .arg("--socket")
                 .arg(&socket)
                 .args(["shim", "llm", "--listen", "127.0.0.1:0", "--upstream-anthropic", &up_addr])
                 .args(["--upstream-openai", &up_addr, "--deciders-per-agent", &args.deciders_per_agent.to_string()])
                 .env("ANTHROPIC_API_KEY", "real-key")
-                .env("OPENAI_API_KEY", "real-key")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("cannot start `ledgerctl shim llm`")?;
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-                &mut line,
-            )?;
-            gateway_pid = Some(child.id().to_string());
-            _gateway_process = Some(Ledgerd(child));
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("listen="))
-                .context("the gateway printed no ready line")?;
+                .env("OPENAI_API_KEY", "real-key");
+            let (process, addr) = start(gateway, "listen=").context("cannot start `ledgerctl shim llm`")?;
+            gateway_pid = Some(process.0.id().to_string());
+            _gateway_process = Some(process);
             format!("http://{addr}")
         };
         let mut connector = HttpConnector::new();
