@@ -117,7 +117,7 @@ fn reference(rows: &[Vec<Owned>], nkeys: usize, aggs: &[Agg]) -> Vec<Vec<Owned>>
         .into_iter()
         .map(|(mut key, members)| {
             for (i, agg) in aggs.iter().enumerate() {
-                let present = members.iter().map(|m| &m[i]).filter(|v| !v.is_missing());
+                let mut present = members.iter().map(|m| &m[i]).filter(|v| !v.is_missing());
                 key.push(match agg {
                     Agg::Count => Value::Int(members.len() as i64),
                     Agg::CountOf => Value::Int(present.count() as i64),
@@ -125,7 +125,7 @@ fn reference(rows: &[Vec<Owned>], nkeys: usize, aggs: &[Agg]) -> Vec<Vec<Owned>>
                     Agg::Min => present.min().cloned().unwrap_or(Value::Missing),
                     Agg::Max => present.max().cloned().unwrap_or(Value::Missing),
                     Agg::First => present.clone().next().cloned().unwrap_or(Value::Missing),
-                    Agg::Last => present.last().cloned().unwrap_or(Value::Missing),
+                    Agg::Last => present.next_back().cloned().unwrap_or(Value::Missing),
                 });
             }
             key
