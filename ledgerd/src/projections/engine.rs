@@ -25,11 +25,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ledger_proto::pb;
 use std::io::Write;
 
-use ledger_query::{Context, CsvWriter, Field, Pipeline, Query, Record, Row, Value};
+use ledger_query::{Context, CsvWriter, Field, Pipeline, Prefilter, Query, Record, Row, Value};
 
 use crate::projections::agent_index;
 use crate::projections::counters::{self, HOUR_NS, PartView};
@@ -151,8 +152,43 @@ pub fn run(
     ctx: &Context,
     emit: &mut dyn FnMut(Vec<Row>) -> bool,
 ) -> Result<Stats, StoreError> {
+    run_with(store, size, query, ctx, &Scan::default(), emit)
+}
+
+/// How long ranges are scanned (see [`scan_range`]). The default uses the machine's
+/// cores; tests set it to compare a sequential scan with a parallel one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Threads that scan one range, the calling thread included (1: sequential).
+    pub threads: usize,
+    /// Ranges shorter than this are scanned on the calling thread alone.
+    pub parallel_min: u64,
+    /// A helper thread hands over the records that passed the filter about this many
+    /// bytes at a time.
+    pub handover_bytes: usize,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SCAN_THREADS),
+            parallel_min: PARALLEL_MIN,
+            handover_bytes: HANDOVER_BYTES,
+        }
+    }
+}
+
+/// [`run`] with the scan set by `scan`.
+pub fn run_with(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    scan: &Scan,
+    emit: &mut dyn FnMut(Vec<Row>) -> bool,
+) -> Result<Stats, StoreError> {
     let mut out = Rows { emit, scanned: 0 };
-    execute(store, size, query, ctx, &mut out)
+    execute(store, size, query, ctx, scan, &mut out)
 }
 
 /// Where [`execute`] sends what a query gives.
@@ -162,6 +198,18 @@ trait Sink {
     /// Rows the pipeline finished (maybe none; called at the end of every run); false
     /// stops the run.
     fn rows(&mut self, rows: Vec<Row>) -> bool;
+    /// Counts `n` scanned entries the pipeline rejected without being pushed them (see
+    /// [`scan_range`]), handing over rows where pushing them would have; false stops
+    /// the run.
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool;
+}
+
+/// Adds `n` to `scanned`; whether that passed a multiple of [`EMIT_EVERY`] (where a
+/// sink hands over rows).
+fn crossed(scanned: &mut u64, n: u64) -> bool {
+    let before = *scanned;
+    *scanned += n;
+    *scanned / EMIT_EVERY > before / EMIT_EVERY
 }
 
 /// [`run`]'s sink: rows handed over every [`EMIT_EVERY`] entries.
@@ -185,6 +233,10 @@ impl Sink for Rows<'_> {
 
     fn rows(&mut self, rows: Vec<Row>) -> bool {
         rows.is_empty() || (self.emit)(rows)
+    }
+
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        !crossed(&mut self.scanned, n) || self.rows(pipeline.take_rows())
     }
 }
 
@@ -215,6 +267,14 @@ impl<W: Write> Sink for Csv<'_, W> {
             return rows.is_empty() || self.rows(rows);
         }
         true
+    }
+
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        if !crossed(&mut self.scanned, n) || pipeline.is_direct() {
+            return true;
+        }
+        let rows = pipeline.take_rows();
+        rows.is_empty() || self.rows(rows)
     }
 
     fn rows(&mut self, rows: Vec<Row>) -> bool {
@@ -254,6 +314,10 @@ impl Sink for Wire<'_> {
         true
     }
 
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        !crossed(&mut self.scanned, n) || self.rows(pipeline.take_rows())
+    }
+
     fn rows(&mut self, rows: Vec<Row>) -> bool {
         let mut out = std::mem::take(&mut self.rows);
         out.extend(rows.iter().map(ledger_proto::wire::row_to_wire));
@@ -271,7 +335,7 @@ pub fn run_wire(
     emit: &mut dyn FnMut(Vec<pb::Row>) -> bool,
 ) -> Result<Stats, StoreError> {
     let mut out = Wire { emit, rows: Vec::new(), scanned: 0 };
-    execute(store, size, query, ctx, &mut out)
+    execute(store, size, query, ctx, &Scan::default(), &mut out)
 }
 
 /// Why [`run_csv`] stopped.
@@ -294,8 +358,20 @@ pub fn run_csv<W: Write>(
     ctx: &Context,
     csv: &mut CsvWriter<W>,
 ) -> Result<Stats, CsvRunError> {
+    run_csv_with(store, size, query, ctx, &Scan::default(), csv)
+}
+
+/// [`run_csv`] with the scan set by `scan`.
+pub fn run_csv_with<W: Write>(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    scan: &Scan,
+    csv: &mut CsvWriter<W>,
+) -> Result<Stats, CsvRunError> {
     let mut out = Csv { csv, failed: None, scanned: 0 };
-    let stats = execute(store, size, query, ctx, &mut out)?;
+    let stats = execute(store, size, query, ctx, scan, &mut out)?;
     match out.failed {
         Some(e) => Err(e.into()),
         None => Ok(stats),
@@ -308,6 +384,7 @@ fn execute(
     size: u64,
     query: &Query,
     ctx: &Context,
+    scan: &Scan,
     out: &mut dyn Sink,
 ) -> Result<Stats, StoreError> {
     let mut pipeline = query.pipeline(ctx);
@@ -323,11 +400,20 @@ fn execute(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |a: &LazyEntry<'_>, stats: &mut Stats| -> Result<bool, StoreError> {
-        stats.scanned += 1;
-        let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
-        a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
-        Ok(going)
+    let prefilter = pipeline.prefilter();
+    let mut step = |s: Scanned<'_, '_>, stats: &mut Stats| -> Result<bool, StoreError> {
+        match s {
+            Scanned::Entry(a) => {
+                stats.scanned += 1;
+                let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
+                a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
+                Ok(going)
+            }
+            Scanned::Skipped(n) => {
+                stats.scanned += n;
+                Ok(out.skip(&mut pipeline, n))
+            }
+        }
     };
     let agents = query.agents();
     'scan: for (lo, hi) in ranges {
@@ -341,7 +427,7 @@ fn execute(
                 for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
                     let going = reader
-                        .with_lazy(seq, |a| step(a, &mut stats))?
+                        .with_lazy(seq, |a| step(Scanned::Entry(a), &mut stats))?
                         .ok_or(StoreError::NoSuchEntry { seq, size })??;
                     if !going {
                         break 'scan;
@@ -349,13 +435,8 @@ fn execute(
                 }
             }
             None => {
-                let mut going = true;
-                store.scan(lo, hi, |seq, bytes| {
-                    let entry = LazyEntry::parse(bytes)
-                        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
-                    going = step(&entry, &mut stats)?;
-                    Ok(going)
-                })?;
+                let going =
+                    scan_range(store, lo, hi, prefilter.as_ref(), scan, &mut |s| step(s, &mut stats))?;
                 if !going {
                     break 'scan;
                 }
@@ -365,6 +446,192 @@ fn execute(
     // Always called: a sink may hold rows of its own (see `Wire`).
     out.rows(pipeline.finish().rows);
     Ok(stats)
+}
+
+/// Ranges shorter than this are scanned on the calling thread alone (by default).
+const PARALLEL_MIN: u64 = 64 * 1024;
+/// At most this many threads scan one range (the calling thread among them).
+const MAX_SCAN_THREADS: usize = 4;
+/// A helper thread hands over the records that passed its filter about this many bytes
+/// at a time (by default)...
+const HANDOVER_BYTES: usize = 1 << 20;
+/// ...with at most this many hand-overs waiting: what a helper holds is bounded whatever
+/// the filter lets through.
+const HANDOVER_QUEUE: usize = 4;
+
+/// Feeds `step` every entry of `lo..hi` in seq order, until it returns false; returns
+/// whether it went to the end.
+///
+/// When the query filters (`prefilter`) and the range is long, the range is cut into as
+/// many parts as there are cores (up to [`MAX_SCAN_THREADS`]): the calling thread runs
+/// the first part through `step` itself while helper threads read theirs and test each
+/// entry against the filter, handing over only the records that pass (a bounded queue
+/// of byte buffers); once done with its own part, the calling thread feeds those, part
+/// after part, to `step`. `step` so sees exactly the entries a sequential scan would
+/// give it that can change the result, in the same order, and the number of the others
+/// between them ([`Scanned::Skipped`]), so [`Stats`], the hand-overs of rows and errors
+/// (a damaged record, a string that is not UTF-8: the first in seq order) are those of a
+/// sequential scan.
+fn scan_range(
+    store: &Store,
+    lo: u64,
+    hi: u64,
+    prefilter: Option<&Prefilter>,
+    scan: &Scan,
+    step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let threads = scan.threads.max(1) as u64;
+    let parallel = match prefilter {
+        Some(p) if threads > 1 && hi - lo >= scan.parallel_min.max(1) => Some(p),
+        _ => None,
+    };
+    let Some(prefilter) = parallel else { return scan_part(store, lo, hi, step) };
+    let part = (hi - lo).div_ceil(threads);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut queues = Vec::new();
+        for k in 1..threads {
+            let (a, b) = (lo + k * part, (lo + (k + 1) * part).min(hi));
+            if a >= b {
+                break;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(HANDOVER_QUEUE);
+            let stop = &stop;
+            let handover_bytes = scan.handover_bytes;
+            scope.spawn(move || helper(store, (a, b), prefilter, handover_bytes, stop, &tx));
+            queues.push(rx);
+        }
+        let result = (|| {
+            if !scan_part(store, lo, (lo + part).min(hi), step)? {
+                return Ok(false);
+            }
+            for rx in &queues {
+                // Entries of this part stepped or skipped so far.
+                let mut seen = 0;
+                // A helper ends its queue with its last hand-over (see `helper`); a queue
+                // that ends without one (the helper panicked) is a failed scan.
+                let mut done = false;
+                for handover in rx {
+                    for &(seq, start, end, scanned) in &handover.records {
+                        if scanned - seen > 1 && !step(Scanned::Skipped(scanned - seen - 1))? {
+                            return Ok(false);
+                        }
+                        seen = scanned;
+                        let entry = LazyEntry::parse(&handover.bytes[start..end])
+                            .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                        if !step(Scanned::Entry(&entry))? {
+                            return Ok(false);
+                        }
+                    }
+                    if let Some(e) = handover.failed {
+                        return Err(e);
+                    }
+                    if handover.scanned > seen && !step(Scanned::Skipped(handover.scanned - seen))? {
+                        return Ok(false);
+                    }
+                    seen = handover.scanned;
+                    done = handover.last;
+                }
+                if !done {
+                    return Err(StoreError::Io {
+                        path: std::path::PathBuf::new(),
+                        source: std::io::Error::other("a scanning thread stopped before the end of its part"),
+                    });
+                }
+            }
+            Ok(true)
+        })();
+        // Helpers still reading stop at their next entry (and their queues are dropped).
+        stop.store(true, Ordering::Relaxed);
+        drop(queues);
+        result
+    })
+}
+
+/// What [`scan_range`] feeds its caller.
+enum Scanned<'e, 'b> {
+    /// The next entry.
+    Entry(&'e LazyEntry<'b>),
+    /// So many entries, before the next, that the query's leading filters rejected.
+    Skipped(u64),
+}
+
+/// Feeds `step` every entry of `lo..hi` in seq order, on this thread.
+fn scan_part(
+    store: &Store,
+    lo: u64,
+    hi: u64,
+    step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let mut going = true;
+    store.scan(lo, hi, |seq, bytes| {
+        let entry =
+            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        going = step(Scanned::Entry(&entry))?;
+        Ok(going)
+    })?;
+    Ok(going)
+}
+
+/// Records a helper thread of [`scan_range`] found to pass the filter, in seq order.
+struct Handover {
+    bytes: Vec<u8>,
+    /// (seq, start, end in `bytes`, entries of the part scanned up to and with it).
+    records: Vec<(u64, usize, usize, u64)>,
+    /// Entries of the part scanned up to the end of this hand-over.
+    scanned: u64,
+    /// Why the helper stopped after these records (the first error in seq order).
+    failed: Option<StoreError>,
+    /// Whether this is the helper's last hand-over.
+    last: bool,
+}
+
+/// A helper of [`scan_range`]: scans `lo..hi`, hands over what passes `prefilter`.
+fn helper(
+    store: &Store,
+    (lo, hi): (u64, u64),
+    prefilter: &Prefilter,
+    handover_bytes: usize,
+    stop: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<Handover>,
+) {
+    let fresh = || Handover {
+        bytes: Vec::with_capacity(handover_bytes.min(HANDOVER_BYTES)),
+        records: Vec::new(),
+        scanned: 0,
+        failed: None,
+        last: false,
+    };
+    let mut out = fresh();
+    let mut scanned = 0u64;
+    let result = store.scan(lo, hi, |seq, bytes| {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let entry =
+            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        scanned += 1;
+        if prefilter.matches(&View(&entry)) {
+            let start = out.bytes.len();
+            out.bytes.extend_from_slice(bytes);
+            out.records.push((seq, start, out.bytes.len(), scanned));
+        } else {
+            // Rejected: what it read must still be text, as in a sequential scan.
+            entry.check().map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        }
+        if out.bytes.len() >= handover_bytes {
+            out.scanned = scanned;
+            let full = std::mem::replace(&mut out, fresh());
+            if tx.send(full).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    });
+    out.failed = result.err();
+    out.scanned = scanned;
+    out.last = true;
+    let _ = tx.send(out);
 }
 
 /// A combination of counted values, reduced to what a query reads: strings as indexes
