@@ -198,12 +198,16 @@ fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
         });
         (format!("{got:?}"), stats.map_err(|e| e.to_string()))
     };
+    // The CSV bytes (flushed after a failed run too), rows and neutralised cells counted.
     let csv = |query: &ledger_query::Query, scan: &engine::Scan| {
+        let mut bytes = Vec::new();
         let mut out =
-            ledger_query::CsvWriter::new(Vec::new(), query.columns(), ctx.tz().clone()).expect("csv header");
+            ledger_query::CsvWriter::new(&mut bytes, query.columns(), ctx.tz().clone()).expect("csv header");
         let stats =
             engine::run_csv_with(&store, size, query, &ctx, scan, &mut out).map_err(|e| e.to_string());
-        (out.rows(), stats)
+        let rows = out.rows();
+        let neutralised = out.finish().expect("flush");
+        (String::from_utf8_lossy(&bytes).into_owned(), rows, neutralised, stats)
     };
     let fixed = [
         "decision = deny and tool ~ \"shell.*\"",
@@ -212,6 +216,9 @@ fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
         "params.n > 50 | count by agent",
         "decision = allow",
         "params.n > 98 | sort time desc | limit 4",
+        "",
+        "| fields seq, tool, params.path",
+        r#"since 2026-01-03 tool ~ "*.exec" | fields time, agent"#,
     ];
     let mut texts: Vec<String> = fixed.iter().map(|t| t.to_string()).collect();
     texts.extend((0..150).map(|_| random_query(&mut rng)));
@@ -240,6 +247,8 @@ fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
         "decision = deny and tool = \"x\"",
         "decision = deny",
         "agent = \"ci-7\" or tool = \"x\"",
+        "",
+        "| fields seq, agent",
     ] {
         let query = ledger_query::parse(text).expect("parse");
         let expected = rows(&query, &sequential);

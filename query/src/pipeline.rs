@@ -274,6 +274,13 @@ impl Pipeline {
         matches!(self.entry, Entry::Map(_)) && self.ops.is_empty()
     }
 
+    /// Whether the pipeline [`is_direct`](Pipeline::is_direct) and no `limit` counts its
+    /// records: then a record's row depends on that record alone, so parts of a scan can
+    /// run through copies of the pipeline apart and their rows be put together in order.
+    pub fn rows_are_independent(&self) -> bool {
+        self.is_direct() && !self.done && self.live.iter().all(|op| matches!(op, LiveOp::Filter(_)))
+    }
+
     /// Feeds one record, as [`Pipeline::push`] does; but when the pipeline
     /// [`is_direct`](Pipeline::is_direct), the row the record makes is not kept: its
     /// cells are handed to `cell` in column order, borrowed from the record, and the

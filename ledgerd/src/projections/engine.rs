@@ -202,6 +202,16 @@ trait Sink {
     /// [`scan_range`]), handing over rows where pushing them would have; false stops
     /// the run.
     fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool;
+    /// The time zone of the CSV this sink writes, when it takes rows rendered apart
+    /// ([`Scanned::Rendered`]) for `pipeline`.
+    fn renders(&self, _pipeline: &Pipeline) -> Option<jiff::tz::TimeZone> {
+        None
+    }
+    /// Adds rows rendered apart (only offered when [`Sink::renders`] said so); false stops
+    /// the run.
+    fn rendered(&mut self, _rendered: &Rendered) -> bool {
+        false
+    }
 }
 
 /// Adds `n` to `scanned`; whether that passed a multiple of [`EMIT_EVERY`] (where a
@@ -267,6 +277,21 @@ impl<W: Write> Sink for Csv<'_, W> {
             return rows.is_empty() || self.rows(rows);
         }
         true
+    }
+
+    fn renders(&self, pipeline: &Pipeline) -> Option<jiff::tz::TimeZone> {
+        pipeline.rows_are_independent().then(|| self.csv.tz().clone())
+    }
+
+    fn rendered(&mut self, r: &Rendered) -> bool {
+        self.scanned += r.scanned;
+        match self.csv.append_rendered(&r.bytes, r.rows, r.neutralised) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
     }
 
     fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
@@ -401,6 +426,12 @@ fn execute(
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
     let prefilter = pipeline.prefilter();
+    let render = out.renders(&pipeline);
+    let work = match (&render, &prefilter) {
+        (Some(tz), _) => Some(Work::Csv { query, ctx, tz }),
+        (None, Some(p)) => Some(Work::Filter(p)),
+        (None, None) => None,
+    };
     let mut step = |s: Scanned<'_, '_>, stats: &mut Stats| -> Result<bool, StoreError> {
         match s {
             Scanned::Entry(a) => {
@@ -412,6 +443,10 @@ fn execute(
             Scanned::Skipped(n) => {
                 stats.scanned += n;
                 Ok(out.skip(&mut pipeline, n))
+            }
+            Scanned::Rendered(r) => {
+                stats.scanned += r.scanned;
+                Ok(out.rendered(r))
             }
         }
     };
@@ -435,8 +470,7 @@ fn execute(
                 }
             }
             None => {
-                let going =
-                    scan_range(store, lo, hi, prefilter.as_ref(), scan, &mut |s| step(s, &mut stats))?;
+                let going = scan_range(store, lo, hi, work.as_ref(), scan, &mut |s| step(s, &mut stats))?;
                 if !going {
                     break 'scan;
                 }
@@ -476,33 +510,41 @@ fn scan_range(
     store: &Store,
     lo: u64,
     hi: u64,
-    prefilter: Option<&Prefilter>,
+    work: Option<&Work<'_>>,
     scan: &Scan,
     step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
 ) -> Result<bool, StoreError> {
     let threads = scan.threads.max(1) as u64;
-    let parallel = match prefilter {
-        Some(p) if threads > 1 && hi - lo >= scan.parallel_min.max(1) => Some(p),
+    let parallel = match work {
+        Some(w) if threads > 1 && hi - lo >= scan.parallel_min.max(1) => Some(w),
         _ => None,
     };
-    let Some(prefilter) = parallel else { return scan_part(store, lo, hi, step) };
-    let part = (hi - lo).div_ceil(threads);
+    let Some(work) = parallel else { return scan_part(store, lo, hi, step) };
+    // The calling thread also writes what the helpers render (CSV) or runs what they
+    // hand over through the pipeline: it takes a smaller first part, the helpers share
+    // the rest.
+    let first = match work {
+        Work::Csv { .. } => (hi - lo) * 3 / (4 * threads),
+        Work::Filter(_) => (hi - lo) * 7 / (8 * threads),
+    };
+    let mid = lo + first;
+    let part = (hi - mid).div_ceil(threads - 1);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let mut queues = Vec::new();
         for k in 1..threads {
-            let (a, b) = (lo + k * part, (lo + (k + 1) * part).min(hi));
+            let (a, b) = (mid + (k - 1) * part, (mid + k * part).min(hi));
             if a >= b {
                 break;
             }
             let (tx, rx) = std::sync::mpsc::sync_channel(HANDOVER_QUEUE);
             let stop = &stop;
             let handover_bytes = scan.handover_bytes;
-            scope.spawn(move || helper(store, (a, b), prefilter, handover_bytes, stop, &tx));
+            scope.spawn(move || helper(store, (a, b), work, handover_bytes, stop, &tx));
             queues.push(rx);
         }
         let result = (|| {
-            if !scan_part(store, lo, (lo + part).min(hi), step)? {
+            if !scan_part(store, lo, mid, step)? {
                 return Ok(false);
             }
             for rx in &queues {
@@ -522,6 +564,12 @@ fn scan_range(
                         if !step(Scanned::Entry(&entry))? {
                             return Ok(false);
                         }
+                    }
+                    if let Some(r) = &handover.rendered {
+                        if !step(Scanned::Rendered(r))? {
+                            return Ok(false);
+                        }
+                        seen += r.scanned;
                     }
                     if let Some(e) = handover.failed {
                         return Err(e);
@@ -554,6 +602,27 @@ enum Scanned<'e, 'b> {
     Entry(&'e LazyEntry<'b>),
     /// So many entries, before the next, that the query's leading filters rejected.
     Skipped(u64),
+    /// The CSV rows of the next entries, rendered by a helper (see [`Work::Csv`]).
+    Rendered(&'e Rendered),
+}
+
+/// What the helper threads of [`scan_range`] do with their parts.
+enum Work<'a> {
+    /// Test each entry against the query's leading filters; hand over those that pass.
+    Filter(&'a Prefilter),
+    /// Run each entry through a copy of the query's pipeline (one whose rows are
+    /// independent: [`Pipeline::rows_are_independent`]) and hand over its rows as CSV,
+    /// rendered as the caller's writer would: the sink only appends the bytes.
+    Csv { query: &'a Query, ctx: &'a Context, tz: &'a jiff::tz::TimeZone },
+}
+
+/// CSV rows a helper rendered (see [`Work::Csv`]).
+struct Rendered {
+    bytes: Vec<u8>,
+    rows: u64,
+    neutralised: usize,
+    /// Entries these rows come from, rejected ones included.
+    scanned: u64,
 }
 
 /// Feeds `step` every entry of `lo..hi` in seq order, on this thread.
@@ -580,55 +649,119 @@ struct Handover {
     records: Vec<(u64, usize, usize, u64)>,
     /// Entries of the part scanned up to the end of this hand-over.
     scanned: u64,
+    /// Or, for [`Work::Csv`], the CSV of this hand-over's entries (no `records` then).
+    rendered: Option<Rendered>,
     /// Why the helper stopped after these records (the first error in seq order).
     failed: Option<StoreError>,
     /// Whether this is the helper's last hand-over.
     last: bool,
 }
 
-/// A helper of [`scan_range`]: scans `lo..hi`, hands over what passes `prefilter`.
+/// A helper's [`Work::Csv`]: its copy of the pipeline, its writer, and the rows,
+/// neutralised cells and entries scanned at the last [`CsvPart::take`].
+struct CsvPart {
+    pipeline: Pipeline,
+    writer: CsvWriter<Vec<u8>>,
+    taken: (u64, usize, u64),
+}
+
+impl CsvPart {
+    /// What the writer holds, as rendered rows since the last take.
+    fn take(&mut self, scanned: u64) -> Result<Rendered, StoreError> {
+        let w = &mut self.writer;
+        let bytes =
+            w.take_bytes().map_err(|e| StoreError::Io { path: std::path::PathBuf::new(), source: e })?;
+        let (rows, neutralised, at) = self.taken;
+        self.taken = (w.rows(), w.neutralised(), scanned);
+        Ok(Rendered {
+            bytes,
+            rows: w.rows() - rows,
+            neutralised: w.neutralised() - neutralised,
+            scanned: scanned - at,
+        })
+    }
+}
+
+/// A helper of [`scan_range`]: scans `lo..hi` and hands over what `work` makes of it, in
+/// order, ending with a hand-over marked `last` (holding the first error, if any).
 fn helper(
     store: &Store,
     (lo, hi): (u64, u64),
-    prefilter: &Prefilter,
+    work: &Work<'_>,
     handover_bytes: usize,
     stop: &AtomicBool,
     tx: &std::sync::mpsc::SyncSender<Handover>,
 ) {
     let fresh = || Handover {
-        bytes: Vec::with_capacity(handover_bytes.min(HANDOVER_BYTES)),
+        bytes: Vec::new(),
         records: Vec::new(),
         scanned: 0,
+        rendered: None,
         failed: None,
         last: false,
     };
+    let bad = |seq: u64| {
+        move |e: crate::storage::stored::BadEntry| StoreError::BadRecord { seq, message: e.to_string() }
+    };
     let mut out = fresh();
     let mut scanned = 0u64;
+    let mut csv = match work {
+        Work::Csv { query, ctx, tz } => Some(CsvPart {
+            pipeline: query.pipeline(ctx),
+            writer: CsvWriter::in_memory((*tz).clone()),
+            taken: (0, 0, 0),
+        }),
+        Work::Filter(_) => None,
+    };
+    let take = |csv: &mut Option<CsvPart>, out: &mut Handover, scanned: u64| -> Result<(), StoreError> {
+        if let Some(part) = csv {
+            out.rendered = Some(part.take(scanned)?);
+        }
+        Ok(())
+    };
     let result = store.scan(lo, hi, |seq, bytes| {
         if stop.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let entry =
-            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        let entry = LazyEntry::parse(bytes).map_err(bad(seq))?;
         scanned += 1;
-        if prefilter.matches(&View(&entry)) {
-            let start = out.bytes.len();
-            out.bytes.extend_from_slice(bytes);
-            out.records.push((seq, start, out.bytes.len(), scanned));
-        } else {
-            // Rejected: what it read must still be text, as in a sequential scan.
-            entry.check().map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
-        }
-        if out.bytes.len() >= handover_bytes {
+        let full = match (work, &mut csv) {
+            (_, Some(CsvPart { pipeline, writer: w, .. })) => {
+                // As the caller's `Csv` sink does with an entry.
+                if pipeline.push_cells(&View(&entry), &mut |v| w.cell(v)) {
+                    entry.check().map_err(bad(seq))?;
+                    w.end_row().map_err(|e| StoreError::Io { path: std::path::PathBuf::new(), source: e })?;
+                } else {
+                    entry.check().map_err(bad(seq))?;
+                }
+                w.bytes_len() >= handover_bytes
+            }
+            (Work::Filter(prefilter), None) => {
+                if prefilter.matches(&View(&entry)) {
+                    let start = out.bytes.len();
+                    out.bytes.extend_from_slice(bytes);
+                    out.records.push((seq, start, out.bytes.len(), scanned));
+                } else {
+                    // Rejected: what it read must still be text, as in a sequential scan.
+                    entry.check().map_err(bad(seq))?;
+                }
+                out.bytes.len() >= handover_bytes
+            }
+            (Work::Csv { .. }, None) => false,
+        };
+        if full {
+            take(&mut csv, &mut out, scanned)?;
             out.scanned = scanned;
-            let full = std::mem::replace(&mut out, fresh());
-            if tx.send(full).is_err() {
+            if tx.send(std::mem::replace(&mut out, fresh())).is_err() {
                 return Ok(false);
             }
         }
         Ok(true)
     });
     out.failed = result.err();
+    if let Err(e) = take(&mut csv, &mut out, scanned) {
+        out.failed.get_or_insert(e);
+    }
     out.scanned = scanned;
     out.last = true;
     let _ = tx.send(out);
