@@ -17,6 +17,7 @@ pub mod evidence;
 pub mod files;
 pub mod jsonl;
 pub mod lines;
+pub mod pipe;
 pub mod state;
 pub mod status;
 pub mod verify;
@@ -154,6 +155,8 @@ pub struct Client {
     inner: LedgerClient<Channel>,
     admin: AdminClient<Channel>,
     socket: PathBuf,
+    /// The append stream shared by this connection's clones ([`Client::append_each`]).
+    pipe: pipe::Pipe,
 }
 
 impl Client {
@@ -189,7 +192,7 @@ impl Client {
         let channel = tokio::time::timeout(after, channel).await.map_err(|_| timed_out())??;
         let inner = LedgerClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
         let admin = AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        Ok(Client { inner, admin, socket })
+        Ok(Client { inner, admin, socket, pipe: pipe::Pipe::default() })
     }
 
     /// The socket this client talks to.
@@ -200,6 +203,15 @@ impl Client {
     /// Appends one entry; returns once it is durable.
     pub async fn append(&mut self, entry: pb::NewEntry) -> Result<pb::AppendResponse, ClientError> {
         Ok(self.inner.append(pb::AppendRequest { entry: Some(entry) }).await?.into_inner())
+    }
+
+    /// Appends one entry on the append stream that every clone of this client shares
+    /// ([`pipe`]), opened on first use and again after it ends; returns once the entry is
+    /// durable. For callers that append all day: a message each way instead of an RPC. An
+    /// older ledgerd without the stream gets a unary [`Client::append`].
+    pub async fn append_each(&mut self, entry: pb::NewEntry) -> Result<pb::AppendResponse, ClientError> {
+        let pipe = self.pipe.clone();
+        pipe.append(&mut self.inner, entry).await
     }
 
     /// Appends a stream of entries; returns once all are durable.

@@ -421,12 +421,22 @@ impl Decider {
     async fn append_as(&mut self, what: &str, entry: pb::NewEntry) -> Result<u64, ShimError> {
         self.client().await?;
         self.sending = true;
+        let mut refused = false;
         let result = match self.client.as_mut() {
-            Some(client) => timed(what, client.append(entry)).await,
+            Some(client) => {
+                timed(what, async {
+                    let answer = client.append_each(entry).await;
+                    // The daemon refused this one entry (too big, bad JSON): the
+                    // connection is fine and stays.
+                    refused = matches!(&answer, Err(ClientError::Rpc(s)) if s.code() == tonic::Code::InvalidArgument);
+                    answer
+                })
+                .await
+            }
             None => Err(ShimError("no connection to ledgerd".into())),
         };
         self.sending = false;
-        if result.is_err() {
+        if result.is_err() && !refused {
             self.client = None;
         }
         Ok(result

@@ -50,6 +50,87 @@ async fn all_entries(client: &mut Client) -> Vec<pb::StoredEntry> {
     out
 }
 
+/// `AppendEach` (`Client::append_each`): one stream shared by every clone of a client, its
+/// answers matched to callers in order. 64 callers at once, each appending entries that
+/// name it; a refused entry in the middle is refused alone and the stream goes on; callers
+/// that give up after sending do not shift anyone's answer. Every seq a caller is given
+/// holds exactly its entry, with the leaf hash it was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_each_answers_every_caller_of_a_shared_stream_with_its_own_entry() {
+    use futures_util::FutureExt;
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    type Answered = BTreeMap<u64, (pb::NewEntry, Vec<u8>)>;
+    let sent: Arc<Mutex<Answered>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..64u64 {
+        let mut client = client.clone();
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                let n = w * 1000 + i;
+                if i % 10 == 5 {
+                    // Refused: params that are not JSON. Only this entry fails.
+                    let mut bad = decision(&format!("each-{w}"), "db.query", n);
+                    bad.params = "{not json".into();
+                    let err = client.append_each(bad).await.expect_err("bad params are refused");
+                    assert!(err.to_string().contains("params"), "{err}");
+                    continue;
+                }
+                if i % 10 == 7 {
+                    // Sent, then given up on before the answer: polled once and dropped.
+                    let _ =
+                        client.append_each(decision(&format!("gave-up-{w}"), "db.query", n)).now_or_never();
+                    continue;
+                }
+                let e = decision(&format!("each-{w}"), "db.query", n);
+                let ack = client.append_each(e.clone()).await.expect("append_each");
+                sent.lock().await.insert(ack.seq, (e, ack.leaf_hash));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("caller task");
+    }
+    let mut reader = daemon.client().await;
+    let entries = all_entries(&mut reader).await;
+    let sent = sent.lock().await;
+    assert_eq!(sent.len(), 64 * 24, "every accepted entry was answered once, with its own seq");
+    for (seq, (e, hash)) in sent.iter() {
+        let stored = &entries[*seq as usize];
+        let got = stored.entry.as_ref().expect("entry");
+        assert_same_as_sent(e, got);
+        assert_eq!(&stored.leaf_hash, hash, "the leaf hash given to the caller of seq {seq}");
+    }
+    for (i, stored) in entries.iter().enumerate() {
+        let e = stored.entry.as_ref().expect("entry");
+        assert_eq!(e.seq, i as u64, "seq must be gap-free and in order");
+        assert!(e.params != "{not json", "a refused entry was written: {e:?}");
+    }
+    // The entries given up on were still written (they were sent), each once.
+    let gave_up =
+        entries.iter().filter(|s| s.entry.as_ref().is_some_and(|e| e.agent.starts_with("gave-up-"))).count();
+    assert_eq!(gave_up, 64 * 3, "every entry sent and given up on is written once");
+
+    // When ledgerd stops, a caller gets an error at once, not a hang, and a new client
+    // appends on the restarted daemon.
+    let dir = daemon.data_dir.clone();
+    let mut d = daemon;
+    let keep = d.keep_dir();
+    assert!(d.stop(), "ledgerd stops cleanly with the stream open");
+    let mut c = client.clone();
+    let err =
+        tokio::time::timeout(std::time::Duration::from_secs(10), c.append_each(decision("after", "t", 1)))
+            .await
+            .expect("an append on a stream whose daemon stopped fails at once")
+            .expect_err("no daemon");
+    assert!(!err.to_string().is_empty());
+    let again = Daemon::start_in(&dir).expect("restart");
+    let mut c = again.client().await;
+    c.append_each(decision("after", "t", 2)).await.expect("append on the restarted daemon");
+    drop(keep);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_over_both_rpcs_from_concurrent_writers_are_gap_free_and_read_back_equal() {
     let daemon = Daemon::start();

@@ -166,3 +166,159 @@ admin   = {{ users = ["root"] }}
     drop(daemon);
     drop(accounts);
 }
+
+/// The other side of `append_each_checks_the_writer_role_when_opened_and_for_every_message`:
+/// run by that test as another OS user (through `setpriv`), never on its own. Opens one
+/// `AppendEach` stream on `$ROLES_TEST_SOCKET`, appends once and prints `ANSWER 1 ok SEQ` or
+/// `ANSWER 1 err MESSAGE`; then waits for the file `$ROLES_TEST_GO`, appends again on the same
+/// stream and prints `2 …` the same way.
+#[tokio::test]
+#[ignore = "run by append_each_checks_the_writer_role_when_opened_and_for_every_message as another user"]
+async fn append_each_as_another_user() {
+    let (Ok(socket), Ok(go)) = (std::env::var("ROLES_TEST_SOCKET"), std::env::var("ROLES_TEST_GO")) else {
+        return;
+    };
+    let entry = |n: u64| ledger_proto::pb::NewEntry {
+        kind: ledger_proto::pb::Kind::Decision as i32,
+        agent: "roles-each".into(),
+        tool: "db.query".into(),
+        decision: ledger_proto::pb::Decision::Allow as i32,
+        params: format!(r#"{{"n":{n}}}"#),
+        ..Default::default()
+    };
+    let mut client = ledger_client::Client::connect(&socket).await.expect("connect");
+    let say = |n: u64, r: Result<ledger_proto::pb::AppendResponse, ledger_client::ClientError>| match r {
+        Ok(ack) => println!("\nANSWER {n} ok {}", ack.seq),
+        Err(e) => println!("\nANSWER {n} err {e}"),
+    };
+    say(1, client.append_each(entry(1)).await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !Path::new(&go).exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    say(2, client.append_each(entry(2)).await);
+}
+
+#[test]
+fn append_each_checks_the_writer_role_when_opened_and_for_every_message() {
+    if let Some(why) = skip_reason(&["setpriv", "gpasswd"]) {
+        println!("skipped: {why}");
+        return;
+    }
+    let tag = std::process::id();
+    let mut accounts = OsAccounts::default();
+    let socket_group = format!("lhs{tag}");
+    let writers = format!("lhw{tag}");
+    accounts.group(&socket_group);
+    accounts.group(&writers);
+    // The writer holds the role through the group `writers` only, so taking it out of the
+    // group takes the role away while its stream is open.
+    let writer = accounts.user(&format!("lhw{tag}u"), None, &[&socket_group, &writers]);
+    let nobody = accounts.user(&format!("lhn{tag}"), None, &[&socket_group]);
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run_dir = tmp.path().join("run");
+    std::fs::create_dir(&run_dir).expect("mkdir");
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // This test binary, where the other users can run it.
+    let me = tmp.path().join("roles-test");
+    std::fs::copy(std::env::current_exe().expect("current exe"), &me).expect("copy test binary");
+    std::fs::set_permissions(&me, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = run_dir.join("ledgerd.sock");
+    let config = format!(
+        r#"socket = "{socket}"
+socket_group = "{socket_group}"
+socket_mode = "0660"
+
+[roles]
+writer  = {{ users = ["root"], groups = ["{writers}"] }}
+auditor = {{ users = ["root"] }}
+admin   = {{ users = ["root"] }}
+"#,
+        socket = socket.display(),
+    );
+    let config_path = tmp.path().join("ledgerd.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let daemon =
+        Daemon::start_with(&tmp.path().join("data"), &["--config", config_path.to_str().expect("utf-8")])
+            .unwrap_or_else(|e| panic!("ledgerd did not start: {e}"));
+
+    let go = run_dir.join("go");
+    let start_as = |user: &User| {
+        Command::new("setpriv")
+            .args(["--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--init-groups", "--"])
+            .arg(&me)
+            .args([
+                "--ignored",
+                "--exact",
+                "append_each_as_another_user",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("ROLES_TEST_SOCKET", &socket)
+            .env("ROLES_TEST_GO", &go)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run setpriv")
+    };
+    let answers = |out: &Output| -> Vec<String> {
+        stdout(out).lines().filter_map(|l| l.split_once("ANSWER ").map(|(_, a)| a.to_string())).collect()
+    };
+
+    // A user with no role cannot open the stream.
+    std::fs::write(&go, "").expect("go");
+    let out = start_as(&nobody).wait_with_output().expect("wait");
+    let got = answers(&out);
+    assert_eq!(got.len(), 2, "{}{}", stdout(&out), stderr(&out));
+    for line in &got {
+        assert!(line.contains("err") && line.contains("AppendEach: permission denied"), "{line}");
+        assert!(line.contains("needs the writer role"), "{line}");
+    }
+    std::fs::remove_file(&go).expect("rm go");
+
+    // The writer appends on its stream; taken out of the group, its next message on the
+    // same stream is refused and recorded.
+    let child = start_as(&writer);
+    let first = (0..600).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = daemon.ctl(&["query", "agent = \"roles-each\" | fields seq", "--format", "json"]);
+        (!stdout(&out).trim().is_empty()).then_some(())
+    });
+    assert!(first.is_some(), "the writer's first append never arrived");
+    let out = ledger_tests::accounts::run("gpasswd", &["-d", &writer.name, &writers]);
+    assert!(out.status.success(), "gpasswd: {}", stderr(&out));
+    std::fs::write(&go, "").expect("go");
+    let out = child.wait_with_output().expect("wait");
+    let got = answers(&out);
+    assert_eq!(got.len(), 2, "{}{}", stdout(&out), stderr(&out));
+    assert!(got[0].starts_with("1 ok "), "{got:?}");
+    assert!(got[1].starts_with("2 err") && got[1].contains("AppendEach: permission denied"), "{got:?}");
+
+    let out = daemon.ctl(&["query", "agent = \"roles-each\" | fields params", "--format", "json"]);
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "only the message sent with the role is in the log: {}",
+        stdout(&out)
+    );
+    let out = daemon.ctl(&[
+        "query",
+        "kind = access_refused and tool = \"AppendEach\" | fields uid",
+        "--format",
+        "json",
+    ]);
+    let uids: BTreeSet<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(
+        uids,
+        [format!(r#"{{"uid":{}}}"#, nobody.uid), format!(r#"{{"uid":{}}}"#, writer.uid)]
+            .into_iter()
+            .collect(),
+        "both refusals are recorded"
+    );
+    drop(daemon);
+    drop(accounts);
+}

@@ -1,7 +1,9 @@
 //! `llm-bench`: what the LLM gateway (`ledgerctl shim llm`, docs/SHIMS.md) adds to a model
 //! API call, against a fast in-process upstream that answers with recorded responses
 //! (tests/interop/llm-fixtures) and a real `ledgerd` (the binary next to this one) on a
-//! temporary data dir.
+//! temporary data dir. The gateway is the real `ledgerctl shim llm`, its own process as
+//! deployed (`--in-process`: in this process instead, on the clients' runtime). The
+//! concurrent figure also prints the CPU each process spent per tool call.
 //!
 //! In one run, each figure measured directly against the upstream and through the gateway
 //! with the two interleaved (so both see the same load), added = through − direct per
@@ -53,6 +55,13 @@ struct Args {
     /// The gateway's most deciders per agent (`--deciders-per-agent`)
     #[arg(long, default_value_t = ledger_shims::llm::DEFAULT_DECIDERS, value_name = "N")]
     deciders_per_agent: usize,
+    /// Only the concurrent tool-call figure, `--requests` times (to profile it)
+    #[arg(long)]
+    only_concurrent: bool,
+    /// Run the gateway inside this process (sharing its runtime with the clients and the
+    /// upstream) instead of as `ledgerctl shim llm`, its own process as deployed
+    #[arg(long)]
+    in_process: bool,
 }
 
 const TEXT: &str = include_str!("../../../tests/interop/llm-fixtures/anthropic-text.json");
@@ -106,6 +115,7 @@ async fn upstream(listener: tokio::net::TcpListener) {
     }
 }
 
+/// A child process (ledgerd, the gateway), killed when dropped.
 struct Ledgerd(Child);
 
 impl Drop for Ledgerd {
@@ -113,6 +123,19 @@ impl Drop for Ledgerd {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `cmd` (killed when the result drops) and returns the value of `key` in the ready
+/// line it prints first (`socket=` of ledgerd, `listen=` of the gateway).
+fn start(mut cmd: Command, key: &str) -> anyhow::Result<(Ledgerd, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let stdout = child.stdout.take();
+    let process = Ledgerd(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout.context("no stdout")?), &mut line)?;
+    let value =
+        line.split_whitespace().find_map(|w| w.strip_prefix(key)).context("it printed no ready line")?;
+    Ok((process, value.to_string()))
 }
 
 fn next_to_me(name: &str) -> anyhow::Result<PathBuf> {
@@ -273,6 +296,17 @@ const TOOL_REQ: &str = r#"{"model":"tool","max_tokens":64,"messages":[{"role":"u
 const STREAM_REQ: &str =
     r#"{"model":"text","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
+/// CPU seconds (user + system) used so far by process `pid` (`self` for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -286,25 +320,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tmp = std::env::temp_dir().join(format!("llm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let mut child = Command::new(next_to_me("ledgerd")?)
-        .arg("--data-dir")
-        .arg(tmp.join("data"))
-        .env("LEDGERD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start ledgerd")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
-        &mut line,
-    )?;
-    let daemon = Ledgerd(child);
-    let socket = PathBuf::from(
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("socket="))
-            .context("ledgerd printed no ready line")?,
-    );
+    let mut ledgerd = Command::new(next_to_me("ledgerd")?);
+    ledgerd.arg("--data-dir").arg(tmp.join("data")).env("LEDGERD_LOG", "warn");
+    let (daemon, socket) = start(ledgerd, "socket=").context("cannot start ledgerd")?;
+    let daemon_pid = daemon.0.id().to_string();
+    let socket = PathBuf::from(socket);
     let ctl = next_to_me("ledgerctl")?;
     let run = |a: &[&str]| -> anyhow::Result<String> {
         let out = Command::new(&ctl).arg("--socket").arg(&socket).args(a).output()?;
@@ -373,10 +393,30 @@ fn main() -> anyhow::Result<()> {
             heartbeat: ledger_shims::mcp::DEFAULT_HEARTBEAT,
             fail_open: false,
         };
-        let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let gw_addr = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(serve(gateway, listener, std::future::pending()));
+        // The gateway as deployed: `ledgerctl shim llm`, its own process (killed on drop).
+        let mut _gateway_process = None;
+        let mut gateway_pid = None;
+        let gw_addr = if args.in_process {
+            let gateway = Arc::new(Gateway::new(config).map_err(anyhow::Error::msg)?);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let gw_addr = format!("http://{}", listener.local_addr()?);
+            tokio::spawn(serve(gateway, listener, std::future::pending()));
+            gw_addr
+        } else {
+            drop(config);
+            let mut gateway = Command::new(&ctl);
+            gateway
+                .arg("--socket")
+                .arg(&socket)
+                .args(["shim", "llm", "--listen", "127.0.0.1:0", "--upstream-anthropic", &up_addr])
+                .args(["--upstream-openai", &up_addr, "--deciders-per-agent", &args.deciders_per_agent.to_string()])
+                .env("ANTHROPIC_API_KEY", "real-key")
+                .env("OPENAI_API_KEY", "real-key");
+            let (process, addr) = start(gateway, "listen=").context("cannot start `ledgerctl shim llm`")?;
+            gateway_pid = Some(process.0.id().to_string());
+            _gateway_process = Some(process);
+            format!("http://{addr}")
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
@@ -386,19 +426,44 @@ fn main() -> anyhow::Result<()> {
         interleaved(&ends, TOOL_REQ, 4, 50, false).await?;
         let n = args.requests;
         println!("llm-bench: {n} requests per figure, {} concurrent clients; load average before: {}", args.clients, load());
-        let (d, g) = interleaved(&ends, TEXT_REQ, 1, n, false).await?;
-        report("text-only response, 1 client", d, g, Some(0.3));
-        let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
-        report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
+        if !args.only_concurrent {
+            let (d, g) = interleaved(&ends, TEXT_REQ, 1, n, false).await?;
+            report("text-only response, 1 client", d, g, Some(0.3));
+            let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
+            report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
+        }
         let per = (n / args.clients).max(10);
         // The first requests at this concurrency open the connections and grow the agent's
         // decider pool: reported on their own line, then the steady state is timed.
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, 4, false).await?;
         report(&format!("one tool call, {} clients, cold (pool growing)", args.clients), d, g, None);
         let before = last_decision()?;
+        let gateway_cpu = || gateway_pid.as_deref().map_or(0.0, cpu_secs);
+        let cpu_before = (cpu_secs(&daemon_pid), gateway_cpu(), cpu_secs("self"));
         let (d, g) = interleaved(&ends, TOOL_REQ, args.clients, per, false).await?;
+        let calls = g.len() as f64;
+        let per_call = |after: f64, before: f64| (after - before) / calls * 1e6;
+        let (daemon_us, gateway_us, here_us) = (
+            per_call(cpu_secs(&daemon_pid), cpu_before.0),
+            per_call(gateway_cpu(), cpu_before.1),
+            per_call(cpu_secs("self"), cpu_before.2),
+        );
         report(&format!("one tool call, {} clients", args.clients), d, g, Some(5.0));
         commits_since(before)?;
+        if gateway_pid.is_some() {
+            println!(
+                "{:<44} CPU per gateway tool call: daemon {daemon_us:.0} us, gateway {gateway_us:.0} us; this process (clients and upstream, both halves) {here_us:.0} us",
+                ""
+            );
+        } else {
+            println!(
+                "{:<44} CPU per gateway tool call: daemon {daemon_us:.0} us; this process (clients, upstream, gateway; both halves) {here_us:.0} us",
+                ""
+            );
+        }
+        if args.only_concurrent {
+            return Ok(());
+        }
         let (d, g) = interleaved(&ends, STREAM_REQ, 1, n, true).await?;
         report("stream: time to first text byte, 1 client", d, g, Some(0.3));
         let direct_rps = throughput(&client, &up_addr, "direct", args.clients, args.seconds).await?;

@@ -149,9 +149,15 @@ impl Feed {
         }
     }
 
-    /// Ends every `Watch` stream (the daemon is stopping).
+    /// Ends every `Watch` stream (the daemon is stopping), and every other long-lived
+    /// stream that watches [`Feed::closing`].
     pub fn close(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Becomes `true` when the daemon starts to stop.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The server-streaming answer to a `Watch` RPC: matching entries as they are

@@ -212,8 +212,10 @@ impl Redactor {
 
     /// A quick proof that [`Redactor::redact`] would leave `params` as it is, without
     /// building the JSON tree: it is JSON, with no escapes (so every string's text appears
-    /// as is), no pattern matches anywhere in it, and no secret key's first word appears
-    /// in it. Most calls carry no secret; this keeps the common case off the allocator.
+    /// as is), no pattern matches anywhere in it, and no object key in it is a secret key
+    /// (each key checked exactly as the full redaction checks it, in one pass of the
+    /// parser that builds nothing). Most calls carry no secret; this keeps the common case
+    /// off the allocator.
     ///
     /// The patterns run over the text with every `"` turned into a line break, in
     /// multi-line mode: each string value is then a line of its own, so `^`, `$`, `\b` and
@@ -223,11 +225,9 @@ impl Redactor {
         if params.contains('\\') || any_pattern.is_match(&params.replace('"', "\n")) {
             return false;
         }
-        let lower: String = params.chars().flat_map(char::to_lowercase).collect();
-        if self.keys.iter().any(|words| words.first().is_some_and(|w| lower.contains(w.as_str()))) {
-            return false;
-        }
-        serde_json::from_str::<serde::de::IgnoredAny>(params).is_ok()
+        let mut de = serde_json::Deserializer::from_str(params);
+        matches!(serde::de::DeserializeSeed::deserialize(NoSecretKey(self), &mut de), Ok(true))
+            && de.end().is_ok()
     }
 
     /// The full redaction: parse, replace secret keys' values and pattern spans, write back
@@ -291,6 +291,14 @@ impl Redactor {
     /// Whether a key looks secret: some configured key's words appear in it, in order and
     /// next to each other.
     fn secret_key(&self, key: &str) -> bool {
+        // Each word of a key is a run of its characters, lowercased: a key none of whose
+        // first words appears in it, ignoring ASCII case, cannot match (most keys; no
+        // allocation). Keys with other than ASCII take the whole path.
+        if key.is_ascii()
+            && !self.keys.iter().any(|k| k.first().is_some_and(|w| contains_ignore_ascii_case(key, w)))
+        {
+            return false;
+        }
         let words = key_words(key);
         if NOT_SECRET_KEYS.iter().any(|k| key_words(k) == words) {
             return false;
@@ -300,8 +308,23 @@ impl Redactor {
 
     /// Replaces every credential span in `s`; returns the new text and how many spans.
     fn scrub(&self, s: &str) -> (String, usize) {
+        // One pass of the set says which patterns match at all (most strings: none); only
+        // those are run again to find their spans.
+        let matched = match &self.any_pattern {
+            Some(set) => {
+                let m = set.matches(s);
+                if !m.matched_any() {
+                    return (s.to_string(), 0);
+                }
+                Some(m)
+            }
+            None => None,
+        };
         let mut spans: Vec<(usize, usize)> = Vec::new();
-        for re in &self.patterns {
+        for (i, re) in self.patterns.iter().enumerate() {
+            if matched.as_ref().is_some_and(|m| !m.matched(i)) {
+                continue;
+            }
             for caps in re.captures_iter(s) {
                 if let Some(m) = caps.name("secret").or_else(|| caps.get(0))
                     && !m.is_empty()
@@ -353,6 +376,70 @@ impl Redactor {
             keep = floor_boundary(text, keep.saturating_sub(over));
         }
     }
+}
+
+/// Walks a JSON document without building it: `Ok(true)` if no object key in it is a
+/// secret key of the redactor ([`Redactor::secret_key`]); `Ok(false)` as soon as one is.
+/// Keys must be unescaped (the caller checked there is no `\\` in the text).
+struct NoSecretKey<'r>(&'r Redactor);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoSecretKey<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoSecretKey<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key::<&'de str>()? {
+            if self.0.secret_key(key) || !map.next_value_seed(NoSecretKey(self.0))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(clean) = seq.next_element_seed(NoSecretKey(self.0))? {
+            if !clean {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(true)
+    }
+}
+
+/// Whether `needle` (lowercase) appears in `hay`, ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The largest char boundary of `s` at or below `at`.
@@ -482,6 +569,58 @@ mod tests {
         }
         assert!(r.nothing_to_redact(samples[0]), "an ordinary call takes the quick path");
         assert!(!r.nothing_to_redact(samples[1]), "a secret at the start of a string is seen");
+        // A key that shares only a word with a secret key (`api` of `api_key`) is not one:
+        // the LLM gateway's decision details take the quick path.
+        let details = r#"{"api":"anthropic","tool_call_id":"toolu_01","model":"m","stream":false,"policy_agent":"a","policy_hash":"ab12","shim":"llm"}"#;
+        assert!(r.nothing_to_redact(details));
+    }
+
+    #[test]
+    fn the_quick_check_agrees_with_the_full_redaction_on_every_key_in_any_place() {
+        let r = redactor();
+        let keys = [
+            "api",
+            "apiKey",
+            "api_key",
+            "API-KEY",
+            "tokens_used",
+            "progress_token",
+            "token",
+            "author",
+            "AUTH",
+            "my-secret-thing",
+            "secretary",
+            "sessionKey",
+            "session",
+            "client",
+            "clientSecret",
+            "private",
+            "cookie_jar",
+            "passwordless",
+            "x",
+            "Access_Key_Id",
+            "credentials",
+            "path",
+        ];
+        let values = [r#""v""#, "null", "1", r#"{"path":"/tmp"}"#, r#"["a",{"b":2}]"#, "true"];
+        for key in keys {
+            for value in values {
+                for text in [
+                    format!(r#"{{"{key}":{value}}}"#),
+                    format!(r#"{{"a":1,"n":{{"m":[{{"{key}":{value}}}]}},"z":"q"}}"#),
+                    format!(r#"[1,{{"{key}":{value},"b":null}}]"#),
+                    format!(r#"{{"{key}":{value},"{key}2":{value}}}"#),
+                ] {
+                    let full = r.redact(&text);
+                    if r.nothing_to_redact(&text) {
+                        assert_eq!(full, (text.clone(), 0), "the quick check skipped {text}");
+                    } else if value != "null" && key_words(key) == key_words("path") {
+                        panic!("an ordinary key took the slow path: {text}");
+                    }
+                    assert_eq!(r.apply(&text).redacted, full.1, "{text}");
+                }
+            }
+        }
     }
 
     fn is_marker(v: &Value) -> bool {

@@ -34,6 +34,10 @@ const READ_CHUNK: u64 = 512;
 const STREAM_CHUNK: usize = 256;
 /// Writer commands one AppendStream keeps in flight before waiting for the oldest.
 const STREAM_IN_FLIGHT: usize = 32;
+/// Entries one `AppendEach` stream keeps in flight (checked and queued, not yet answered)
+/// before it reads the next message: the shared stream of a gateway carries the concurrent
+/// decisions of all its agents.
+const EACH_IN_FLIGHT: usize = 1024;
 
 /// The service state shared by every connection.
 #[derive(Clone)]
@@ -133,7 +137,17 @@ impl Access {
         need: impl Into<Need>,
         rpc: &'static str,
     ) -> impl Future<Output = Result<Peer, Status>> + Send + '_ {
-        let peer = peer_cred(req);
+        self.check(peer_cred(req), need, rpc)
+    }
+
+    /// [`Access::require`] for credentials already taken (`None`: the kernel gave none):
+    /// also how a long-lived stream checks the role again for each message.
+    pub fn check(
+        &self,
+        peer: Option<Peer>,
+        need: impl Into<Need>,
+        rpc: &'static str,
+    ) -> impl Future<Output = Result<Peer, Status>> + Send + '_ {
         let need = need.into();
         async move {
             let peer = peer.ok_or_else(|| status::no_credentials(rpc))?;
@@ -314,6 +328,110 @@ pub(crate) mod status {
 impl LedgerService {
     /// The work of `AppendStream`: appends the stream's entries, counting in `result` those
     /// acknowledged, until its end or the first refused message.
+    /// The work of one `AppendEach` stream: each message is checked and handed to the
+    /// writer as soon as it arrives (so the messages of many callers sharing the stream
+    /// join the same group commits), and answered in the order received once durable.
+    /// A refused message gets its refusal and the stream goes on; the stream ends (after
+    /// answering what is in flight) when the caller closes it, loses the writer role,
+    /// the writer stops, or the daemon starts to stop.
+    async fn append_each_into(
+        self,
+        peer: Peer,
+        mut inbound: Streaming<pb::AppendRequest>,
+        out: tokio::sync::mpsc::Sender<Result<pb::AppendResult, Status>>,
+    ) {
+        use futures_util::stream::FuturesOrdered;
+        use pb::append_result::Result as Answer;
+        let refused = |status: Status| pb::AppendResult {
+            result: Some(Answer::Refused(pb::AppendRefused {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })),
+        };
+        let mut closing = self.feed.closing();
+        let mut in_flight = FuturesOrdered::new();
+        // Why the stream ends (after what is in flight is answered), if not by the caller.
+        let mut end: Option<Status> = None;
+        let mut reading = true;
+        let mut received = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                    let answer: Result<pb::AppendResult, Status> = answer;
+                    let fatal = answer.is_err();
+                    if out.send(answer).await.is_err() || fatal {
+                        return;
+                    }
+                }
+                () = futures_util::FutureExt::map(closing.wait_for(|c| *c), drop), if reading => {
+                    reading = false;
+                    end = Some(Status::unavailable("ledgerd is stopping; append on a new stream when it is back"));
+                }
+                msg = inbound.next(), if reading && in_flight.len() < EACH_IN_FLIGHT => {
+                    let msg = match msg {
+                        None => {
+                            reading = false;
+                            continue;
+                        }
+                        Some(Err(e)) => {
+                            reading = false;
+                            end = Some(Status::cancelled(format!("the stream broke after {received} messages: {}", e.message())));
+                            continue;
+                        }
+                        Some(Ok(msg)) => msg,
+                    };
+                    received += 1;
+                    // A role taken away (account files changed) stops the stream at once.
+                    if let Err(status) = self.access.check(Some(peer), Role::Writer, "AppendEach").await {
+                        reading = false;
+                        end = Some(status);
+                        continue;
+                    }
+                    let accepted = match msg.entry {
+                        None => Err(Status::invalid_argument("AppendRequest has no entry")),
+                        Some(new) => {
+                            let state = self.state();
+                            intake::accept(new, peer, &self.host, self.intake(&state)).map_err(status::invalid)
+                        }
+                    };
+                    let entry = match accepted {
+                        Ok(entry) => entry,
+                        Err(status) => {
+                            in_flight.push_back(futures_util::future::Either::Left(std::future::ready(Ok(refused(status)))));
+                            continue;
+                        }
+                    };
+                    match self.writer.submit(vec![entry]).await {
+                        Ok(rx) => in_flight.push_back(futures_util::future::Either::Right(async move {
+                            match rx.await.map_err(|_| WriterError::Stopped).and_then(|r| r) {
+                                Ok(acks) => {
+                                    let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
+                                    Ok(pb::AppendResult {
+                                        result: Some(Answer::Appended(pb::AppendResponse {
+                                            seq: ack.seq,
+                                            leaf_hash: ack.leaf_hash.to_vec(),
+                                        })),
+                                    })
+                                }
+                                Err(e @ WriterError::Rejected(_)) => Ok(refused(status::writer(e))),
+                                Err(e) => Err(status::writer(e)),
+                            }
+                        })),
+                        Err(e) => {
+                            reading = false;
+                            end = Some(status::writer(e));
+                        }
+                    }
+                }
+                else => break,
+            }
+        }
+        if let Some(status) = end {
+            let _ = out.send(Err(status)).await;
+        }
+    }
+
     async fn append_stream_into(
         &self,
         peer: Peer,
@@ -376,6 +494,18 @@ impl Ledger for LedgerService {
         let acks = self.writer.append(vec![entry]).await.map_err(status::writer)?;
         let ack = acks.first().ok_or_else(|| Status::internal("the writer acknowledged nothing"))?;
         Ok(Response::new(pb::AppendResponse { seq: ack.seq, leaf_hash: ack.leaf_hash.to_vec() }))
+    }
+
+    type AppendEachStream = ReceiverStream<Result<pb::AppendResult, Status>>;
+
+    async fn append_each(
+        &self,
+        req: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendEachStream>, Status> {
+        let peer = self.require(&req, Role::Writer, "AppendEach").await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EACH_IN_FLIGHT);
+        tokio::spawn(self.clone().append_each_into(peer, req.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn append_stream(
