@@ -113,16 +113,16 @@ fn random_query(rng: &mut Rng) -> String {
     format!("{period}{}{stage}", conds.join(" and "))
 }
 
-#[test]
-fn engine_over_storage_agrees_with_evaluation_over_a_vec() {
+/// A log of `commits` commits of random decisions (up to `batch` each) with times hours
+/// apart; its dir, store, size and the time after its last entry.
+fn random_log(rng: &mut Rng, commits: usize, batch: u64) -> (tempfile::TempDir, Store, u64, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), 16 << 20).expect("store");
     let signer = NoteSigner::generate("test/engine").expect("key");
     let (mut log, _) = Log::open(store.clone(), signer).expect("log");
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut now = T0;
-    for _ in 0..120 {
-        let batch: Vec<pb::Entry> = (0..1 + rng.below(40))
+    for _ in 0..commits {
+        let batch: Vec<pb::Entry> = (0..1 + rng.below(batch))
             .map(|_| pb::Entry {
                 kind: pb::Kind::Decision as i32,
                 agent: rng.pick(AGENTS).into(),
@@ -136,6 +136,13 @@ fn engine_over_storage_agrees_with_evaluation_over_a_vec() {
         now += rng.below(DAY as u64 / 4) as i64;
     }
     let size = log.size();
+    (dir, store, size, now)
+}
+
+#[test]
+fn engine_over_storage_agrees_with_evaluation_over_a_vec() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (_dir, store, size, now) = random_log(&mut rng, 120, 40);
     let all: Vec<Plain> = (0..size).map(|s| Plain(store.entry(s).expect("read").expect("entry"))).collect();
     let ctx = Context::utc(jiff::Timestamp::from_nanosecond(i128::from(now)).expect("now"));
 
@@ -161,27 +168,8 @@ fn engine_over_storage_agrees_with_evaluation_over_a_vec() {
 /// gives: the same rows, the same CSV, the same stats, the same first error.
 #[test]
 fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 16 << 20).expect("store");
-    let signer = NoteSigner::generate("test/engine").expect("key");
-    let (mut log, _) = Log::open(store.clone(), signer).expect("log");
     let mut rng = Rng(0x17_5ca1_0001);
-    let mut now = T0;
-    for _ in 0..150 {
-        let batch: Vec<pb::Entry> = (0..1 + rng.below(60))
-            .map(|_| pb::Entry {
-                kind: pb::Kind::Decision as i32,
-                agent: rng.pick(AGENTS).into(),
-                tool: rng.pick(TOOLS).into(),
-                decision: if rng.below(5) == 0 { pb::Decision::Deny } else { pb::Decision::Allow } as i32,
-                params: format!(r#"{{"n":{},"path":"/srv/{}"}}"#, rng.below(100), rng.below(9)),
-                ..Default::default()
-            })
-            .collect();
-        log.append(vec![batch], now).expect("append");
-        now += rng.below(DAY as u64 / 4) as i64;
-    }
-    let size = log.size();
+    let (_dir, store, size, now) = random_log(&mut rng, 150, 60);
     let ctx = Context::utc(jiff::Timestamp::from_nanosecond(i128::from(now)).expect("now"));
     let sequential = engine::Scan { threads: 1, ..engine::Scan::default() };
     let parallel = [

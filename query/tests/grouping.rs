@@ -9,24 +9,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::Entry;
+use common::{Entry, Rng};
 use ledger_query::{Context, Value, parse};
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
 
 /// JSON values for `params.a` and `params.b`: equal numbers spelt differently, strings that
 /// look like numbers, objects, arrays, empty things and absent keys.
