@@ -173,9 +173,10 @@ fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
     let ctx = Context::utc(jiff::Timestamp::from_nanosecond(i128::from(now)).expect("now"));
     let sequential = engine::Scan { threads: 1, ..engine::Scan::default() };
     let parallel = [
-        engine::Scan { threads: 2, parallel_min: 1, handover_bytes: 1 },
-        engine::Scan { threads: 3, parallel_min: 1, handover_bytes: 4096 },
-        engine::Scan { threads: 4, parallel_min: 100, handover_bytes: 1 << 20 },
+        engine::Scan { threads: 2, parallel_min: 1, handover_bytes: 1, block: 7 },
+        engine::Scan { threads: 3, parallel_min: 1, handover_bytes: 4096, block: 500 },
+        engine::Scan { threads: 4, parallel_min: 100, handover_bytes: 1 << 20, block: 1 << 20 },
+        engine::Scan { threads: 2, parallel_min: 1, handover_bytes: 1 << 20, block: 64 },
     ];
     let rows = |query: &ledger_query::Query, scan: &engine::Scan| {
         // The rows, and where they were handed over.

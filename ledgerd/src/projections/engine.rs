@@ -166,6 +166,9 @@ pub struct Scan {
     /// A helper thread hands over the records that passed the filter about this many
     /// bytes at a time.
     pub handover_bytes: usize,
+    /// Entries in each block of a parallel scan (blocks are dealt out to the threads in
+    /// turn).
+    pub block: u64,
 }
 
 impl Default for Scan {
@@ -174,6 +177,7 @@ impl Default for Scan {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SCAN_THREADS),
             parallel_min: PARALLEL_MIN,
             handover_bytes: HANDOVER_BYTES,
+            block: BLOCK,
         }
     }
 }
@@ -486,12 +490,14 @@ fn execute(
 const PARALLEL_MIN: u64 = 64 * 1024;
 /// At most this many threads scan one range (the calling thread among them).
 const MAX_SCAN_THREADS: usize = 4;
-/// A helper thread hands over the records that passed its filter about this many bytes
-/// at a time (by default)...
+/// Entries in each block of a parallel scan (by default): about 5 MiB of CSV.
+const BLOCK: u64 = 16 * 1024;
+/// A helper thread hands over the records that passed its filter, or its rendered CSV,
+/// about this many bytes at a time (by default)...
 const HANDOVER_BYTES: usize = 1 << 20;
-/// ...with at most this many hand-overs waiting: what a helper holds is bounded whatever
-/// the filter lets through.
-const HANDOVER_QUEUE: usize = 4;
+/// ...with at most this many hand-overs waiting (a block's worth of CSV and one more):
+/// what a helper holds is bounded whatever the filter lets through.
+const HANDOVER_QUEUE: usize = 8;
 
 /// Feeds `step` every entry of `lo..hi` in seq order, until it returns false; returns
 /// whether it went to the end.
@@ -520,40 +526,51 @@ fn scan_range(
         _ => None,
     };
     let Some(work) = parallel else { return scan_part(store, lo, hi, step) };
-    // The calling thread also writes what the helpers render (CSV) or runs what they
-    // hand over through the pipeline: it takes a smaller first part, the helpers share
-    // the rest.
-    let first = match work {
-        Work::Csv { .. } => (hi - lo) * 3 / (4 * threads),
-        Work::Filter(_) => (hi - lo) * 7 / (8 * threads),
-    };
-    let mid = lo + first;
-    let part = (hi - mid).div_ceil(threads - 1);
+    // Blocks dealt out in turn: block `i` is scanned by thread `i % threads` (0 is this
+    // one), so every thread always has a block to work on while this one feeds the
+    // blocks in order, and a helper runs at most one block and a few hand-overs ahead.
+    let block = scan.block.max(1);
+    let blocks: Vec<(u64, u64)> = (lo..hi)
+        .step_by(usize::try_from(block).unwrap_or(usize::MAX))
+        .map(|a| (a, (a + block).min(hi)))
+        .collect();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let mut queues = Vec::new();
-        for k in 1..threads {
-            let (a, b) = (mid + (k - 1) * part, (mid + k * part).min(hi));
-            if a >= b {
+        for k in 1..threads as usize {
+            let mine: Vec<(u64, u64)> = blocks.iter().copied().skip(k).step_by(threads as usize).collect();
+            if mine.is_empty() {
                 break;
             }
             let (tx, rx) = std::sync::mpsc::sync_channel(HANDOVER_QUEUE);
             let stop = &stop;
             let handover_bytes = scan.handover_bytes;
-            scope.spawn(move || helper(store, (a, b), work, handover_bytes, stop, &tx));
+            scope.spawn(move || {
+                for part in mine {
+                    if !helper(store, part, work, handover_bytes, stop, &tx) {
+                        break;
+                    }
+                }
+            });
             queues.push(rx);
         }
         let result = (|| {
-            if !scan_part(store, lo, mid, step)? {
-                return Ok(false);
-            }
-            for rx in &queues {
-                // Entries of this part stepped or skipped so far.
+            for (i, &(a, b)) in blocks.iter().enumerate() {
+                let owner = i % threads as usize;
+                if owner == 0 {
+                    if !scan_part(store, a, b, step)? {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                let Some(rx) = queues.get(owner - 1) else { break };
+                // Entries of this block stepped or skipped so far.
                 let mut seen = 0;
-                // A helper ends its queue with its last hand-over (see `helper`); a queue
-                // that ends without one (the helper panicked) is a failed scan.
+                // A helper ends each block with a hand-over marked `last` (see `helper`);
+                // a queue that ends before (the helper panicked) is a failed scan.
                 let mut done = false;
-                for handover in rx {
+                while !done {
+                    let Ok(handover) = rx.recv() else { break };
                     for &(seq, start, end, scanned) in &handover.records {
                         if scanned - seen > 1 && !step(Scanned::Skipped(scanned - seen - 1))? {
                             return Ok(false);
@@ -682,8 +699,10 @@ impl CsvPart {
     }
 }
 
-/// A helper of [`scan_range`]: scans `lo..hi` and hands over what `work` makes of it, in
-/// order, ending with a hand-over marked `last` (holding the first error, if any).
+/// A helper of [`scan_range`]: scans the block `lo..hi` and hands over what `work` makes
+/// of it, in order, ending with a hand-over marked `last` (holding the first error, if
+/// any); whether to go on with its next block (not after an error, or once the caller
+/// stopped listening).
 fn helper(
     store: &Store,
     (lo, hi): (u64, u64),
@@ -691,7 +710,7 @@ fn helper(
     handover_bytes: usize,
     stop: &AtomicBool,
     tx: &std::sync::mpsc::SyncSender<Handover>,
-) {
+) -> bool {
     let fresh = || Handover {
         bytes: Vec::new(),
         records: Vec::new(),
@@ -764,7 +783,8 @@ fn helper(
     }
     out.scanned = scanned;
     out.last = true;
-    let _ = tx.send(out);
+    let failed = out.failed.is_some();
+    tx.send(out).is_ok() && !failed && !stop.load(Ordering::Relaxed)
 }
 
 /// A combination of counted values, reduced to what a query reads: strings as indexes
