@@ -502,16 +502,17 @@ const HANDOVER_QUEUE: usize = 8;
 /// Feeds `step` every entry of `lo..hi` in seq order, until it returns false; returns
 /// whether it went to the end.
 ///
-/// When the query filters (`prefilter`) and the range is long, the range is cut into as
-/// many parts as there are cores (up to [`MAX_SCAN_THREADS`]): the calling thread runs
-/// the first part through `step` itself while helper threads read theirs and test each
-/// entry against the filter, handing over only the records that pass (a bounded queue
-/// of byte buffers); once done with its own part, the calling thread feeds those, part
-/// after part, to `step`. `step` so sees exactly the entries a sequential scan would
-/// give it that can change the result, in the same order, and the number of the others
-/// between them ([`Scanned::Skipped`]), so [`Stats`], the hand-overs of rows and errors
-/// (a damaged record, a string that is not UTF-8: the first in seq order) are those of a
-/// sequential scan.
+/// When there is `work` for helpers and the range is long, it is cut into blocks dealt
+/// out in turn to as many threads as there are cores (up to [`MAX_SCAN_THREADS`]): the
+/// calling thread runs its blocks through `step` itself, while helper threads read theirs
+/// and either test each entry against the query's leading filters, handing over only the
+/// records that pass ([`Work::Filter`]), or render its CSV row ([`Work::Csv`]), through a
+/// bounded queue of byte buffers; the calling thread feeds every block to `step` in
+/// order. `step` so sees exactly the entries a sequential scan would give it that can
+/// change the result (or their rows, rendered alike), in the same order, and the number
+/// of the others between them ([`Scanned::Skipped`]), so [`Stats`], the hand-overs of
+/// rows and errors (a damaged record, a string that is not UTF-8: the first in seq
+/// order) are those of a sequential scan.
 fn scan_range(
     store: &Store,
     lo: u64,
