@@ -44,7 +44,7 @@ pub use output::{
     write_json_rows, write_table,
 };
 pub use pattern::glob_to_regex;
-pub use pipeline::{Pipeline, ResultSet};
+pub use pipeline::{Pipeline, Prefilter, ResultSet};
 pub use record::Record;
 pub use time::Context;
 pub use value::{OwnedValue, Value};

@@ -245,11 +245,40 @@ impl Pipeline {
         n
     }
 
+    /// The filters every record must pass before any other step sees it (those before
+    /// the first `limit`), as a [`Prefilter`] another thread can evaluate; `None` when
+    /// there are none (every record would pass) or the pipeline is done.
+    ///
+    /// A record it rejects would change nothing if pushed: the pipeline would evaluate
+    /// the same conditions, in the same order (so read the same fields), and drop it. A
+    /// scan may so skip such records, or test them elsewhere, and push only the others.
+    pub fn prefilter(&self) -> Option<Prefilter> {
+        if self.done {
+            return None;
+        }
+        let conds: Vec<Cond> = self
+            .live
+            .iter()
+            .map_while(|op| match op {
+                LiveOp::Filter(c) => Some(c.clone()),
+                LiveOp::Limit { .. } => None,
+            })
+            .collect();
+        (!conds.is_empty()).then(|| Prefilter { conds, ctx: self.ctx.clone() })
+    }
+
     /// Whether a record that passes becomes an output row as it is (nothing after the
     /// filter but `fields` and `limit`): then [`Pipeline::push_cells`] hands its cells
     /// out without building a row.
     pub fn is_direct(&self) -> bool {
         matches!(self.entry, Entry::Map(_)) && self.ops.is_empty()
+    }
+
+    /// Whether the pipeline [`is_direct`](Pipeline::is_direct) and no `limit` counts its
+    /// records: then a record's row depends on that record alone, so parts of a scan can
+    /// run through copies of the pipeline apart and their rows be put together in order.
+    pub fn rows_are_independent(&self) -> bool {
+        self.is_direct() && !self.done && self.live.iter().all(|op| matches!(op, LiveOp::Filter(_)))
     }
 
     /// Feeds one record, as [`Pipeline::push`] does; but when the pipeline
@@ -341,6 +370,22 @@ impl Pipeline {
             }
         }
         self.out.push(row);
+    }
+}
+
+/// The leading filters of a [`Pipeline`] (see [`Pipeline::prefilter`]), on their own: no
+/// state, so copies of it can test records on several threads.
+#[derive(Debug, Clone)]
+pub struct Prefilter {
+    conds: Vec<Cond>,
+    ctx: Context,
+}
+
+impl Prefilter {
+    /// Whether `rec` passes every leading filter (if not, pushing it would change nothing).
+    pub fn matches<R: Record + ?Sized>(&self, rec: &R) -> bool {
+        let view = View::new(rec);
+        self.conds.iter().all(|c| eval(c, &view, &self.ctx))
     }
 }
 

@@ -73,6 +73,7 @@ impl<'a> Value<'a> {
 
     /// Whether the value counts as absent: `Missing`, an empty string, an empty list, or an
     /// empty JSON object or array (`{}`, `[]`): empty is missing wherever it comes from.
+    #[inline]
     pub fn is_missing(&self) -> bool {
         match self {
             Value::Missing => true,
@@ -85,6 +86,7 @@ impl<'a> Value<'a> {
 
     /// The same value with "empty" turned into `Missing`, so that all absent values group
     /// and compare alike.
+    #[inline]
     pub(crate) fn normalized(self) -> Value<'a> {
         if self.is_missing() { Value::Missing } else { self }
     }

@@ -118,3 +118,62 @@ fn exported_rows_round_trip() {
         rows.rows.iter().map(|r| r.iter().map(|v| format_value(v, ctx.tz())).collect()).collect();
     assert_eq!(back, expected);
 }
+
+/// Issue 17: the CSV writer writes its bytes itself; they must be exactly those of the
+/// `csv` crate's writer (CRLF line ends) given the same neutralised cells, for random
+/// rows of nasty text, one-column rows of empty cells included, through both ways of
+/// writing (whole rows, and cell by cell).
+#[test]
+fn bytes_are_those_of_the_csv_crate() {
+    let alphabet =
+        ["'", "=", "+", "-", "@", "\t", "\r", "\n", "\r\n", ",", "\"", "\"\"", "a", "é", "😀", " ", ""];
+    let mut state = 0x5eed_0017_c5c5_0001u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let tz = jiff::tz::TimeZone::UTC;
+    for round in 0..400 {
+        let width = 1 + next(4);
+        let columns: Vec<String> =
+            (0..width).map(|i| if round % 7 == 0 { String::new() } else { format!("c{i}") }).collect();
+        let rows: Vec<Vec<Value<'static>>> = (0..next(30))
+            .map(|_| {
+                (0..width)
+                    .map(|_| {
+                        let text: String = (0..next(6)).map(|_| alphabet[next(alphabet.len())]).collect();
+                        Value::Str(Cow::Owned(text))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut expected =
+            csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+        expected.write_record(&columns).unwrap_or_else(|e| panic!("{e}"));
+        for row in &rows {
+            let cells: Vec<String> =
+                row.iter().map(|v| neutralise(&format_value(v, &tz)).into_owned()).collect();
+            expected.write_record(&cells).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let expected = expected.into_inner().unwrap_or_else(|e| panic!("{e}"));
+
+        let set = ResultSet { columns: columns.clone(), rows: rows.clone() };
+        let mut whole = Vec::new();
+        write_csv(&mut whole, &set, &tz).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&whole), String::from_utf8_lossy(&expected), "rows {rows:?}");
+
+        let mut by_cell = Vec::new();
+        let mut w = ledger_query::CsvWriter::new(&mut by_cell, &columns, tz.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for row in &rows {
+            for v in row {
+                w.cell(v);
+            }
+            w.end_row().unwrap_or_else(|e| panic!("{e}"));
+        }
+        w.finish().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(by_cell, expected, "cell by cell, rows {rows:?}");
+    }
+}

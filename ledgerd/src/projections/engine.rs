@@ -25,11 +25,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ledger_proto::pb;
 use std::io::Write;
 
-use ledger_query::{Context, CsvWriter, Field, Pipeline, Query, Record, Row, Value};
+use ledger_query::{Context, CsvWriter, Field, Pipeline, Prefilter, Query, Record, Row, Value};
 
 use crate::projections::agent_index;
 use crate::projections::counters::{self, HOUR_NS, PartView};
@@ -151,8 +152,47 @@ pub fn run(
     ctx: &Context,
     emit: &mut dyn FnMut(Vec<Row>) -> bool,
 ) -> Result<Stats, StoreError> {
+    run_with(store, size, query, ctx, &Scan::default(), emit)
+}
+
+/// How long ranges are scanned (see [`scan_range`]). The default uses the machine's
+/// cores; tests set it to compare a sequential scan with a parallel one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Threads that scan one range, the calling thread included (1: sequential).
+    pub threads: usize,
+    /// Ranges shorter than this are scanned on the calling thread alone.
+    pub parallel_min: u64,
+    /// A helper thread hands over the records that passed the filter about this many
+    /// bytes at a time.
+    pub handover_bytes: usize,
+    /// Entries in each block of a parallel scan (blocks are dealt out to the threads in
+    /// turn).
+    pub block: u64,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_SCAN_THREADS),
+            parallel_min: PARALLEL_MIN,
+            handover_bytes: HANDOVER_BYTES,
+            block: BLOCK,
+        }
+    }
+}
+
+/// [`run`] with the scan set by `scan`.
+pub fn run_with(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    scan: &Scan,
+    emit: &mut dyn FnMut(Vec<Row>) -> bool,
+) -> Result<Stats, StoreError> {
     let mut out = Rows { emit, scanned: 0 };
-    execute(store, size, query, ctx, &mut out)
+    execute(store, size, query, ctx, scan, &mut out)
 }
 
 /// Where [`execute`] sends what a query gives.
@@ -162,6 +202,28 @@ trait Sink {
     /// Rows the pipeline finished (maybe none; called at the end of every run); false
     /// stops the run.
     fn rows(&mut self, rows: Vec<Row>) -> bool;
+    /// Counts `n` scanned entries the pipeline rejected without being pushed them (see
+    /// [`scan_range`]), handing over rows where pushing them would have; false stops
+    /// the run.
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool;
+    /// The time zone of the CSV this sink writes, when it takes rows rendered apart
+    /// ([`Scanned::Rendered`]) for `pipeline`.
+    fn renders(&self, _pipeline: &Pipeline) -> Option<jiff::tz::TimeZone> {
+        None
+    }
+    /// Adds rows rendered apart (only offered when [`Sink::renders`] said so); false stops
+    /// the run.
+    fn rendered(&mut self, _rendered: &Rendered) -> bool {
+        false
+    }
+}
+
+/// Adds `n` to `scanned`; whether that passed a multiple of [`EMIT_EVERY`] (where a
+/// sink hands over rows).
+fn crossed(scanned: &mut u64, n: u64) -> bool {
+    let before = *scanned;
+    *scanned += n;
+    *scanned / EMIT_EVERY > before / EMIT_EVERY
 }
 
 /// [`run`]'s sink: rows handed over every [`EMIT_EVERY`] entries.
@@ -185,6 +247,10 @@ impl Sink for Rows<'_> {
 
     fn rows(&mut self, rows: Vec<Row>) -> bool {
         rows.is_empty() || (self.emit)(rows)
+    }
+
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        !crossed(&mut self.scanned, n) || self.rows(pipeline.take_rows())
     }
 }
 
@@ -215,6 +281,29 @@ impl<W: Write> Sink for Csv<'_, W> {
             return rows.is_empty() || self.rows(rows);
         }
         true
+    }
+
+    fn renders(&self, pipeline: &Pipeline) -> Option<jiff::tz::TimeZone> {
+        pipeline.rows_are_independent().then(|| self.csv.tz().clone())
+    }
+
+    fn rendered(&mut self, r: &Rendered) -> bool {
+        self.scanned += r.scanned;
+        match self.csv.append_rendered(&r.bytes, r.rows, r.neutralised) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        if !crossed(&mut self.scanned, n) || pipeline.is_direct() {
+            return true;
+        }
+        let rows = pipeline.take_rows();
+        rows.is_empty() || self.rows(rows)
     }
 
     fn rows(&mut self, rows: Vec<Row>) -> bool {
@@ -254,6 +343,10 @@ impl Sink for Wire<'_> {
         true
     }
 
+    fn skip(&mut self, pipeline: &mut Pipeline, n: u64) -> bool {
+        !crossed(&mut self.scanned, n) || self.rows(pipeline.take_rows())
+    }
+
     fn rows(&mut self, rows: Vec<Row>) -> bool {
         let mut out = std::mem::take(&mut self.rows);
         out.extend(rows.iter().map(ledger_proto::wire::row_to_wire));
@@ -271,7 +364,7 @@ pub fn run_wire(
     emit: &mut dyn FnMut(Vec<pb::Row>) -> bool,
 ) -> Result<Stats, StoreError> {
     let mut out = Wire { emit, rows: Vec::new(), scanned: 0 };
-    execute(store, size, query, ctx, &mut out)
+    execute(store, size, query, ctx, &Scan::default(), &mut out)
 }
 
 /// Why [`run_csv`] stopped.
@@ -294,8 +387,20 @@ pub fn run_csv<W: Write>(
     ctx: &Context,
     csv: &mut CsvWriter<W>,
 ) -> Result<Stats, CsvRunError> {
+    run_csv_with(store, size, query, ctx, &Scan::default(), csv)
+}
+
+/// [`run_csv`] with the scan set by `scan`.
+pub fn run_csv_with<W: Write>(
+    store: &Store,
+    size: u64,
+    query: &Query,
+    ctx: &Context,
+    scan: &Scan,
+    csv: &mut CsvWriter<W>,
+) -> Result<Stats, CsvRunError> {
     let mut out = Csv { csv, failed: None, scanned: 0 };
-    let stats = execute(store, size, query, ctx, &mut out)?;
+    let stats = execute(store, size, query, ctx, scan, &mut out)?;
     match out.failed {
         Some(e) => Err(e.into()),
         None => Ok(stats),
@@ -308,6 +413,7 @@ fn execute(
     size: u64,
     query: &Query,
     ctx: &Context,
+    scan: &Scan,
     out: &mut dyn Sink,
 ) -> Result<Stats, StoreError> {
     let mut pipeline = query.pipeline(ctx);
@@ -323,11 +429,30 @@ fn execute(
         (stats.counters, stats.counted, stats.cells) = (true, seqs, cells);
         ranges = [(lo, seqs.0), (seqs.1, hi)];
     }
-    let mut step = |a: &LazyEntry<'_>, stats: &mut Stats| -> Result<bool, StoreError> {
-        stats.scanned += 1;
-        let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
-        a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
-        Ok(going)
+    let prefilter = pipeline.prefilter();
+    let render = out.renders(&pipeline);
+    let work = match (&render, &prefilter) {
+        (Some(tz), _) => Some(Work::Csv { query, ctx, tz }),
+        (None, Some(p)) => Some(Work::Filter(p)),
+        (None, None) => None,
+    };
+    let mut step = |s: Scanned<'_, '_>, stats: &mut Stats| -> Result<bool, StoreError> {
+        match s {
+            Scanned::Entry(a) => {
+                stats.scanned += 1;
+                let going = out.push(&mut pipeline, &View(a)) && !pipeline.is_done();
+                a.check().map_err(|e| StoreError::BadRecord { seq: a.seq, message: e.to_string() })?;
+                Ok(going)
+            }
+            Scanned::Skipped(n) => {
+                stats.scanned += n;
+                Ok(out.skip(&mut pipeline, n))
+            }
+            Scanned::Rendered(r) => {
+                stats.scanned += r.scanned;
+                Ok(out.rendered(r))
+            }
+        }
     };
     let agents = query.agents();
     'scan: for (lo, hi) in ranges {
@@ -341,7 +466,7 @@ fn execute(
                 for seq in merged_agent_seqs(store, agents, lo, hi) {
                     let seq = seq?;
                     let going = reader
-                        .with_lazy(seq, |a| step(a, &mut stats))?
+                        .with_lazy(seq, |a| step(Scanned::Entry(a), &mut stats))?
                         .ok_or(StoreError::NoSuchEntry { seq, size })??;
                     if !going {
                         break 'scan;
@@ -349,13 +474,7 @@ fn execute(
                 }
             }
             None => {
-                let mut going = true;
-                store.scan(lo, hi, |seq, bytes| {
-                    let entry = LazyEntry::parse(bytes)
-                        .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
-                    going = step(&entry, &mut stats)?;
-                    Ok(going)
-                })?;
+                let going = scan_range(store, lo, hi, work.as_ref(), scan, &mut |s| step(s, &mut stats))?;
                 if !going {
                     break 'scan;
                 }
@@ -365,6 +484,308 @@ fn execute(
     // Always called: a sink may hold rows of its own (see `Wire`).
     out.rows(pipeline.finish().rows);
     Ok(stats)
+}
+
+/// Ranges shorter than this are scanned on the calling thread alone (by default).
+const PARALLEL_MIN: u64 = 64 * 1024;
+/// At most this many threads scan one range (the calling thread among them).
+const MAX_SCAN_THREADS: usize = 4;
+/// Entries in each block of a parallel scan (by default): about 5 MiB of CSV.
+const BLOCK: u64 = 16 * 1024;
+/// A helper thread hands over the records that passed its filter, or its rendered CSV,
+/// about this many bytes at a time (by default)...
+const HANDOVER_BYTES: usize = 1 << 20;
+/// ...with at most this many hand-overs waiting (a block's worth of CSV and one more):
+/// what a helper holds is bounded whatever the filter lets through.
+const HANDOVER_QUEUE: usize = 8;
+
+/// Feeds `step` every entry of `lo..hi` in seq order, until it returns false; returns
+/// whether it went to the end.
+///
+/// When there is `work` for helpers and the range is long, it is cut into blocks dealt
+/// out in turn to as many threads as there are cores (up to [`MAX_SCAN_THREADS`]): the
+/// calling thread runs its blocks through `step` itself, while helper threads read theirs
+/// and either test each entry against the query's leading filters, handing over only the
+/// records that pass ([`Work::Filter`]), or render its CSV row ([`Work::Csv`]), through a
+/// bounded queue of byte buffers; the calling thread feeds every block to `step` in
+/// order. `step` so sees exactly the entries a sequential scan would give it that can
+/// change the result (or their rows, rendered alike), in the same order, and the number
+/// of the others between them ([`Scanned::Skipped`]), so [`Stats`], the hand-overs of
+/// rows and errors (a damaged record, a string that is not UTF-8: the first in seq
+/// order) are those of a sequential scan.
+fn scan_range(
+    store: &Store,
+    lo: u64,
+    hi: u64,
+    work: Option<&Work<'_>>,
+    scan: &Scan,
+    step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let threads = scan.threads.max(1) as u64;
+    let parallel = match work {
+        Some(w) if threads > 1 && hi - lo >= scan.parallel_min.max(1) => Some(w),
+        _ => None,
+    };
+    let Some(work) = parallel else { return scan_part(store, lo, hi, step) };
+    // Blocks dealt out in turn: block `i` is scanned by thread `i % threads` (0 is this
+    // one), so every thread always has a block to work on while this one feeds the
+    // blocks in order, and a helper runs at most one block and a few hand-overs ahead.
+    let block = scan.block.max(1);
+    let blocks: Vec<(u64, u64)> = (lo..hi)
+        .step_by(usize::try_from(block).unwrap_or(usize::MAX))
+        .map(|a| (a, (a + block).min(hi)))
+        .collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut queues = Vec::new();
+        for k in 1..threads as usize {
+            let mine: Vec<(u64, u64)> = blocks.iter().copied().skip(k).step_by(threads as usize).collect();
+            if mine.is_empty() {
+                break;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(HANDOVER_QUEUE);
+            let stop = &stop;
+            let handover_bytes = scan.handover_bytes;
+            scope.spawn(move || {
+                for part in mine {
+                    if !helper(store, part, work, handover_bytes, stop, &tx) {
+                        break;
+                    }
+                }
+            });
+            queues.push(rx);
+        }
+        let result = (|| {
+            for (i, &(a, b)) in blocks.iter().enumerate() {
+                let owner = i % threads as usize;
+                if owner == 0 {
+                    if !scan_part(store, a, b, step)? {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                let Some(rx) = queues.get(owner - 1) else { break };
+                // Entries of this block stepped or skipped so far.
+                let mut seen = 0;
+                // A helper ends each block with a hand-over marked `last` (see `helper`);
+                // a queue that ends before (the helper panicked) is a failed scan.
+                let mut done = false;
+                while !done {
+                    let Ok(handover) = rx.recv() else { break };
+                    for &(seq, start, end, scanned) in &handover.records {
+                        if scanned - seen > 1 && !step(Scanned::Skipped(scanned - seen - 1))? {
+                            return Ok(false);
+                        }
+                        seen = scanned;
+                        let entry = LazyEntry::parse(&handover.bytes[start..end])
+                            .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                        if !step(Scanned::Entry(&entry))? {
+                            return Ok(false);
+                        }
+                    }
+                    if let Some(r) = &handover.rendered {
+                        if !step(Scanned::Rendered(r))? {
+                            return Ok(false);
+                        }
+                        seen += r.scanned;
+                    }
+                    if let Some(e) = handover.failed {
+                        return Err(e);
+                    }
+                    if handover.scanned > seen && !step(Scanned::Skipped(handover.scanned - seen))? {
+                        return Ok(false);
+                    }
+                    seen = handover.scanned;
+                    done = handover.last;
+                }
+                if !done {
+                    return Err(StoreError::Io {
+                        path: std::path::PathBuf::new(),
+                        source: std::io::Error::other("a scanning thread stopped before the end of its part"),
+                    });
+                }
+            }
+            Ok(true)
+        })();
+        // Helpers still reading stop at their next entry (and their queues are dropped).
+        stop.store(true, Ordering::Relaxed);
+        drop(queues);
+        result
+    })
+}
+
+/// What [`scan_range`] feeds its caller.
+enum Scanned<'e, 'b> {
+    /// The next entry.
+    Entry(&'e LazyEntry<'b>),
+    /// So many entries, before the next, that the query's leading filters rejected.
+    Skipped(u64),
+    /// The CSV rows of the next entries, rendered by a helper (see [`Work::Csv`]).
+    Rendered(&'e Rendered),
+}
+
+/// What the helper threads of [`scan_range`] do with their parts.
+enum Work<'a> {
+    /// Test each entry against the query's leading filters; hand over those that pass.
+    Filter(&'a Prefilter),
+    /// Run each entry through a copy of the query's pipeline (one whose rows are
+    /// independent: [`Pipeline::rows_are_independent`]) and hand over its rows as CSV,
+    /// rendered as the caller's writer would: the sink only appends the bytes.
+    Csv { query: &'a Query, ctx: &'a Context, tz: &'a jiff::tz::TimeZone },
+}
+
+/// CSV rows a helper rendered (see [`Work::Csv`]).
+struct Rendered {
+    bytes: Vec<u8>,
+    rows: u64,
+    neutralised: usize,
+    /// Entries these rows come from, rejected ones included.
+    scanned: u64,
+}
+
+/// Feeds `step` every entry of `lo..hi` in seq order, on this thread.
+fn scan_part(
+    store: &Store,
+    lo: u64,
+    hi: u64,
+    step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let mut going = true;
+    store.scan(lo, hi, |seq, bytes| {
+        let entry =
+            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        going = step(Scanned::Entry(&entry))?;
+        Ok(going)
+    })?;
+    Ok(going)
+}
+
+/// Records a helper thread of [`scan_range`] found to pass the filter, in seq order.
+struct Handover {
+    bytes: Vec<u8>,
+    /// (seq, start, end in `bytes`, entries of the part scanned up to and with it).
+    records: Vec<(u64, usize, usize, u64)>,
+    /// Entries of the part scanned up to the end of this hand-over.
+    scanned: u64,
+    /// Or, for [`Work::Csv`], the CSV of this hand-over's entries (no `records` then).
+    rendered: Option<Rendered>,
+    /// Why the helper stopped after these records (the first error in seq order).
+    failed: Option<StoreError>,
+    /// Whether this is the helper's last hand-over.
+    last: bool,
+}
+
+/// A helper's [`Work::Csv`]: its copy of the pipeline, its writer, and the rows,
+/// neutralised cells and entries scanned at the last [`CsvPart::take`].
+struct CsvPart {
+    pipeline: Pipeline,
+    writer: CsvWriter<Vec<u8>>,
+    taken: (u64, usize, u64),
+}
+
+impl CsvPart {
+    /// What the writer holds, as rendered rows since the last take.
+    fn take(&mut self, scanned: u64) -> Result<Rendered, StoreError> {
+        let w = &mut self.writer;
+        let bytes =
+            w.take_bytes().map_err(|e| StoreError::Io { path: std::path::PathBuf::new(), source: e })?;
+        let (rows, neutralised, at) = self.taken;
+        self.taken = (w.rows(), w.neutralised(), scanned);
+        Ok(Rendered {
+            bytes,
+            rows: w.rows() - rows,
+            neutralised: w.neutralised() - neutralised,
+            scanned: scanned - at,
+        })
+    }
+}
+
+/// A helper of [`scan_range`]: scans the block `lo..hi` and hands over what `work` makes
+/// of it, in order, ending with a hand-over marked `last` (holding the first error, if
+/// any); whether to go on with its next block (not after an error, or once the caller
+/// stopped listening).
+fn helper(
+    store: &Store,
+    (lo, hi): (u64, u64),
+    work: &Work<'_>,
+    handover_bytes: usize,
+    stop: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<Handover>,
+) -> bool {
+    let fresh = || Handover {
+        bytes: Vec::new(),
+        records: Vec::new(),
+        scanned: 0,
+        rendered: None,
+        failed: None,
+        last: false,
+    };
+    let bad = |seq: u64| {
+        move |e: crate::storage::stored::BadEntry| StoreError::BadRecord { seq, message: e.to_string() }
+    };
+    let mut out = fresh();
+    let mut scanned = 0u64;
+    let mut csv = match work {
+        Work::Csv { query, ctx, tz } => Some(CsvPart {
+            pipeline: query.pipeline(ctx),
+            writer: CsvWriter::in_memory((*tz).clone()),
+            taken: (0, 0, 0),
+        }),
+        Work::Filter(_) => None,
+    };
+    let take = |csv: &mut Option<CsvPart>, out: &mut Handover, scanned: u64| -> Result<(), StoreError> {
+        if let Some(part) = csv {
+            out.rendered = Some(part.take(scanned)?);
+        }
+        Ok(())
+    };
+    let result = store.scan(lo, hi, |seq, bytes| {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let entry = LazyEntry::parse(bytes).map_err(bad(seq))?;
+        scanned += 1;
+        let full = match (work, &mut csv) {
+            (_, Some(CsvPart { pipeline, writer: w, .. })) => {
+                // As the caller's `Csv` sink does with an entry.
+                if pipeline.push_cells(&View(&entry), &mut |v| w.cell(v)) {
+                    entry.check().map_err(bad(seq))?;
+                    w.end_row().map_err(|e| StoreError::Io { path: std::path::PathBuf::new(), source: e })?;
+                } else {
+                    entry.check().map_err(bad(seq))?;
+                }
+                w.bytes_len() >= handover_bytes
+            }
+            (Work::Filter(prefilter), None) => {
+                if prefilter.matches(&View(&entry)) {
+                    let start = out.bytes.len();
+                    out.bytes.extend_from_slice(bytes);
+                    out.records.push((seq, start, out.bytes.len(), scanned));
+                } else {
+                    // Rejected: what it read must still be text, as in a sequential scan.
+                    entry.check().map_err(bad(seq))?;
+                }
+                out.bytes.len() >= handover_bytes
+            }
+            (Work::Csv { .. }, None) => false,
+        };
+        if full {
+            take(&mut csv, &mut out, scanned)?;
+            out.scanned = scanned;
+            if tx.send(std::mem::replace(&mut out, fresh())).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    });
+    out.failed = result.err();
+    if let Err(e) = take(&mut csv, &mut out, scanned) {
+        out.failed.get_or_insert(e);
+    }
+    out.scanned = scanned;
+    out.last = true;
+    let failed = out.failed.is_some();
+    tx.send(out).is_ok() && !failed && !stop.load(Ordering::Relaxed)
 }
 
 /// A combination of counted values, reduced to what a query reads: strings as indexes

@@ -73,6 +73,9 @@ const FILL_CHUNK: usize = 256 * 1024;
 const CHUNK: usize = 1 << 20;
 /// Bytes read at a time for one entry looked up by seq.
 const LOOKUP_CHUNK: usize = 8 * 1024;
+/// Bytes read for a lookup past where the entry's frame should end (see
+/// `SegmentReader::record`).
+const LOOKUP_SLACK: u64 = 512;
 
 /// Errors of the segment files.
 #[derive(Debug, thiserror::Error)]
@@ -883,6 +886,23 @@ impl Cursor {
         Ok(())
     }
 
+    /// Moves to the indexed group `(first seq, offset, end offset to read)` of the same file
+    /// (whose entries end at `end_seq`, its synced frames at `len`): within the buffer
+    /// when it holds the group's first frame, else reading from there on, the group's
+    /// bytes at a time, into the same buffer.
+    fn jump(&mut self, (seq, offset, group_end): (u64, u64, u64), end_seq: u64, len: u64) {
+        (self.end_seq, self.len) = (end_seq, len);
+        self.chunk = (group_end.saturating_sub(offset) as usize).clamp(FRAME_HEADER, LOOKUP_CHUNK);
+        self.seq = seq;
+        if offset >= self.buf_off && offset < self.buf_off + self.buf.len() as u64 {
+            self.pos = (offset - self.buf_off) as usize;
+            return;
+        }
+        self.buf.clear();
+        self.buf_off = offset;
+        self.pos = 0;
+    }
+
     fn advance_to(&mut self, seq: u64) -> Result<(), SegmentError> {
         while self.seq < seq {
             self.step()?;
@@ -900,12 +920,49 @@ pub struct SegmentReader {
 
 impl SegmentReader {
     /// The record of entry `seq`, or `None` when the log does not hold it.
+    ///
+    /// A lookup reads the frames of the indexed group holding `seq` up to it (one `pread`
+    /// of a few KiB, into the buffer the reader keeps), unless the reader's place or its
+    /// buffer already holds them.
     pub fn record<'r>(&'r mut self, segments: &Segments, seq: u64) -> Result<Option<&'r [u8]>, SegmentError> {
         let reuse = matches!(&self.cursor, Some(c) if c.seq <= seq && seq < c.end_seq
             && (seq - c.seq) < INDEX_EVERY);
         if !reuse {
-            let Some(loc) = segments.locate(seq) else { return Ok(None) };
-            self.cursor = Some(Cursor::new(loc, LOOKUP_CHUNK));
+            let s = read_lock(&segments.shared);
+            let Some(i) = s.segs.partition_point(|g| g.first <= seq).checked_sub(1) else { return Ok(None) };
+            let g = &s.segs[i];
+            if seq >= g.end() {
+                return Ok(None);
+            }
+            let k = ((seq - g.first) / INDEX_EVERY) as usize;
+            let Some(&offset) = g.sparse.get(k) else { return Ok(None) };
+            let group_end = g.sparse.get(k + 1).copied().unwrap_or(g.len);
+            // Frames are read up to about where `seq`'s should end (frames of one group
+            // are much alike in size), with some to spare; a frame past that is read by
+            // a second `pread`.
+            let nth = (seq - g.first) % INDEX_EVERY + 1;
+            let guess = offset + (group_end - offset) * nth / INDEX_EVERY + LOOKUP_SLACK;
+            let group = (g.first + k as u64 * INDEX_EVERY, offset, guess.min(group_end));
+            match self.cursor.as_mut() {
+                Some(c) if Arc::ptr_eq(&c.file, &g.file) => c.jump(group, g.end(), g.len),
+                _ => {
+                    // The allocation only: its bytes are another file's.
+                    let mut buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
+                    buf.clear();
+                    let loc = Loc {
+                        file: g.file.clone(),
+                        path: g.path.clone(),
+                        seq: group.0,
+                        offset,
+                        end_seq: g.end(),
+                        len: g.len,
+                    };
+                    let mut cursor = Cursor::new(loc, LOOKUP_CHUNK);
+                    cursor.buf = buf;
+                    cursor.jump(group, g.end(), g.len);
+                    self.cursor = Some(cursor);
+                }
+            }
         }
         let Some(cursor) = self.cursor.as_mut() else { return Ok(None) };
         cursor.advance_to(seq)?;
@@ -950,6 +1007,18 @@ mod tests {
         let mut reader = SegmentReader::default();
         for i in (0..seq).rev().step_by(5).chain(0..seq) {
             assert_eq!(reader.record(&s, i).expect("read"), Some(rec(i).as_slice()), "seq {i}");
+        }
+        // Jumps forward and back, within a group, within the reader's buffer, across
+        // files (issue 17: the reader keeps one buffer and reads a group at a time).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = x % seq;
+            for j in [i, (i + 1 + x % 40).min(seq - 1)] {
+                assert_eq!(reader.record(&s, j).expect("read"), Some(rec(j).as_slice()), "seq {j}");
+            }
         }
         assert_eq!(reader.record(&s, seq).expect("read"), None);
         drop(s);

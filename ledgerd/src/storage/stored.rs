@@ -46,8 +46,27 @@ pub struct StoredEntry<'a> {
     pub details: &'a str,
 }
 
-#[inline]
-fn varint(b: &[u8], at: &mut usize) -> Result<u64, BadEntry> {
+/// Why a number could not be read: small, so a read returns in registers.
+#[derive(Debug, Clone, Copy)]
+enum BadNumber {
+    Cut,
+    TooLong,
+}
+
+impl From<BadNumber> for BadEntry {
+    fn from(e: BadNumber) -> BadEntry {
+        BadEntry(
+            match e {
+                BadNumber::Cut => "cut inside a number",
+                BadNumber::TooLong => "a number longer than 10 bytes",
+            }
+            .into(),
+        )
+    }
+}
+
+#[inline(always)]
+fn varint(b: &[u8], at: &mut usize) -> Result<u64, BadNumber> {
     // Most numbers (tags, lengths, small values) are one byte.
     if let Some(&byte) = b.get(*at)
         && byte < 0x80
@@ -55,16 +74,20 @@ fn varint(b: &[u8], at: &mut usize) -> Result<u64, BadEntry> {
         *at += 1;
         return Ok(u64::from(byte));
     }
+    varint_long(b, at)
+}
+
+fn varint_long(b: &[u8], at: &mut usize) -> Result<u64, BadNumber> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at).ok_or_else(|| BadEntry("cut inside a number".into()))?;
+        let byte = *b.get(*at).ok_or(BadNumber::Cut)?;
         *at += 1;
         v |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err(BadEntry("a number longer than 10 bytes".into()))
+    Err(BadNumber::TooLong)
 }
 
 /// The highest field number of `Entry`.

@@ -416,3 +416,19 @@ pub fn dataset() -> Vec<Entry> {
 fn daemon_stop() -> Entry {
     event("2026-06-15T11:30:00Z", "daemon_stopped", "", r#"{"version":"0.1.0","last_seq":26}"#)
 }
+
+/// xorshift64*: small, seeded, reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
