@@ -9,7 +9,10 @@ The request's "model" names the scenario (SCENARIOS below). A few scenarios put 
 recorded tool calls into one response (the recordings hold no such response for every
 API); how is said next to each. "cut:" before a scenario name ends the stream in the
 middle of its first tool call; "pause:" stops there until the file LOG.go exists (and
-writes LOG.paused when it gets there).
+writes LOG.paused when it gets there). Two hostile upstreams: "nan:" puts a NaN (JSON that
+Python reads and strict parsers refuse) into the body, or into the first tool call's event
+of a stream; "dup:" sends the body with its calls' member ("content", "choices", "output")
+twice, the first empty: Python's json keeps the last.
 
 Usage: python3 llm_upstream.py LOG   (prints "ready PORT" once listening on 127.0.0.1)
 """
@@ -215,6 +218,11 @@ class Handler(BaseHTTPRequestHandler):
         if not req.get("stream"):
             if whole is None:
                 return self.reply(404, {"error": {"message": "no JSON recording for " + name}})
+            if mode == "nan":
+                whole = json.dumps({**json.loads(whole), "x_nan": float("nan")})
+            elif mode == "dup":
+                member = {"anthropic": "content", "chat": "choices", "responses": "output"}[api]
+                whole = '{"' + member + '":[],' + whole.lstrip()[1:]
             return self.raw(200, "application/json", whole.encode())
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -223,6 +231,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         for e in events:
+            if mode == "nan" and is_tool_event(api, e):
+                e = {**e, "x_nan": float("nan")}
+                mode = ""
             if mode in ("cut", "pause") and is_tool_event(api, e):
                 self.send_event(api, e)
                 if mode == "cut":

@@ -487,6 +487,42 @@ fn llm_gateway_bad_input_gets_api_shaped_errors_and_the_gateway_keeps_serving() 
     }
     assert_eq!(env.query("kind = decision | fields seq").len(), before, "a cut call was recorded");
 
+    // A hostile upstream. JSON that Python reads and serde_json refuses (NaN): not passed
+    // on, whole or streamed, and nothing decided. The calls' member sent twice, the first
+    // empty: the gateway decides the last, which is the one the SDK reads.
+    let before = env.query("kind = decision | fields seq").len();
+    let mut nan = Vec::new();
+    for (api, p) in [("anthropic", "a"), ("chat", "c"), ("responses", "r")] {
+        for stream in [false, true] {
+            nan.push(case(api, &format!("nan:{p}-tool"), stream, &env.token));
+        }
+    }
+    for (c, r) in nan.iter().zip(env.cases(&nan, false)) {
+        assert_eq!(r["ok"], false, "{}: an unreadable body reached the SDK: {r}", c["name"]);
+        assert!(call_names(&r).is_empty(), "{r}");
+        let e = format!("{} {}", r["error"], r["body"]);
+        assert!(
+            e.contains("not JSON the gateway can read")
+                || e.contains("not a JSON object the gateway can read"),
+            "{r}"
+        );
+    }
+    assert_eq!(env.query("kind = decision | fields seq").len(), before, "an unreadable call was decided");
+    let dup = [
+        case("anthropic", "dup:a-denied", false, &env.token),
+        case("chat", "dup:c-denied", false, &env.token),
+        case("responses", "dup:r-denied", false, &env.token),
+    ];
+    for (c, r) in dup.iter().zip(env.cases(&dup, false)) {
+        assert_eq!(r["ok"], true, "{}: {r}", c["name"]);
+        assert!(
+            call_names(&r).is_empty(),
+            "{}: a denied call reached the SDK behind a repeated member: {r}",
+            c["name"]
+        );
+        assert!(texts(&r).contains("ledgerd denied "), "{}: {r}", c["name"]);
+    }
+
     // A client that goes away mid-stream: the gateway carries on with the next one.
     {
         let mut s = TcpStream::connect(&env.gateway).expect("connect");

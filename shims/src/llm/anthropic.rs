@@ -6,12 +6,15 @@
 //! contiguous), and `stop_reason: tool_use` becomes `end_turn` when no allowed call is
 //! left.
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, raw};
 use super::sse::Event;
-use super::stream::Rewriter;
+use super::stream::{Rewriter, json_data};
 
 /// The client tools in a response body, with their positions in `content`.
 pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
@@ -20,10 +23,37 @@ pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
         .iter()
         .enumerate()
         .filter_map(|(i, block)| {
+            // The common shapes read without building a tree; anything unusual (a repeated
+            // or oddly typed member) through `Value`, which reads it as the SDKs do.
+            match serde_json::from_str::<Block<'_>>(block.get()) {
+                Ok(b) if b.kind != "tool_use" => return None,
+                Ok(Block { id: Some(id), name: Some(name), input: Some(input), .. }) => {
+                    let call = ToolCall {
+                        id: id.into_owned(),
+                        name: name.into_owned(),
+                        args: input.get().to_string(),
+                    };
+                    return Some((i, call));
+                }
+                _ => {}
+            }
             let v: Value = serde_json::from_str(block.get()).ok()?;
             (v["type"] == "tool_use").then(|| (i, call_of(&v)))
         })
         .collect()
+}
+
+/// A content block as far as finding calls needs it.
+#[derive(serde::Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
 }
 
 fn call_of(block: &Value) -> ToolCall {
@@ -119,10 +149,14 @@ pub struct Stream {
 
 impl Rewriter for Stream {
     fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let v: Value = match serde_json::from_str(&ev.data) {
-            Ok(v) => v,
-            Err(_) => {
+        let v = match json_data(&ev) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
                 self.pass(ev, out);
+                return None;
+            }
+            Err(why) => {
+                self.broken = Some(why);
                 return None;
             }
         };
@@ -328,5 +362,51 @@ mod tests {
         s.resolve(&[Ruling { allow: false, text: "no".into() }], &mut out);
         s.feed(delta(0, "{}"), &mut out);
         assert!(s.broken().is_some(), "more of a call after its decision");
+    }
+
+    #[test]
+    fn event_data_that_is_not_json_breaks_the_stream() {
+        // Python's json reads NaN; serde_json does not: such an event could carry a call
+        // the gateway never saw, so it ends the stream instead of passing.
+        let mut s = Stream::default();
+        let mut out = Vec::new();
+        let nan = Event::new(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"rm","input":{"n":NaN}}}"#,
+        );
+        assert!(s.feed(nan, &mut out).is_none());
+        assert!(out.is_empty(), "nothing passed");
+        assert!(s.broken().is_some_and(|w| w.contains("not JSON")), "{:?}", s.broken());
+        let mut s = Stream::default();
+        s.feed(Event::new("message", "[DONE]"), &mut out);
+        s.feed(Event::new("ping", ""), &mut out);
+        assert!(s.broken().is_none() && out.len() == 2, "data with nothing to check passes");
+    }
+
+    #[test]
+    fn calls_are_found_as_the_sdks_read_the_blocks() {
+        let body = Obj::parse(
+            r#"{"content":[
+                {"type":"text","text":"a \"quoted\" tool_use"},
+                {"type":"tool_use","id":"t1","name":"read","input":{ "path" : "/a" }},
+                {"type":"tool_use","id":"t2","name":"harmless","name":"rm","input":{}},
+                {"type":"tool_use","id":7,"name":"odd","input":null},
+                {"type":"tool_use","id":"t\u0034","name":"esc","input":[1]}
+            ]}"#,
+        )
+        .expect("object");
+        let found = calls(&body);
+        let got: Vec<(usize, &str, &str, &str)> =
+            found.iter().map(|(i, c)| (*i, c.id.as_str(), c.name.as_str(), c.args.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, "t1", "read", r#"{ "path" : "/a" }"#),
+                (2, "t2", "rm", "{}"),
+                (3, "", "odd", "null"),
+                (4, "t4", "esc", "[1]"),
+            ],
+            "a repeated member is read last-wins (as the SDKs do), odd types as empty, escapes decoded"
+        );
     }
 }

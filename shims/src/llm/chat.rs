@@ -8,6 +8,7 @@
 //! becomes text in `content`. `finish_reason: tool_calls` becomes `stop` when no allowed
 //! call is left.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -15,19 +16,62 @@ use serde_json::{Value, json};
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array};
 use super::sse::Event;
-use super::stream::Rewriter;
+use super::stream::{Rewriter, json_data};
 
 /// The calls in a response body: (choice position, call position, call).
 pub fn calls(body: &Obj) -> Vec<(usize, usize, ToolCall)> {
     let Some(choices) = body.get("choices").and_then(|c| array(c).ok()) else { return Vec::new() };
     let mut out = Vec::new();
     for (ci, choice) in choices.iter().enumerate() {
+        // The common shape read without building a tree (the message's text is skipped,
+        // not copied); anything unusual through `Value`, which reads it as the SDKs do.
+        if let Ok(typed) = serde_json::from_str::<Choice<'_>>(choice.get()) {
+            let found = typed.message.and_then(|m| m.tool_calls).unwrap_or_default();
+            out.extend(found.into_iter().enumerate().map(|(ti, tc)| {
+                let call = ToolCall {
+                    id: tc.id.into_owned(),
+                    name: tc.function.name.into_owned(),
+                    args: tc.function.arguments.into_owned(),
+                };
+                (ci, ti, call)
+            }));
+            continue;
+        }
         let Ok(choice) = serde_json::from_str::<Value>(choice.get()) else { continue };
         for (ti, tc) in choice["message"]["tool_calls"].as_array().into_iter().flatten().enumerate() {
             out.push((ci, ti, call_of(tc)));
         }
     }
     out
+}
+
+/// A choice as far as finding calls needs it (see [`calls`]).
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    message: Option<Message<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<Call<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Call<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    function: Function<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct Function<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    arguments: Cow<'a, str>,
 }
 
 fn call_of(tc: &Value) -> ToolCall {
@@ -140,13 +184,22 @@ pub struct Stream {
     held: Vec<(Event, Value)>,
     /// The finishing chunk being held, and the choices it finishes that have calls.
     finishing: Option<(Event, Value, Vec<u64>)>,
+    /// Why the stream cannot be followed (see [`Rewriter::broken`]).
+    broken: Option<String>,
 }
 
 impl Rewriter for Stream {
     fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-            self.pass(ev, out);
-            return None;
+        let v = match json_data(&ev) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                self.pass(ev, out);
+                return None;
+            }
+            Err(why) => {
+                self.broken = Some(why);
+                return None;
+            }
         };
         let Some(choices) = v.get("choices").and_then(Value::as_array) else {
             self.pass(ev, out);
@@ -254,6 +307,10 @@ impl Rewriter for Stream {
 
     fn unfinished(&self) -> Option<String> {
         self.pending.values().flat_map(|m| m.values()).next().map(|p| p.name.clone())
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.clone()
     }
 }
 

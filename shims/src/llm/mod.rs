@@ -339,8 +339,23 @@ impl Gateway {
                 );
             }
         };
-        let Ok(text) = std::str::from_utf8(&bytes) else { return Response::from_parts(head, full(bytes)) };
-        let Ok(obj) = Obj::parse(text) else { return Response::from_parts(head, full(bytes)) };
+        // A body the gateway cannot read could hold a call it never saw (an SDK's parser
+        // may accept what serde_json refuses, such as Python's `NaN`): it is not passed on.
+        let obj = match std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Obj::parse(t).map_err(|e| e.to_string()))
+        {
+            Ok(obj) => obj,
+            Err(e) => {
+                return refuse(
+                    vendor,
+                    Fault::Upstream,
+                    &format!(
+                        "the upstream's response is not a JSON object the gateway can read ({e}); it was not passed on (its tool calls could not be checked); retry the request"
+                    ),
+                );
+            }
+        };
         let rewritten = match api {
             Api::Anthropic => {
                 let found = anthropic::calls(&obj);

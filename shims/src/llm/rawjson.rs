@@ -4,10 +4,14 @@
 //! [`Obj`] holds an object's members as raw JSON text; only the members that are replaced
 //! are re-serialized.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+/// Members from which repeated keys are found through a map rather than a scan.
+const INDEX_FROM: usize = 32;
 
 /// A JSON object as ordered `(key, raw value)` pairs.
 #[derive(Debug, Default)]
@@ -22,9 +26,32 @@ impl<'de> Deserialize<'de> for Obj {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj, A::Error> {
-                let mut members = Vec::new();
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                // Positions by key, once there are enough members for a scan to cost.
+                let mut index: HashMap<String, usize> = HashMap::new();
                 while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    members.push((k, v));
+                    // A repeated key: the last value wins, in the first one's place, as
+                    // in every SDK's parser (Python's `json`, `JSON.parse`) and
+                    // serde_json's `Value`: what the gateway checks is what the agent
+                    // reads, and a rewrite leaves one member, not the unchecked one.
+                    let at = if members.len() < INDEX_FROM {
+                        members.iter().position(|(have, _)| *have == k)
+                    } else {
+                        if index.is_empty() {
+                            index =
+                                members.iter().enumerate().map(|(i, (key, _))| (key.clone(), i)).collect();
+                        }
+                        index.get(&k).copied()
+                    };
+                    match at {
+                        Some(i) => members[i].1 = v,
+                        None => {
+                            if !index.is_empty() {
+                                index.insert(k.clone(), members.len());
+                            }
+                            members.push((k, v));
+                        }
+                    }
                 }
                 Ok(Obj(members))
             }
@@ -118,6 +145,21 @@ mod tests {
         assert_eq!(o.to_string(), r#"{"a":null,"m":"s","new":"v"}"#);
         assert_eq!(o.str("m").as_deref(), Some("s"));
         assert!(Obj::parse("[1]").is_err());
+        let dup = Obj::parse(r#"{"content":[],"id":"m","content":[{"type":"tool_use"}]}"#).expect("object");
+        assert_eq!(
+            dup.get("content").map(RawValue::get),
+            Some(r#"[{"type":"tool_use"}]"#),
+            "the last value wins"
+        );
+        assert_eq!(dup.to_string(), r#"{"content":[{"type":"tool_use"}],"id":"m"}"#, "one member left");
+        // Past INDEX_FROM members, through the map: the same rule.
+        let many: Vec<String> = (0..100).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let text = format!(r#"{{{},"k3":"last","k99":"end"}}"#, many.join(","));
+        let o = Obj::parse(&text).expect("object");
+        assert_eq!(o.0.len(), 100);
+        assert_eq!(o.str("k3").as_deref(), Some("last"));
+        assert_eq!(o.str("k99").as_deref(), Some("end"));
+        assert_eq!(o.0[3].0, "k3", "in the first one's place");
         assert!(Obj::parse("{").is_err());
     }
 }

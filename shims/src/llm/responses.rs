@@ -8,6 +8,7 @@
 //! events of such a message, and later `sequence_number`s are shifted so they stay
 //! contiguous. The response stays `completed`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, raw};
 use super::sse::Event;
-use super::stream::Rewriter;
+use super::stream::{Rewriter, json_data};
 
 fn call_of(item: &Value) -> ToolCall {
     ToolCall {
@@ -43,10 +44,34 @@ pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
         .iter()
         .enumerate()
         .filter_map(|(i, item)| {
+            // The common shape read without building a tree; anything unusual through
+            // `Value`, which reads it as the SDKs do.
+            match serde_json::from_str::<Item<'_>>(item.get()) {
+                Ok(it) if it.kind != "function_call" => return None,
+                Ok(Item { call_id: Some(id), name: Some(name), arguments: Some(args), .. }) => {
+                    let call =
+                        ToolCall { id: id.into_owned(), name: name.into_owned(), args: args.into_owned() };
+                    return Some((i, call));
+                }
+                _ => {}
+            }
             let v: Value = serde_json::from_str(item.get()).ok()?;
             (v["type"] == "function_call").then(|| (i, call_of(&v)))
         })
         .collect()
+}
+
+/// An output item as far as finding calls needs it (see [`calls`]).
+#[derive(serde::Deserialize)]
+struct Item<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    call_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 /// The body with each denied call's item replaced by a message item.
@@ -140,9 +165,16 @@ impl Stream {
 
 impl Rewriter for Stream {
     fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
-            self.pass(ev, out);
-            return None;
+        let mut v = match json_data(&ev) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                self.pass(ev, out);
+                return None;
+            }
+            Err(why) => {
+                self.broken = Some(why);
+                return None;
+            }
         };
         let index = v["output_index"].as_u64();
         let kind = v["type"].as_str().unwrap_or_default().to_string();

@@ -39,6 +39,24 @@ pub trait Rewriter: Send {
     }
 }
 
+/// An upstream event's data as JSON: `Ok(None)` for data that carries nothing to check
+/// (none, or OpenAI's `[DONE]`), which passes as it is; an error, which ends the stream,
+/// for anything else that is not JSON the gateway can read. An SDK's own parser may accept
+/// what serde_json refuses (Python's `json` takes `NaN`, lone surrogates), so such an event
+/// could carry a call the gateway never saw: it is never passed on.
+pub fn json_data(ev: &Event) -> Result<Option<serde_json::Value>, String> {
+    let data = ev.data.trim();
+    if data.is_empty() || data == "[DONE]" {
+        return Ok(None);
+    }
+    serde_json::from_str(data).map(Some).map_err(|e| {
+        format!(
+            "the upstream stream sent a {} event whose data is not JSON the gateway can read ({e}); it was stopped so that nothing unchecked reaches the agent; retry the request",
+            ev.event
+        )
+    })
+}
+
 fn frame(events: &mut Vec<Event>) -> Option<Bytes> {
     if events.is_empty() {
         return None;
