@@ -20,9 +20,10 @@ use ledger_proto::pb;
 
 use std::sync::Arc;
 
-use crate::projections::agent_index::AgentIndex;
+use crate::projections::agent_index::{AgentIndex, Located};
 use crate::projections::counters::{self, Counters};
 use crate::projections::registry::{Shared, State, is_admin_kind};
+use crate::storage::segments::frame_len;
 use crate::storage::store::{
     MAX_RECORD_BYTES, Store, StoreError, Syncer, Writes, seq_from_key, write_in_order,
 };
@@ -114,6 +115,8 @@ struct Encoded {
     seq: u64,
     hash: Hash,
     bytes: Vec<u8>,
+    /// Its frame's offset in its segment file, once appended (for the agent index).
+    offset: u64,
     /// Moved out of the entry once it is encoded (no copies).
     agent: String,
     tool: String,
@@ -203,10 +206,18 @@ impl Log {
         let index_from = if current { indexed } else { 0 };
         if index_from < log.size() {
             AgentIndex::trim(&log.store.by_agent, index_from).map_err(StoreError::from)?;
-            let mut reader = log.store.reader();
-            for seq in index_from..log.size() {
-                let agent = reader.with_record(seq, |r| r.agent.to_string())?.ok_or(LogError::Gap { seq })?;
-                log.index.add(&log.store.by_agent, &agent, seq).map_err(StoreError::from)?;
+            let size = log.size();
+            let (index, tree) = (&mut log.index, &log.store.by_agent);
+            let mut next = index_from;
+            log.store.scan_located(index_from, size, |seq, offset, record| {
+                let agent = crate::storage::stored::with_entry(record, |r| r.agent.to_string())
+                    .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                index.add(tree, &agent, Located { seq, offset, len: frame_len(record.len()) as u64 })?;
+                next = seq + 1;
+                Ok(true)
+            })?;
+            if next < size {
+                return Err(LogError::Gap { seq: next });
             }
             if indexed < log.size() {
                 recovery.reprojected += log.state.catch_up(&log.store, indexed, log.size())?;
@@ -392,7 +403,7 @@ impl Log {
             }
             let (kind, decision) = (entry.kind, entry.decision);
             let (agent, tool) = (entry.agent, entry.tool);
-            encoded.push(Encoded { seq, hash, bytes, agent, tool, kind, decision });
+            encoded.push(Encoded { seq, hash, bytes, offset: 0, agent, tool, kind, decision });
         }
         // Admin entries (checked by `State::prepare` before they were queued) change the
         // registry and policies; a copy is changed so that a failure leaves nothing half-done.
@@ -413,11 +424,19 @@ impl Log {
         // segment file with one write and one fdatasync: that is what makes them durable.
         // Everything derived from them is written by `project`, to sled, unsynced; a
         // crash before sled reaches the disk is made good from the segments at start.
-        if let Some(first) = encoded.first().map(|e| e.seq)
-            && let Err(e) = self.store.segments().append(first, encoded.iter().map(|e| e.bytes.as_slice()))
-        {
-            self.scratch = encoded;
-            return Err(StoreError::from(e).into());
+        if let Some(first) = encoded.first().map(|e| e.seq) {
+            match self.store.segments().append(first, encoded.iter().map(|e| e.bytes.as_slice())) {
+                Ok(mut at) => {
+                    for e in &mut encoded {
+                        e.offset = at;
+                        at += frame_len(e.bytes.len()) as u64;
+                    }
+                }
+                Err(e) => {
+                    self.scratch = encoded;
+                    return Err(StoreError::from(e).into());
+                }
+            }
         }
         crate::storage::failpoint::hit("after-entries-sync");
         // The tree in memory (its right edge, and the tiles to write) moves with the
@@ -450,7 +469,8 @@ impl Log {
         };
         let mut encoded = std::mem::take(&mut self.scratch);
         let added = encoded.iter().try_for_each(|e| {
-            self.index.add(&self.store.by_agent, &e.agent, e.seq)?;
+            let len = frame_len(e.bytes.len()) as u64;
+            self.index.add(&self.store.by_agent, &e.agent, Located { seq: e.seq, offset: e.offset, len })?;
             self.counters.add(&self.store.counters, e.seq, time, e.kind, &e.agent, &e.tool, e.decision)
         });
         encoded.clear();

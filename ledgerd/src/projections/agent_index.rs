@@ -1,15 +1,24 @@
-//! The agent index: for each agent, the seqs of its entries, so a query for one agent
-//! reads its entries instead of scanning the log.
+//! The agent index: for each agent, the seqs of its entries and where their frames are in
+//! the segment files, so a query for one agent reads exactly its entries' frames instead
+//! of scanning the log.
 //!
 //! Stored in the `by_agent` tree as chunks: key `agent ‖ 0x00 ‖ first seq (u64 BE)`,
-//! value up to [`CHUNK_SEQS`] seqs as LEB128 varints, each the difference to the one
-//! before it (the first the difference to the key's seq, so 0): a seq costs a byte or two
-//! instead of eight, which keeps both the index and what sled rewrites per commit small.
-//! Only each agent's last chunk is ever rewritten, so a group commit costs one write per
-//! agent it touched, not one per entry. The key `[0xff]` (never the start of a UTF-8
-//! agent name) holds the seq the index is complete up to; it is written after the chunks,
-//! so after a crash the index knows where to catch up from. The key `[0xfe]` holds the
-//! chunks' [`FORMAT`]: chunks of another format (format 1 kept each seq as a u64 BE) are
+//! value up to [`CHUNK_SEQS`] entries, each three LEB128 varints: the seq's difference to
+//! the one before it (the first the difference to the key's seq, so 0); the offset of its
+//! frame in its segment file, in units of 8 bytes (frames start at multiples of 8 and are
+//! padded to them), as the zigzag-encoded difference to the offset before it (the first to
+//! 0; an agent's entries move forward through a segment, and back to the start of the
+//! next); and the frame's length, in units of 8 bytes. An entry so costs four or five
+//! bytes instead of the twenty-four of three u64s, which keeps both the index and what sled
+//! rewrites per commit small. Offset and length make a lookup one read of exactly the
+//! entry's frame (see `SegmentReader::record_at`) instead of the frames before it in its
+//! indexed group; they are only a hint: a frame read there whose checksum does not name the
+//! seq is read again the slow way, so a wrong offset costs time, never a wrong entry. Only each agent's last chunk is ever
+//! rewritten, so a group commit costs one write per agent it touched, not one per entry.
+//! The key `[0xff]` (never the start of a UTF-8 agent name) holds the seq the index is
+//! complete up to; it is written after the chunks, so after a crash the index knows where
+//! to catch up from. The key `[0xfe]` holds the chunks' [`FORMAT`]: chunks of another
+//! format (format 1 kept each seq as a u64 BE, format 2 seqs alone as delta varints) are
 //! removed and rebuilt from the log at open (see [`AgentIndex::check_format`]). The index
 //! is a projection of the log: deleting the tree rebuilds it on the next start.
 
@@ -17,8 +26,9 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Seqs per chunk.
 pub const CHUNK_SEQS: usize = 128;
-/// The chunks' encoding (delta varints); 1, before it, was u64 BE seqs.
-pub const FORMAT: u8 = 2;
+/// The chunks' encoding (seq, frame offset and frame length varints); 1 was u64 BE seqs, 2
+/// delta varint seqs without the frames' places.
+pub const FORMAT: u8 = 3;
 const END_KEY: &[u8] = &[0xff];
 const FORMAT_KEY: &[u8] = &[0xfe];
 
@@ -49,22 +59,46 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// The seqs of a chunk whose key names `first`; a value cut inside a number (damage)
-/// ends the seqs there.
-fn seqs_of(value: &[u8], first: u64) -> impl Iterator<Item = u64> + '_ {
-    let (mut at, mut seq) = (0usize, first);
-    std::iter::from_fn(move || {
-        let mut delta = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *value.get(at)?;
-            at += 1;
-            delta |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                seq = seq.checked_add(delta)?;
-                return Some(seq);
-            }
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// One varint of `value` from `at`, or `None` at its end or inside a number.
+fn take(value: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *value.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
         }
-        None
+    }
+    None
+}
+
+/// One indexed entry: its seq, and the offset and length (padding included) of its frame
+/// in its segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Located {
+    pub seq: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The entries of a chunk whose key names `first`; a value cut inside a number (damage)
+/// ends them there.
+fn entries_of(value: &[u8], first: u64) -> impl Iterator<Item = Located> + '_ {
+    let (mut at, mut seq, mut words) = (0usize, first, 0i64);
+    std::iter::from_fn(move || {
+        seq = seq.checked_add(take(value, &mut at)?)?;
+        words = words.checked_add(unzigzag(take(value, &mut at)?))?;
+        let len = take(value, &mut at)?.checked_mul(8)?;
+        Some(Located { seq, offset: u64::try_from(words).ok()?.checked_mul(8)?, len })
     })
 }
 
@@ -72,24 +106,29 @@ fn seqs_of(value: &[u8], first: u64) -> impl Iterator<Item = u64> + '_ {
 #[derive(Debug)]
 struct Chunk {
     first: u64,
-    /// Its last seq, the base of the next delta.
+    /// Its last seq and frame offset (in 8-byte words), the bases of the next deltas.
     last: u64,
+    last_words: i64,
     count: usize,
     bytes: Vec<u8>,
 }
 
 impl Chunk {
     fn new(first: u64) -> Chunk {
-        Chunk { first, last: first, count: 0, bytes: Vec::new() }
+        Chunk { first, last: first, last_words: 0, count: 0, bytes: Vec::new() }
     }
 
-    fn push(&mut self, seq: u64) {
+    fn push(&mut self, e: Located) {
         if self.count == 0 {
-            self.first = seq;
-            self.last = seq;
+            self.first = e.seq;
+            self.last = e.seq;
         }
-        put(&mut self.bytes, seq - self.last);
-        self.last = seq;
+        let words = (e.offset / 8) as i64;
+        put(&mut self.bytes, e.seq - self.last);
+        put(&mut self.bytes, zigzag(words - self.last_words));
+        put(&mut self.bytes, e.len / 8);
+        self.last = e.seq;
+        self.last_words = words;
         self.count += 1;
     }
 }
@@ -134,8 +173,10 @@ impl AgentIndex {
         Ok(())
     }
 
-    /// Records that entry `seq` belongs to `agent`. Seqs must come in increasing order.
-    pub fn add(&mut self, tree: &sled::Tree, agent: &str, seq: u64) -> Result<(), sled::Error> {
+    /// Records that entry `at.seq`, whose frame is at `at.offset` in its segment file,
+    /// belongs to `agent`. Seqs must come in increasing order.
+    pub fn add(&mut self, tree: &sled::Tree, agent: &str, at: Located) -> Result<(), sled::Error> {
+        let seq = at.seq;
         if !self.open.contains_key(agent) {
             // First sight of this agent since start: continue its last stored chunk,
             // without the seqs of a batch that never completed (at or past `seq`).
@@ -143,7 +184,7 @@ impl AgentIndex {
             if let Some((k, v)) = tree.scan_prefix(prefix(agent)).next_back().transpose()?
                 && let Some(first) = first_of(&k)
             {
-                let kept: Vec<u64> = seqs_of(&v, first).take_while(|s| *s < seq).collect();
+                let kept: Vec<Located> = entries_of(&v, first).take_while(|e| e.seq < seq).collect();
                 if kept.len() < CHUNK_SEQS {
                     kept.into_iter().for_each(|s| chunk.push(s));
                 }
@@ -155,7 +196,7 @@ impl AgentIndex {
             let old = std::mem::replace(chunk, Chunk::new(seq));
             self.full.push((key(agent, old.first), old.bytes));
         }
-        chunk.push(seq);
+        chunk.push(at);
         if !self.dirty.contains(agent) {
             self.dirty.insert(agent.to_string());
         }
@@ -185,10 +226,10 @@ impl AgentIndex {
                 continue;
             }
             let Some(first) = first_of(&k) else { continue };
-            let kept: Vec<u64> = seqs_of(&v, first).take_while(|s| *s < end).collect();
+            let kept: Vec<Located> = entries_of(&v, first).take_while(|e| e.seq < end).collect();
             if kept.is_empty() {
                 tree.remove(&k)?;
-            } else if kept.len() < seqs_of(&v, first).count() {
+            } else if kept.len() < entries_of(&v, first).count() {
                 let mut chunk = Chunk::new(first);
                 kept.into_iter().for_each(|s| chunk.push(s));
                 tree.insert(&k, chunk.bytes)?;
@@ -198,13 +239,13 @@ impl AgentIndex {
     }
 }
 
-/// The seqs in `lo..hi` of `agent`'s entries, ascending, read from the stored index.
-pub fn seqs(
+/// The entries in `lo..hi` of `agent`, ascending by seq, read from the stored index.
+pub fn entries(
     tree: &sled::Tree,
     agent: &str,
     lo: u64,
     hi: u64,
-) -> impl Iterator<Item = Result<u64, sled::Error>> + use<> {
+) -> impl Iterator<Item = Result<Located, sled::Error>> + use<> {
     let start_key = key(agent, lo);
     let pfx = prefix(agent);
     // The chunk holding `lo` starts at or before it.
@@ -214,20 +255,40 @@ pub fn seqs(
     };
     let end = key(agent, hi);
     tree.range(start..end).flat_map(move |item| {
-        let seqs: Vec<Result<u64, sled::Error>> = match item {
+        let found: Vec<Result<Located, sled::Error>> = match item {
             Err(e) => vec![Err(e)],
             Ok((k, v)) => match first_of(&k) {
-                Some(first) => seqs_of(&v, first).filter(|s| (lo..hi).contains(s)).map(Ok).collect(),
+                Some(first) => entries_of(&v, first).filter(|e| (lo..hi).contains(&e.seq)).map(Ok).collect(),
                 None => Vec::new(),
             },
         };
-        seqs
+        found
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read the seqs alone.
+    fn seqs(
+        tree: &sled::Tree,
+        agent: &str,
+        lo: u64,
+        hi: u64,
+    ) -> impl Iterator<Item = Result<u64, sled::Error>> {
+        entries(tree, agent, lo, hi).map(|e| e.map(|e| e.seq))
+    }
+
+    /// A made-up frame offset for `seq`: forward through "segments" of 100 entries, back
+    /// to the start of the next.
+    fn off(seq: u64) -> u64 {
+        16 + (seq % 100) * 344
+    }
+
+    fn at(seq: u64) -> Located {
+        Located { seq, offset: off(seq), len: 8 * (1 + seq % 300) }
+    }
 
     #[test]
     fn chunks_fill_split_and_read_back_by_range() {
@@ -238,7 +299,7 @@ mod tests {
         let mut expected: HashMap<&str, Vec<u64>> = HashMap::new();
         for seq in 0..1000u64 {
             let agent = ["a", "ab", "b"][(seq % 7 % 3) as usize];
-            index.add(&tree, agent, seq).expect("add");
+            index.add(&tree, agent, at(seq)).expect("add");
             expected.entry(agent).or_default().push(seq);
             if seq % 50 == 49 {
                 crate::storage::store::write_in_order(&tree, index.take_writes(seq + 1)).expect("write");
@@ -254,18 +315,26 @@ mod tests {
         }
         // A restarted writer continues the last chunk of each agent.
         let mut index = AgentIndex::default();
-        index.add(&tree, "a", 1000).expect("add");
+        index.add(&tree, "a", at(1000)).expect("add");
         crate::storage::store::write_in_order(&tree, index.take_writes(1001)).expect("write");
         let got: Vec<u64> = seqs(&tree, "a", 990, 1001).collect::<Result<_, _>>().expect("read");
         assert_eq!(got.last(), Some(&1000));
         assert!(seqs(&tree, "nobody", 0, 1001).next().is_none());
-        // Delta varints: far less than the 8 bytes a seq took in format 1.
+        // Every offset comes back with its seq.
+        for (agent, all) in &expected {
+            for e in entries(&tree, agent, 0, 1000) {
+                let e = e.expect("read");
+                assert_eq!(e, at(e.seq), "agent {agent}");
+                assert!(all.contains(&e.seq));
+            }
+        }
+        // Varints: far less than the 24 bytes of a u64 seq, offset and length.
         let stored: usize = tree.iter().values().map(|v| v.expect("value").len()).sum();
-        assert!(stored < 1001 * 2, "{stored} bytes for 1001 seqs");
+        assert!(stored < 1001 * 6, "{stored} bytes for 1001 seqs and frames");
         // A batch past the marker that never completed is trimmed away.
         let mut index = AgentIndex::default();
         for seq in 1001..1300 {
-            index.add(&tree, ["a", "b"][(seq % 2) as usize], seq).expect("add");
+            index.add(&tree, ["a", "b"][(seq % 2) as usize], at(seq)).expect("add");
         }
         let mut writes = index.take_writes(1300);
         writes.pop();
@@ -290,7 +359,7 @@ mod tests {
         assert_eq!(AgentIndex::indexed_end(&tree).expect("end"), 13);
         let mut index = AgentIndex::default();
         for seq in [3, 9, 12] {
-            index.add(&tree, "a", seq).expect("add");
+            index.add(&tree, "a", at(seq)).expect("add");
         }
         crate::storage::store::write_in_order(&tree, index.take_writes(13)).expect("write");
         AgentIndex::mark_format(&tree).expect("mark");

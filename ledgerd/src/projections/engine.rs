@@ -32,7 +32,7 @@ use std::io::Write;
 
 use ledger_query::{Context, CsvWriter, Field, Pipeline, Prefilter, Query, Record, Row, Value};
 
-use crate::projections::agent_index;
+use crate::projections::agent_index::{self, Located};
 use crate::projections::counters::{self, HOUR_NS, PartView};
 use crate::storage::store::{Store, StoreError};
 use crate::storage::stored::LazyEntry;
@@ -463,10 +463,10 @@ fn execute(
             Some(agents) => {
                 stats.by_agent = true;
                 let mut reader = store.reader();
-                for seq in merged_agent_seqs(store, agents, lo, hi) {
-                    let seq = seq?;
+                for found in merged_agent_entries(store, agents, lo, hi) {
+                    let Located { seq, offset, len } = found?;
                     let going = reader
-                        .with_lazy(seq, |a| step(Scanned::Entry(a), &mut stats))?
+                        .with_lazy_at((seq, offset, len), |a| step(Scanned::Entry(a), &mut stats))?
                         .ok_or(StoreError::NoSuchEntry { seq, size })??;
                     if !going {
                         break 'scan;
@@ -1009,19 +1009,20 @@ fn first_at_or_after(store: &Store, size: u64, t: i64) -> Result<u64, StoreError
     Ok(lo)
 }
 
-/// The seqs of several agents' entries in `lo..hi`, merged in ascending order.
-fn merged_agent_seqs(
+/// Several agents' entries in `lo..hi` from the agent index, merged in ascending seq order.
+fn merged_agent_entries(
     store: &Store,
     agents: &[String],
     lo: u64,
     hi: u64,
-) -> impl Iterator<Item = Result<u64, StoreError>> {
-    let mut sources: Vec<_> = agents.iter().map(|a| agent_index::seqs(&store.by_agent, a, lo, hi)).collect();
+) -> impl Iterator<Item = Result<Located, StoreError>> {
+    let mut sources: Vec<_> =
+        agents.iter().map(|a| agent_index::entries(&store.by_agent, a, lo, hi)).collect();
     let mut heap = BinaryHeap::new();
     let mut pending_error = None;
     for (i, source) in sources.iter_mut().enumerate() {
         match source.next() {
-            Some(Ok(seq)) => heap.push(Reverse((seq, i))),
+            Some(Ok(e)) => heap.push(Reverse((e, i))),
             Some(Err(e)) => pending_error = Some(e),
             None => {}
         }
@@ -1031,13 +1032,13 @@ fn merged_agent_seqs(
         if let Some(e) = failed.take() {
             return Some(Err(e));
         }
-        let Reverse((seq, i)) = heap.pop()?;
+        let Reverse((e, i)) = heap.pop()?;
         match sources[i].next() {
             Some(Ok(next)) => heap.push(Reverse((next, i))),
             Some(Err(e)) => failed = Some(e.into()),
             None => {}
         }
-        Some(Ok(seq))
+        Some(Ok(e))
     })
 }
 

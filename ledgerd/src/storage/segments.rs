@@ -100,7 +100,8 @@ fn file_name(first: u64, ext: &str) -> String {
 }
 
 /// The padded length of a frame holding a record of `len` bytes.
-fn frame_len(len: usize) -> usize {
+/// The bytes of the frame of a record of `len` bytes, padding included.
+pub fn frame_len(len: usize) -> usize {
     (FRAME_HEADER + len).next_multiple_of(8)
 }
 
@@ -309,12 +310,14 @@ impl Segments {
 
     /// Appends the records of entries `first..` (consecutive seqs from the current end)
     /// with one `write` and one `fdatasync`; they are visible to readers only after that.
-    /// A failure poisons the writer: what reached the file is unknown.
+    /// A failure poisons the writer: what reached the file is unknown. Returns the offset
+    /// of the first record's frame in its segment file; the others follow it, each
+    /// [`frame_len`] of the one before.
     pub fn append<'a>(
         &self,
         first: u64,
         records: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<(), SegmentError> {
+    ) -> Result<u64, SegmentError> {
         let mut w = lock(&self.writer);
         if w.poisoned {
             return Err(SegmentError::Poisoned);
@@ -369,7 +372,7 @@ impl Segments {
             last.len += written;
             last.sparse.extend(sparse);
         }
-        Ok(())
+        Ok(offset)
     }
 
     /// Work that belongs after an acknowledgement: once the newest segment is full, writes
@@ -487,6 +490,16 @@ impl Segments {
         hi: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
+        self.scan_located(lo, hi, |seq, _, record| f(seq, record))
+    }
+
+    /// [`Segments::scan`], also giving each record's frame offset in its segment file.
+    pub fn scan_located<E: From<SegmentError>>(
+        &self,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
         let mut seq = lo;
         while seq < hi {
             let Some(loc) = self.locate(seq) else { return Ok(()) };
@@ -494,8 +507,8 @@ impl Segments {
             cursor.advance_to(seq)?;
             let stop = hi.min(cursor.end_seq);
             while cursor.seq < stop {
-                let seq = cursor.seq;
-                if !f(seq, cursor.record()?)? {
+                let (seq, offset) = (cursor.seq, cursor.buf_off + cursor.pos as u64);
+                if !f(seq, offset, cursor.record()?)? {
                     return Ok(());
                 }
                 cursor.step()?;
@@ -919,6 +932,81 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
+    /// The record of entry `seq`, whose frame an index says is the `len` bytes at `offset`
+    /// in its segment file (see `projections::agent_index`), or `None` when the log does not
+    /// hold it.
+    ///
+    /// One `pread` of the frame, unless the reader's buffer already holds it.
+    /// The offset is only trusted when it lies in `seq`'s indexed group and the frame read
+    /// there checks (its CRC covers the seq): otherwise the entry is read as
+    /// [`SegmentReader::record`] reads it, so a stale or damaged index costs time only.
+    pub fn record_at<'r>(
+        &'r mut self,
+        segments: &Segments,
+        seq: u64,
+        at: (u64, u64),
+    ) -> Result<Option<&'r [u8]>, SegmentError> {
+        match self.jump_exact(segments, seq, at)? {
+            Some(len) => {
+                let Some(cursor) = self.cursor.as_ref() else { return Ok(None) };
+                Ok(Some(&cursor.buf[cursor.pos + FRAME_HEADER..cursor.pos + FRAME_HEADER + len]))
+            }
+            None => self.record(segments, seq),
+        }
+    }
+
+    /// Places the cursor on the frame at `offset` if it is a whole frame of entry `seq`
+    /// (see [`SegmentReader::record_at`]): the length of its record, or `None` when it is
+    /// not.
+    fn jump_exact(
+        &mut self,
+        segments: &Segments,
+        seq: u64,
+        (offset, frame): (u64, u64),
+    ) -> Result<Option<usize>, SegmentError> {
+        let (file, path, group_start, group_end, end_seq, len) = {
+            let s = read_lock(&segments.shared);
+            let Some(i) = s.segs.partition_point(|g| g.first <= seq).checked_sub(1) else { return Ok(None) };
+            let g = &s.segs[i];
+            if seq >= g.end() {
+                return Ok(None);
+            }
+            let k = ((seq - g.first) / INDEX_EVERY) as usize;
+            let Some(&start) = g.sparse.get(k) else { return Ok(None) };
+            let end = g.sparse.get(k + 1).copied().unwrap_or(g.len);
+            (g.file.clone(), g.path.clone(), start, end, g.end(), g.len)
+        };
+        if offset < group_start || offset >= group_end || !offset.is_multiple_of(8) {
+            return Ok(None);
+        }
+        // The frame (a longer one than said is read on by a second `pread`).
+        let guess = offset.saturating_add(frame.max(FRAME_HEADER as u64)).min(group_end);
+        let cursor = match self.cursor.as_mut() {
+            Some(c) if Arc::ptr_eq(&c.file, &file) => c,
+            _ => {
+                let buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
+                let loc = Loc { file, path, seq, offset, end_seq, len };
+                let mut c = Cursor::new(loc, LOOKUP_CHUNK);
+                c.buf = buf;
+                c.buf.clear();
+                self.cursor.insert(c)
+            }
+        };
+        cursor.jump((seq, offset, guess), end_seq, len);
+        let left = group_end - offset;
+        match cursor.check_frame(left) {
+            Ok(Ok((len, _))) => Ok(Some(len)),
+            // Not a frame of this seq there: the cursor's place is wrong, so it is dropped,
+            // and the caller reads the entry from its group's start (and reports damage,
+            // if that is what it is).
+            Ok(Err(_)) | Err(SegmentError::Damaged { .. }) => {
+                self.cursor = None;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The record of entry `seq`, or `None` when the log does not hold it.
     ///
     /// A lookup reads the frames of the indexed group holding `seq` up to it (one `pread`
@@ -1035,6 +1123,72 @@ mod tests {
         assert_eq!(all(&reopened), expect);
         reopened.append(seq, [rec(seq).as_slice()].into_iter()).expect("append after reopen");
         assert_eq!(reopened.end(), seq + 1);
+    }
+
+    /// Issue 17: a lookup at the frame offset an index kept (what `append` and
+    /// `scan_located` give) reads the same record as one from the group's start; and an
+    /// offset that is wrong (another entry's frame, inside a frame, unaligned, in another
+    /// group, past the end) is never trusted: the record read is still the seq's own.
+    #[test]
+    fn lookups_at_a_kept_offset_read_the_record_and_wrong_offsets_fall_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Segments::open(dir.path(), 4096).expect("open");
+        let mut offsets = Vec::new();
+        let len = |i: u64| frame_len(rec(i).len()) as u64;
+        let mut seq = 0u64;
+        for commit in 0..60u64 {
+            let recs: Vec<Vec<u8>> = (seq..seq + commit % 7 + 1).map(rec).collect();
+            let mut at = s.append(seq, recs.iter().map(Vec::as_slice)).expect("append");
+            for r in &recs {
+                offsets.push(at);
+                at += frame_len(r.len()) as u64;
+            }
+            seq += recs.len() as u64;
+            s.prepare_next().expect("prepare");
+        }
+        let mut scanned = Vec::new();
+        s.scan_located::<SegmentError>(0, seq, |i, at, r| {
+            assert_eq!(r, rec(i).as_slice());
+            scanned.push(at);
+            Ok(true)
+        })
+        .expect("scan");
+        assert_eq!(scanned, offsets, "append and scan_located give the same offsets");
+        let mut reader = SegmentReader::default();
+        for i in (0..seq).step_by(3).chain((0..seq).rev()) {
+            let at = offsets[i as usize];
+            assert_eq!(
+                reader.record_at(&s, i, (at, len(i))).expect("read"),
+                Some(rec(i).as_slice()),
+                "seq {i}"
+            );
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = x % seq;
+            let other = offsets[((i + 1 + x % 5) % seq) as usize];
+            let wrong =
+                [other, offsets[i as usize] + 8, offsets[i as usize] + 3, 0, 16, u64::MAX - 7, x & !7];
+            let bad = wrong[(x >> 32) as usize % wrong.len()];
+            // A length too short, too long, or nothing like it is only how much is read.
+            let bad_len = [len(i), 0, 8, len(i) + 64, u64::MAX][(x >> 40) as usize % 5];
+            for place in [(bad, len(i)), (offsets[i as usize], bad_len), (bad, bad_len)] {
+                let got = reader.record_at(&s, i, place).expect("read");
+                assert_eq!(got, Some(rec(i).as_slice()), "seq {i} at {place:?}");
+            }
+            // And the reader's place after a wrong offset is still right.
+            let j = (i + 1).min(seq - 1);
+            assert_eq!(reader.record(&s, j).expect("read"), Some(rec(j).as_slice()), "seq {j}");
+            assert_eq!(
+                reader.record_at(&s, j, (offsets[j as usize], len(j))).expect("read"),
+                Some(rec(j).as_slice()),
+                "seq {j}"
+            );
+        }
+        assert_eq!(reader.record_at(&s, seq, (16, 8)).expect("read"), None);
     }
 
     fn newest(dir: &Path) -> PathBuf {

@@ -229,6 +229,17 @@ impl Store {
         self.segments.scan(lo, hi, f)
     }
 
+    /// [`Store::scan`], also giving each record's frame offset in its segment file (what
+    /// the agent index keeps).
+    pub fn scan_located(
+        &self,
+        lo: u64,
+        hi: u64,
+        f: impl FnMut(u64, u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.segments.scan_located(lo, hi, f)
+    }
+
     /// Writes entries behind the log's back, as an attacker with write access to the data
     /// dir (or a crash) could: `Some(entry)` replaces the record of `seq`, or adds it when
     /// `seq` is one past the last stored entry (an entry with no tree hashes, what a crash
@@ -434,6 +445,22 @@ impl EntryReader<'_> {
         f: impl FnOnce(&LazyEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
         let Some(bytes) = self.inner.record(&self.store.segments, seq)? else { return Ok(None) };
+        let entry =
+            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+        Ok(Some(f(&entry)))
+    }
+
+    /// [`EntryReader::with_lazy`] for an entry whose frame an index says is the `len`
+    /// bytes at `offset` in its segment file: one exact read when it is (see
+    /// `SegmentReader::record_at`).
+    pub fn with_lazy_at<T>(
+        &mut self,
+        (seq, offset, len): (u64, u64, u64),
+        f: impl FnOnce(&LazyEntry<'_>) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.inner.record_at(&self.store.segments, seq, (offset, len))? else {
+            return Ok(None);
+        };
         let entry =
             LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
         Ok(Some(f(&entry)))
