@@ -164,7 +164,8 @@ fn engine_over_storage_agrees_with_evaluation_over_a_vec() {
 }
 
 /// Issue 17: a range cut into parts scanned by helper threads (which hand over only the
-/// records passing the query's leading filters) gives what one thread scanning it in order
+/// records passing the query's leading filters), or the entries of an agent filter read by
+/// a helper thread through the agent index, give what one thread reading them in order
 /// gives: the same rows, the same CSV, the same stats, the same first error.
 #[test]
 fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
@@ -236,6 +237,8 @@ fn a_parallel_scan_gives_what_a_sequential_scan_gives() {
         "decision = deny and tool = \"x\"",
         "decision = deny",
         "agent = \"ci-7\" or tool = \"x\"",
+        "agent = \"ci-7\"",
+        "agent in [\"ci-7\", \"ops-bot\"] and tool ~ \"*\"",
         "",
         "| fields seq, agent",
     ] {

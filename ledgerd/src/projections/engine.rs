@@ -2,7 +2,8 @@
 //!
 //! Planning: entry times never decrease along seq, so a time period becomes a seq range
 //! by binary search over the entries tree itself (that is the time index). An agent filter
-//! reads the agent index instead of the range. Whatever is read is still checked against
+//! reads the agent index instead of the range: each entry one exact read of its frame, done
+//! by a helper thread ahead of the pipeline when the range is long ([`read_agents`]). Whatever is read is still checked against
 //! the whole filter, so the plan only decides what to read, never what matches. Entries
 //! are read in place, each walked once and a string checked only when the query reads it
 //! ([`LazyEntry`]); memory is bounded by the result (the pipeline's rows, sort buffer or
@@ -159,12 +160,14 @@ pub fn run(
 /// cores; tests set it to compare a sequential scan with a parallel one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
-    /// Threads that scan one range, the calling thread included (1: sequential).
+    /// Threads that scan one range, the calling thread included (1: sequential; more:
+    /// also one helper thread reading the entries an agent filter picks).
     pub threads: usize,
-    /// Ranges shorter than this are scanned on the calling thread alone.
+    /// Ranges shorter than this are scanned (or read through the agent index) on the
+    /// calling thread alone.
     pub parallel_min: u64,
     /// A helper thread hands over the records that passed the filter about this many
-    /// bytes at a time.
+    /// bytes at a time (those an agent filter picks: at most [`AGENT_HANDOVER_BYTES`]).
     pub handover_bytes: usize,
     /// Entries in each block of a parallel scan (blocks are dealt out to the threads in
     /// turn).
@@ -462,15 +465,8 @@ fn execute(
         match &agents {
             Some(agents) => {
                 stats.by_agent = true;
-                let mut reader = store.reader();
-                for found in merged_agent_entries(store, agents, lo, hi) {
-                    let Located { seq, offset, len } = found?;
-                    let going = reader
-                        .with_lazy_at((seq, offset, len), |a| step(Scanned::Entry(a), &mut stats))?
-                        .ok_or(StoreError::NoSuchEntry { seq, size })??;
-                    if !going {
-                        break 'scan;
-                    }
+                if !read_agents(store, size, agents, (lo, hi), scan, &mut |s| step(s, &mut stats))? {
+                    break 'scan;
                 }
             }
             None => {
@@ -485,6 +481,111 @@ fn execute(
     out.rows(pipeline.finish().rows);
     Ok(stats)
 }
+
+/// Feeds `step` the entries of `agents` in `lo..hi`, in seq order, read through the agent
+/// index (each one exact read of its frame), until it returns false; returns whether it went
+/// to the end.
+///
+/// With more than one thread and a range of at least [`Scan::parallel_min`] seqs, a
+/// helper thread reads the index and the frames (the reads are most of the cost of a
+/// lookup: a `pread` and a CRC each) and hands the records over, [`Scan::handover_bytes`]
+/// at a time through a bounded queue, while this thread parses them and runs the pipeline:
+/// `step` sees the same entries in the same order, and the same first error, as when
+/// this thread reads them itself.
+fn read_agents(
+    store: &Store,
+    size: u64,
+    agents: &[String],
+    (lo, hi): (u64, u64),
+    scan: &Scan,
+    step: &mut dyn FnMut(Scanned<'_, '_>) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    if scan.threads < 2 || hi - lo < scan.parallel_min.max(1) {
+        let mut reader = store.reader();
+        for found in merged_agent_entries(store, agents, lo, hi) {
+            let Located { seq, offset, len } = found?;
+            let going = reader
+                .with_lazy_at((seq, offset, len), |a| step(Scanned::Entry(a)))?
+                .ok_or(StoreError::NoSuchEntry { seq, size })??;
+            if !going {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    let handover_bytes = scan.handover_bytes.clamp(1, AGENT_HANDOVER_BYTES);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Handover>(HANDOVER_QUEUE);
+        let stop = &stop;
+        scope.spawn(move || {
+            let fresh = || Handover {
+                bytes: Vec::with_capacity(handover_bytes.saturating_add(4096)),
+                records: Vec::new(),
+                scanned: 0,
+                rendered: None,
+                failed: None,
+                last: false,
+            };
+            let mut out = fresh();
+            let mut reader = store.reader();
+            let read = (|| {
+                for found in merged_agent_entries(store, agents, lo, hi) {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let Located { seq, offset, len } = found?;
+                    let record =
+                        reader.record_at((seq, offset, len))?.ok_or(StoreError::NoSuchEntry { seq, size })?;
+                    let start = out.bytes.len();
+                    out.bytes.extend_from_slice(record);
+                    out.records.push((seq, start, out.bytes.len(), 0));
+                    // The receiver stopped listening (it is done, or failed): stop too.
+                    if out.bytes.len() >= handover_bytes
+                        && tx.send(std::mem::replace(&mut out, fresh())).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
+            out.failed = read.err();
+            out.last = true;
+            let _ = tx.send(out);
+        });
+        let result = (|| loop {
+            let Ok(handover) = rx.recv() else {
+                return Err(StoreError::Io {
+                    path: std::path::PathBuf::new(),
+                    source: std::io::Error::other(
+                        "the thread reading the agent index stopped before the end",
+                    ),
+                });
+            };
+            for &(seq, start, end, _) in &handover.records {
+                let entry = LazyEntry::parse(&handover.bytes[start..end])
+                    .map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+                if !step(Scanned::Entry(&entry))? {
+                    return Ok(false);
+                }
+            }
+            if let Some(e) = handover.failed {
+                return Err(e);
+            }
+            if handover.last {
+                return Ok(true);
+            }
+        })();
+        // The helper, if still reading, stops at its next entry (and its queue is dropped).
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        result
+    })
+}
+
+/// The most record bytes the helper of [`read_agents`] hands over at a time: small, so
+/// that the records are still in cache when parsed, and the first rows come soon.
+const AGENT_HANDOVER_BYTES: usize = 64 * 1024;
 
 /// Ranges shorter than this are scanned on the calling thread alone (by default).
 const PARALLEL_MIN: u64 = 64 * 1024;

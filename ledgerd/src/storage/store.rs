@@ -450,6 +450,12 @@ impl EntryReader<'_> {
         Ok(Some(f(&entry)))
     }
 
+    /// The record (stored bytes) of entry `seq`, whose frame an index says is the `len`
+    /// bytes at `offset` in its segment file (see `SegmentReader::record_at`).
+    pub fn record_at(&mut self, (seq, offset, len): (u64, u64, u64)) -> Result<Option<&[u8]>, StoreError> {
+        Ok(self.inner.record_at(&self.store.segments, seq, (offset, len))?)
+    }
+
     /// [`EntryReader::with_lazy`] for an entry whose frame an index says is the `len`
     /// bytes at `offset` in its segment file: one exact read when it is (see
     /// `SegmentReader::record_at`).
@@ -458,9 +464,7 @@ impl EntryReader<'_> {
         (seq, offset, len): (u64, u64, u64),
         f: impl FnOnce(&LazyEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self.inner.record_at(&self.store.segments, seq, (offset, len))? else {
-            return Ok(None);
-        };
+        let Some(bytes) = self.record_at((seq, offset, len))? else { return Ok(None) };
         let entry =
             LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
         Ok(Some(f(&entry)))
