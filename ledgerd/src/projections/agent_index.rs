@@ -24,6 +24,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::projections::counters::{get, put};
+
 /// Seqs per chunk.
 pub const CHUNK_SEQS: usize = 128;
 /// The chunks' encoding (seq, frame offset and frame length varints); 1 was u64 BE seqs, 2
@@ -51,34 +53,12 @@ fn first_of(key: &[u8]) -> Option<u64> {
     key.len().checked_sub(8).and_then(|at| key[at..].try_into().ok()).map(u64::from_be_bytes)
 }
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-/// One varint of `value` from `at`, or `None` at its end or inside a number.
-fn take(value: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *value.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// One indexed entry: its seq, and the offset and length (padding included) of its frame
@@ -95,9 +75,9 @@ pub struct Located {
 fn entries_of(value: &[u8], first: u64) -> impl Iterator<Item = Located> + '_ {
     let (mut at, mut seq, mut words) = (0usize, first, 0i64);
     std::iter::from_fn(move || {
-        seq = seq.checked_add(take(value, &mut at)?)?;
-        words = words.checked_add(unzigzag(take(value, &mut at)?))?;
-        let len = take(value, &mut at)?.checked_mul(8)?;
+        seq = seq.checked_add(get(value, &mut at)?)?;
+        words = words.checked_add(unzigzag(get(value, &mut at)?))?;
+        let len = get(value, &mut at)?.checked_mul(8)?;
         Some(Located { seq, offset: u64::try_from(words).ok()?.checked_mul(8)?, len })
     })
 }

@@ -148,7 +148,8 @@ pub fn encode(
     out
 }
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a LEB128 varint (also the agent index's).
+pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -156,8 +157,8 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Reads a varint at `*at`, moving past it.
-fn get(bytes: &[u8], at: &mut usize) -> Option<u64> {
+/// Reads a varint at `*at`, moving past it (also the agent index's).
+pub(crate) fn get(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*at)?;

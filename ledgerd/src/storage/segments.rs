@@ -464,7 +464,10 @@ impl Segments {
         Ok(())
     }
 
-    fn locate(&self, seq: u64) -> Option<Loc> {
+    /// Calls `f` with the segment holding `seq` (under the read lock) and its indexed group
+    /// holding `seq`: the group's first seq, and the offsets of its first frame and of its
+    /// end; `None` when the log does not hold `seq`.
+    fn with_group<T>(&self, seq: u64, f: impl FnOnce(&Seg, (u64, u64, u64)) -> T) -> Option<T> {
         let s = read_lock(&self.shared);
         let i = s.segs.partition_point(|g| g.first <= seq).checked_sub(1)?;
         let g = &s.segs[i];
@@ -472,11 +475,17 @@ impl Segments {
             return None;
         }
         let k = ((seq - g.first) / INDEX_EVERY) as usize;
-        Some(Loc {
+        let start = *g.sparse.get(k)?;
+        let end = g.sparse.get(k + 1).copied().unwrap_or(g.len);
+        Some(f(g, (g.first + k as u64 * INDEX_EVERY, start, end)))
+    }
+
+    fn locate(&self, seq: u64) -> Option<Loc> {
+        self.with_group(seq, |g, (first, offset, _)| Loc {
             file: g.file.clone(),
             path: g.path.clone(),
-            seq: g.first + k as u64 * INDEX_EVERY,
-            offset: *g.sparse.get(k)?,
+            seq: first,
+            offset,
             end_seq: g.end(),
             len: g.len,
         })
@@ -932,6 +941,31 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
+    /// Moves the cursor to `(seq, offset, end offset to read)` in segment `g` (see
+    /// [`Cursor::jump`]), keeping its buffer's allocation when it moves to another file.
+    fn place(&mut self, g: &Seg, at: (u64, u64, u64)) {
+        match self.cursor.as_mut() {
+            Some(c) if Arc::ptr_eq(&c.file, &g.file) => c.jump(at, g.end(), g.len),
+            _ => {
+                // The allocation only: its bytes are another file's.
+                let mut buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
+                buf.clear();
+                let loc = Loc {
+                    file: g.file.clone(),
+                    path: g.path.clone(),
+                    seq: at.0,
+                    offset: at.1,
+                    end_seq: g.end(),
+                    len: g.len,
+                };
+                let mut cursor = Cursor::new(loc, LOOKUP_CHUNK);
+                cursor.buf = buf;
+                cursor.jump(at, g.end(), g.len);
+                self.cursor = Some(cursor);
+            }
+        }
+    }
+
     /// The record of entry `seq`, whose frame an index says is the `len` bytes at `offset`
     /// in its segment file (see `projections::agent_index`), or `None` when the log does not
     /// hold it.
@@ -964,37 +998,17 @@ impl SegmentReader {
         seq: u64,
         (offset, frame): (u64, u64),
     ) -> Result<Option<usize>, SegmentError> {
-        let (file, path, group_start, group_end, end_seq, len) = {
-            let s = read_lock(&segments.shared);
-            let Some(i) = s.segs.partition_point(|g| g.first <= seq).checked_sub(1) else { return Ok(None) };
-            let g = &s.segs[i];
-            if seq >= g.end() {
-                return Ok(None);
+        let placed = segments.with_group(seq, |g, (_, group_start, group_end)| {
+            if offset < group_start || offset >= group_end || !offset.is_multiple_of(8) {
+                return None;
             }
-            let k = ((seq - g.first) / INDEX_EVERY) as usize;
-            let Some(&start) = g.sparse.get(k) else { return Ok(None) };
-            let end = g.sparse.get(k + 1).copied().unwrap_or(g.len);
-            (g.file.clone(), g.path.clone(), start, end, g.end(), g.len)
-        };
-        if offset < group_start || offset >= group_end || !offset.is_multiple_of(8) {
-            return Ok(None);
-        }
-        // The frame (a longer one than said is read on by a second `pread`).
-        let guess = offset.saturating_add(frame.max(FRAME_HEADER as u64)).min(group_end);
-        let cursor = match self.cursor.as_mut() {
-            Some(c) if Arc::ptr_eq(&c.file, &file) => c,
-            _ => {
-                let buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
-                let loc = Loc { file, path, seq, offset, end_seq, len };
-                let mut c = Cursor::new(loc, LOOKUP_CHUNK);
-                c.buf = buf;
-                c.buf.clear();
-                self.cursor.insert(c)
-            }
-        };
-        cursor.jump((seq, offset, guess), end_seq, len);
-        let left = group_end - offset;
-        match cursor.check_frame(left) {
+            // The frame (a longer one than said is read on by a second `pread`).
+            let guess = offset.saturating_add(frame.max(FRAME_HEADER as u64)).min(group_end);
+            self.place(g, (seq, offset, guess));
+            Some(group_end)
+        });
+        let (Some(Some(group_end)), Some(cursor)) = (placed, self.cursor.as_mut()) else { return Ok(None) };
+        match cursor.check_frame(group_end - offset) {
             Ok(Ok((len, _))) => Ok(Some(len)),
             // Not a frame of this seq there: the cursor's place is wrong, so it is dropped,
             // and the caller reads the entry from its group's start (and reports damage,
@@ -1016,40 +1030,16 @@ impl SegmentReader {
         let reuse = matches!(&self.cursor, Some(c) if c.seq <= seq && seq < c.end_seq
             && (seq - c.seq) < INDEX_EVERY);
         if !reuse {
-            let s = read_lock(&segments.shared);
-            let Some(i) = s.segs.partition_point(|g| g.first <= seq).checked_sub(1) else { return Ok(None) };
-            let g = &s.segs[i];
-            if seq >= g.end() {
+            let placed = segments.with_group(seq, |g, (first, offset, group_end)| {
+                // Frames are read up to about where `seq`'s should end (frames of one group
+                // are much alike in size), with some to spare; a frame past that is read by
+                // a second `pread`.
+                let nth = seq - first + 1;
+                let guess = offset + (group_end - offset) * nth / INDEX_EVERY + LOOKUP_SLACK;
+                self.place(g, (first, offset, guess.min(group_end)));
+            });
+            if placed.is_none() {
                 return Ok(None);
-            }
-            let k = ((seq - g.first) / INDEX_EVERY) as usize;
-            let Some(&offset) = g.sparse.get(k) else { return Ok(None) };
-            let group_end = g.sparse.get(k + 1).copied().unwrap_or(g.len);
-            // Frames are read up to about where `seq`'s should end (frames of one group
-            // are much alike in size), with some to spare; a frame past that is read by
-            // a second `pread`.
-            let nth = (seq - g.first) % INDEX_EVERY + 1;
-            let guess = offset + (group_end - offset) * nth / INDEX_EVERY + LOOKUP_SLACK;
-            let group = (g.first + k as u64 * INDEX_EVERY, offset, guess.min(group_end));
-            match self.cursor.as_mut() {
-                Some(c) if Arc::ptr_eq(&c.file, &g.file) => c.jump(group, g.end(), g.len),
-                _ => {
-                    // The allocation only: its bytes are another file's.
-                    let mut buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
-                    buf.clear();
-                    let loc = Loc {
-                        file: g.file.clone(),
-                        path: g.path.clone(),
-                        seq: group.0,
-                        offset,
-                        end_seq: g.end(),
-                        len: g.len,
-                    };
-                    let mut cursor = Cursor::new(loc, LOOKUP_CHUNK);
-                    cursor.buf = buf;
-                    cursor.jump(group, g.end(), g.len);
-                    self.cursor = Some(cursor);
-                }
             }
         }
         let Some(cursor) = self.cursor.as_mut() else { return Ok(None) };
