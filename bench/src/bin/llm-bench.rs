@@ -291,6 +291,26 @@ async fn throughput(
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A text-only request whose history holds `turns` tool calls and their results, each
+/// with about a kilobyte of text, as a long agent session sends. Built once and kept for
+/// the whole run (the requests take `&'static str` bodies).
+fn long_conversation(turns: usize) -> &'static str {
+    let filler = "The quick brown fox jumps over the lazy dog, then reads the file again. ".repeat(14);
+    let mut messages = vec![serde_json::json!({"role": "user", "content": "Work through the list."})];
+    for i in 0..turns {
+        messages.push(serde_json::json!({"role": "assistant", "content": [
+            {"type": "text", "text": format!("Step {i}: {filler}")},
+            {"type": "tool_use", "id": format!("toolu_bench_{i:04}"), "name": "json", "input": {"step": i, "path": format!("/data/{i}.json")}},
+        ]}));
+        messages.push(serde_json::json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": format!("toolu_bench_{i:04}"), "content": [{"type": "text", "text": format!("result {i}: {filler}")}]},
+        ]}));
+    }
+    let body = serde_json::json!({"model": "text", "max_tokens": 64, "messages": messages,
+        "tools": [{"name": "json", "input_schema": {"type": "object"}}]});
+    Box::leak(body.to_string().into_boxed_str())
+}
+
 const TEXT_REQ: &str = r#"{"model":"text","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
 const TOOL_REQ: &str = r#"{"model":"tool","max_tokens":64,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"json","input_schema":{"type":"object"}}]}"#;
 const STREAM_REQ: &str =
@@ -429,6 +449,11 @@ fn main() -> anyhow::Result<()> {
         if !args.only_concurrent {
             let (d, g) = interleaved(&ends, TEXT_REQ, 1, n, false).await?;
             report("text-only response, 1 client", d, g, Some(0.3));
+            // An agent deep in a session resends its whole history with every request.
+            let long = long_conversation(100);
+            interleaved(&ends, long, 1, 10, false).await?;
+            let (d, g) = interleaved(&ends, long, 1, n, false).await?;
+            report(&format!("text-only, {} KiB history, 100 tool results", long.len() / 1024), d, g, None);
             let (d, g) = interleaved(&ends, TOOL_REQ, 1, n, false).await?;
             report("one tool call (decided, durable), 1 client", d, g, Some(2.0));
         }

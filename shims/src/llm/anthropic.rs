@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::decide::{Ruling, ToolCall, ToolResult};
-use super::rawjson::{Obj, array, raw};
+use super::rawjson::{Obj, array, is_array, present, raw};
 use super::sse::Event;
 use super::stream::{Rewriter, json_data};
 
@@ -43,7 +43,43 @@ pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
         .collect()
 }
 
-/// A content block as far as finding calls needs it.
+/// [`results`] without building a tree, for the usual shapes (see `outcomes::results`);
+/// `None` for anything it does not read exactly as [`results`] would.
+pub fn results_typed(messages: &str) -> Option<Vec<ToolResult>> {
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(default, borrow)]
+        content: Option<&'a RawValue>,
+    }
+    let messages: Vec<Message<'_>> = serde_json::from_str(messages).ok()?;
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for content in messages.into_iter().filter_map(|m| m.content).filter(|c| is_array(c)) {
+        for part in serde_json::from_str::<Vec<Block<'_>>>(content.get()).ok()? {
+            match part.kind.as_ref() {
+                "tool_use" => {
+                    if let (Some(id), Some(name)) = (part.id, part.name) {
+                        names.insert(id.into_owned(), name.into_owned());
+                    }
+                }
+                "tool_result" => {
+                    let Some(id) = part.tool_use_id else { continue };
+                    out.push(ToolResult {
+                        tool: names.get(id.as_ref()).cloned(),
+                        id: id.into_owned(),
+                        content: part.content.map_or_else(String::new, |c| c.get().to_string()),
+                        is_error: part.is_error.unwrap_or(false),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A content block as far as finding calls (in a response) and results (in a request)
+/// needs it.
 #[derive(serde::Deserialize)]
 struct Block<'a> {
     #[serde(rename = "type", borrow)]
@@ -54,6 +90,12 @@ struct Block<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     input: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_use_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    is_error: Option<bool>,
 }
 
 fn call_of(block: &Value) -> ToolCall {

@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::decide::{Ruling, ToolCall, ToolResult};
-use super::rawjson::{Obj, array};
+use super::rawjson::{Obj, array, present};
 use super::sse::Event;
 use super::stream::{Rewriter, json_data};
 
@@ -43,6 +44,55 @@ pub fn calls(body: &Obj) -> Vec<(usize, usize, ToolCall)> {
         }
     }
     out
+}
+
+/// [`results`] without building a tree, for the usual shapes (see `outcomes::results`);
+/// `None` for anything it does not read exactly as [`results`] would.
+pub fn results_typed(messages: &str) -> Option<Vec<ToolResult>> {
+    #[derive(serde::Deserialize)]
+    struct Sent<'a> {
+        #[serde(default, borrow)]
+        role: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        tool_call_id: Option<Cow<'a, str>>,
+        #[serde(default, borrow, deserialize_with = "present")]
+        content: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        tool_calls: Option<Vec<SentCall<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SentCall<'a> {
+        #[serde(default, borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        function: Option<SentFunction<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct SentFunction<'a> {
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+    }
+    let messages: Vec<Sent<'_>> = serde_json::from_str(messages).ok()?;
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for m in messages {
+        for tc in m.tool_calls.into_iter().flatten() {
+            if let (Some(id), Some(name)) = (tc.id, tc.function.and_then(|f| f.name)) {
+                names.insert(id.into_owned(), name.into_owned());
+            }
+        }
+        if m.role.as_deref() == Some("tool")
+            && let Some(id) = m.tool_call_id
+        {
+            out.push(ToolResult {
+                tool: names.get(id.as_ref()).cloned(),
+                id: id.into_owned(),
+                content: m.content.map_or_else(String::new, |c| c.get().to_string()),
+                is_error: false,
+            });
+        }
+    }
+    Some(out)
 }
 
 /// A choice as far as finding calls needs it (see [`calls`]).

@@ -20,7 +20,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use serde_json::Value;
 
 pub mod anthropic;
 pub mod api;
@@ -259,23 +258,32 @@ impl Gateway {
         if !api.governed() {
             return self.pass(vendor, &parts, body).await;
         }
-        let mut request: Value = match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return refuse(vendor, Fault::BadRequest, "the request body is not a JSON object"),
+        // Read as raw members: a long conversation is checked, not rebuilt (its text is
+        // neither copied into a tree nor written again unless a tool is taken out).
+        let request = match std::str::from_utf8(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Obj::parse(t).map_err(|e| e.to_string()))
+        {
+            Ok(obj) => obj,
+            Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => {
+                return refuse(vendor, Fault::BadRequest, "the request body is not a JSON object");
+            }
             Err(e) => {
                 return refuse(vendor, Fault::BadRequest, &format!("the request body is not JSON: {e}"));
             }
         };
         let meta = Meta {
-            model: request["model"].as_str().unwrap_or_default().to_string(),
-            stream: request["stream"].as_bool().unwrap_or(false),
+            model: request.str("model").unwrap_or_default(),
+            stream: request
+                .get("stream")
+                .and_then(|v| serde_json::from_str::<bool>(v.get()).ok())
+                .unwrap_or(false),
         };
         let results = outcomes::results(api, &request);
-        let body = match outcomes::filter_tools(&ctx, &self.removed, api, &mut request).await {
+        let body = match outcomes::filter_tools(&ctx, &self.removed, api, request).await {
             Some(new) => Bytes::from(new),
             None => body,
         };
-        drop(request);
         let record = outcomes::record(&ctx, &self.memory, api, results);
         let send = self.upstream.send(vendor, &parts, body);
         let ((), answer) = tokio::join!(record, send);

@@ -10,22 +10,47 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use ledger_proto::pb;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::api::Api;
 use super::auth::AgentCtx;
 use super::decide::{Memory, Seen, ToolResult};
+use super::rawjson::{Obj, array};
 use super::{anthropic, chat, responses};
 use crate::{ShimCall, quoted};
 
-/// The results in a request of `api`.
-pub fn results(api: Api, request: &Value) -> Vec<ToolResult> {
-    match api {
-        Api::Anthropic => anthropic::results(request),
-        Api::Chat => chat::results(request),
-        Api::Responses => responses::results(request),
-        _ => Vec::new(),
+/// Reads the results out of a request member's raw text, if it has the usual shape.
+type ReadResults = fn(&str) -> Option<Vec<ToolResult>>;
+
+/// The results in a request of `api`. The usual shapes are read without building a tree
+/// (a conversation resends its whole history with every request); anything unusual (a
+/// repeated or oddly typed member) is read through `Value`, as before, which reads it as
+/// the SDKs do. A result's `content` is its raw JSON text; [`record`] writes it compactly.
+pub fn results(api: Api, request: &Obj) -> Vec<ToolResult> {
+    let (member, typed): (&str, ReadResults) = match api {
+        Api::Anthropic => ("messages", anthropic::results_typed),
+        Api::Chat => ("messages", chat::results_typed),
+        Api::Responses => ("input", responses::results_typed),
+        _ => return Vec::new(),
+    };
+    let Some(raw) = request.get(member) else { return Vec::new() };
+    if let Some(found) = typed(raw.get()) {
+        return found;
     }
+    let Ok(list) = serde_json::from_str::<Value>(raw.get()) else { return Vec::new() };
+    let request = Value::Object(Map::from_iter([(member.to_string(), list)]));
+    match api {
+        Api::Anthropic => anthropic::results(&request),
+        Api::Chat => chat::results(&request),
+        _ => responses::results(&request),
+    }
+}
+
+/// A result's content as recorded: its JSON written compactly, as serde_json writes it
+/// (the form `details.result_blake3` hashes, whatever spacing the agent sent).
+fn compact(raw: &str) -> String {
+    serde_json::from_str::<Value>(raw).map_or_else(|_| raw.to_string(), |v| v.to_string())
 }
 
 /// What the ledger says about a call the gateway does not remember (it was restarted, or
@@ -74,6 +99,7 @@ pub async fn record(ctx: &AgentCtx, memory: &Memory, api: Api, results: Vec<Tool
 }
 
 async fn record_one(ctx: &AgentCtx, api: Api, r: &ToolResult, seen: &Seen) -> Result<u64, crate::ShimError> {
+    let content = compact(&r.content);
     let tool = [seen.tool.as_str(), r.tool.as_deref().unwrap_or("")]
         .into_iter()
         .find(|t| !t.is_empty())
@@ -84,8 +110,8 @@ async fn record_one(ctx: &AgentCtx, api: Api, r: &ToolResult, seen: &Seen) -> Re
     details.insert("api".into(), api.name().into());
     details.insert("tool_call_id".into(), r.id.clone().into());
     details.insert("is_error".into(), r.is_error.into());
-    details.insert("result_bytes".into(), r.content.len().into());
-    details.insert("result_blake3".into(), blake3::hash(r.content.as_bytes()).to_hex().as_str().into());
+    details.insert("result_bytes".into(), content.len().into());
+    details.insert("result_blake3".into(), blake3::hash(content.as_bytes()).to_hex().as_str().into());
     let flag = match (seen.seq, seen.allow) {
         (Some(_), true) => None,
         (Some(_), false) => Some("ran_denied_call"),
@@ -132,48 +158,57 @@ pub struct Removed(Mutex<HashSet<(String, u64, String)>>);
 
 /// Takes the tools the agent's policy can never allow out of the request's `tools` (and
 /// `tool_choice` when it names one, or when no tool is left); records each removal once
-/// per policy version as a denial. Returns the new body, or `None` when nothing changed
-/// (then the original bytes are sent). When the policy cannot be read the request is left
+/// per policy version as a denial. Returns the new body (every other member's text as the
+/// agent sent it, in its order), or `None` when nothing changed (then the original bytes
+/// are sent). When the policy cannot be read the request is left
 /// as it is: every call in the response is then denied (fail closed).
-pub async fn filter_tools(
-    ctx: &AgentCtx,
-    removed: &Removed,
-    api: Api,
-    request: &mut Value,
-) -> Option<Vec<u8>> {
+pub async fn filter_tools(ctx: &AgentCtx, removed: &Removed, api: Api, mut request: Obj) -> Option<Vec<u8>> {
     let name_of = match api {
         Api::Anthropic => anthropic::tool_name,
         Api::Chat => chat::tool_name,
         Api::Responses => responses::tool_name,
         _ => return None,
     };
-    let tools = request.get("tools")?.as_array()?;
+    // Each tool as a tree (they are small), kept beside its raw text, which is what is
+    // sent on for the tools that stay.
+    let tools: Vec<(Box<RawValue>, Value)> = array(request.get("tools")?)
+        .ok()?
+        .into_iter()
+        .map(|raw| {
+            let tree = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+            (raw, tree)
+        })
+        .collect();
     if tools.is_empty() {
         return None;
     }
     let fetched = ctx.policy().await.ok()?;
     let gone: Vec<String> = tools
         .iter()
-        .filter_map(name_of)
+        .filter_map(|(_, t)| name_of(t))
         .filter(|n| !fetched.policy.may_allow_tool(n))
         .map(String::from)
         .collect();
     if gone.is_empty() {
         return None;
     }
-    let obj = request.as_object_mut()?;
-    if let Some(Value::Array(tools)) = obj.get_mut("tools") {
-        tools.retain(|t| name_of(t).is_none_or(|n| !gone.iter().any(|g| g == n)));
-        if tools.is_empty() {
-            obj.remove("tools");
-            obj.remove("tool_choice");
-        }
+    let kept: Vec<Box<RawValue>> = tools
+        .into_iter()
+        .filter(|(_, t)| name_of(t).is_none_or(|n| !gone.iter().any(|g| g == n)))
+        .map(|(raw, _)| raw)
+        .collect();
+    if kept.is_empty() {
+        request.remove("tools");
+        request.remove("tool_choice");
+    } else {
+        request.set("tools", &kept).ok()?;
     }
-    let chosen = obj.get("tool_choice").and_then(|c| {
+    let choice: Option<Value> = request.get("tool_choice").and_then(|c| serde_json::from_str(c.get()).ok());
+    let chosen = choice.as_ref().and_then(|c| {
         c.get("name").or_else(|| c.get("function").and_then(|f| f.get("name"))).and_then(Value::as_str)
     });
     if chosen.is_some_and(|c| gone.iter().any(|g| g == c)) {
-        obj.remove("tool_choice");
+        request.remove("tool_choice");
     }
     for name in &gone {
         let key = (ctx.agent.clone(), fetched.version, name.clone());
@@ -201,5 +236,85 @@ pub async fn filter_tools(
             }
         }
     }
-    serde_json::to_vec(request).ok()
+    Some(request.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The results as the `Value` path reads them, contents written compactly.
+    fn by_tree(api: Api, text: &str) -> Vec<ToolResult> {
+        let v: Value = serde_json::from_str(text).expect("JSON");
+        match api {
+            Api::Anthropic => anthropic::results(&v),
+            Api::Chat => chat::results(&v),
+            _ => responses::results(&v),
+        }
+    }
+
+    fn compacted(found: Vec<ToolResult>) -> Vec<ToolResult> {
+        found.into_iter().map(|r| ToolResult { content: compact(&r.content), ..r }).collect()
+    }
+
+    #[test]
+    fn results_read_without_a_tree_are_those_read_through_value() {
+        let cases = [
+            (
+                Api::Anthropic,
+                r#"{"model":"m","messages":[
+                    {"role":"user","content":"plain text"},
+                    {"role":"assistant","content":[{"type":"text","text":"x"},{"type":"tool_use","id":"t1","name":"read","input":{}}]},
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"ok"}], "is_error": true},
+                                              {"type":"tool_result","tool_use_id":"t9","content":null},
+                                              {"type":"tool_result","tool_use_id":"t8"},
+                                              {"type":"tool_result","tool_use_id":"t7","content":{ "b" : 1, "a" : "\u0041" }}]}]}"#,
+            ),
+            // Oddly typed members: read through Value.
+            (
+                Api::Anthropic,
+                r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","is_error":"yes","content":"r"}]}]}"#,
+            ),
+            (
+                Api::Anthropic,
+                r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"a","tool_use_id":"b","content":"r"}]}]}"#,
+            ),
+            (Api::Anthropic, r#"{"messages":null}"#),
+            (
+                Api::Chat,
+                r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get","arguments":"{}"}}]},
+                    {"role":"tool","tool_call_id":"c1","content":"sunny"},
+                    {"role":"tool","tool_call_id":"c2","content":null},
+                    {"role":"tool","tool_call_id":"c3"},
+                    {"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+            ),
+            (
+                Api::Chat,
+                r#"{"messages":[{"role":"tool","tool_call_id":5,"content":"x"},{"role":"tool","tool_call_id":"c","content":"y"}]}"#,
+            ),
+            (
+                Api::Responses,
+                r#"{"input":[{"type":"function_call","call_id":"r1","name":"calc","arguments":"{}"},
+                    {"type":"function_call_output","call_id":"r1","output":"3"},
+                    {"type":"function_call_output","call_id":"r2","output":{ "x" : [1, 2] }},
+                    {"type":"message","role":"user","content":"more"}]}"#,
+            ),
+            (Api::Responses, r#"{"input":"just text"}"#),
+            (
+                Api::Responses,
+                r#"{"input":[{"type":7},{"type":"function_call_output","call_id":"r","output":"o"}]}"#,
+            ),
+        ];
+        for (api, text) in cases {
+            let typed = compacted(results(api, &Obj::parse(text).expect("object")));
+            assert_eq!(typed, by_tree(api, text), "{text}");
+        }
+        // The usual shapes are found without the fallback, contents as sent.
+        let typed = anthropic::results_typed(
+            r#"[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":{ "a" : 1 }}]}]"#,
+        )
+        .expect("read without a tree");
+        assert_eq!(typed[0].content, r#"{ "a" : 1 }"#);
+        assert_eq!(compact(&typed[0].content), r#"{"a":1}"#);
+    }
 }

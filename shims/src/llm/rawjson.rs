@@ -120,6 +120,18 @@ impl fmt::Display for Obj {
     }
 }
 
+/// For `#[serde(default, borrow, deserialize_with = "present")]` on an
+/// `Option<&RawValue>` field: a member that is there, `null` included, is `Some` (plain
+/// `Option` reads `null` as `None`); a missing one is `None`.
+pub fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Whether a raw value is a JSON array (a member that may also be a string or null).
+pub fn is_array(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('[')
+}
+
 /// `value` serialized as a raw JSON value.
 pub fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
     serde_json::value::to_raw_value(value)

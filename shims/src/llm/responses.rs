@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::decide::{Ruling, ToolCall, ToolResult};
-use super::rawjson::{Obj, array, raw};
+use super::rawjson::{Obj, array, present, raw};
 use super::sse::Event;
 use super::stream::{Rewriter, json_data};
 
@@ -59,6 +60,46 @@ pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
             (v["type"] == "function_call").then(|| (i, call_of(&v)))
         })
         .collect()
+}
+
+/// [`results`] without building a tree, for the usual shapes (see `outcomes::results`);
+/// `None` for anything it does not read exactly as [`results`] would.
+pub fn results_typed(input: &str) -> Option<Vec<ToolResult>> {
+    #[derive(serde::Deserialize)]
+    struct Sent<'a> {
+        #[serde(rename = "type", default, borrow)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        call_id: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default, borrow, deserialize_with = "present")]
+        output: Option<&'a RawValue>,
+    }
+    // A plain-text input has no items.
+    if !input.trim_start().starts_with('[') {
+        return serde_json::from_str::<serde::de::IgnoredAny>(input).ok().map(|_| Vec::new());
+    }
+    let items: Vec<Sent<'_>> = serde_json::from_str(input).ok()?;
+    let names: HashMap<&str, &str> = items
+        .iter()
+        .filter(|i| i.kind.as_deref() == Some("function_call"))
+        .filter_map(|i| Some((i.call_id.as_deref()?, i.name.as_deref()?)))
+        .collect();
+    let out = items
+        .iter()
+        .filter(|i| i.kind.as_deref() == Some("function_call_output"))
+        .filter_map(|i| {
+            let id = i.call_id.as_deref()?;
+            Some(ToolResult {
+                id: id.to_string(),
+                tool: names.get(id).map(|n| n.to_string()),
+                content: i.output.map_or_else(String::new, |c| c.get().to_string()),
+                is_error: false,
+            })
+        })
+        .collect();
+    Some(out)
 }
 
 /// An output item as far as finding calls needs it (see [`calls`]).
