@@ -26,8 +26,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::projections::counters::{get, put};
 
-/// Seqs per chunk.
-pub const CHUNK_SEQS: usize = 128;
+/// Entries per chunk. Every commit rewrites the last chunk of each agent it touched: at 32
+/// entries of 4-5 bytes, sled's rewrites (and the garbage they leave until it cleans its
+/// files) stay below format 2's 128 seqs of 1-2 bytes (measured with query-bench at 1M
+/// entries in commits of 250: 364 bytes on disk per entry, against 358 for format 2 and 381
+/// for format 3 in chunks of 128). A reader does not care how long a chunk is.
+pub const CHUNK_SEQS: usize = 32;
 /// The chunks' encoding (seq, frame offset and frame length varints); 1 was u64 BE seqs, 2
 /// delta varint seqs without the frames' places.
 pub const FORMAT: u8 = 3;
