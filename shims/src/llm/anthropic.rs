@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, is_array, present, raw};
 use super::sse::Event;
-use super::stream::{Rewriter, json_data};
+use super::stream::Rewriter;
 
 /// The client tools in a response body, with their positions in `content`.
 pub fn calls(body: &Obj) -> Vec<(usize, ToolCall)> {
@@ -190,18 +190,7 @@ pub struct Stream {
 }
 
 impl Rewriter for Stream {
-    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let v = match json_data(&ev) {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                self.pass(ev, out);
-                return None;
-            }
-            Err(why) => {
-                self.broken = Some(why);
-                return None;
-            }
-        };
+    fn feed_json(&mut self, ev: Event, v: Value, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
         let index = v["index"].as_u64();
         let kind = v["type"].as_str().unwrap_or_default();
         let late = index.is_some_and(|i| self.decided.contains(&i));
@@ -331,18 +320,22 @@ impl Rewriter for Stream {
     fn broken(&self) -> Option<String> {
         self.broken.clone()
     }
-}
-
-impl Stream {
-    fn holds(&self, index: Option<u64>) -> bool {
-        matches!((&self.held, index), (Some(h), Some(i)) if h.index == i)
-    }
 
     fn pass(&mut self, ev: Event, out: &mut Vec<Event>) {
         match self.held.as_mut() {
             Some(h) => h.after.push(ev),
             None => out.push(ev),
         }
+    }
+
+    fn break_with(&mut self, why: String) {
+        self.broken = Some(why);
+    }
+}
+
+impl Stream {
+    fn holds(&self, index: Option<u64>) -> bool {
+        matches!((&self.held, index), (Some(h), Some(i)) if h.index == i)
     }
 }
 

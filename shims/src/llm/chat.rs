@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, present};
 use super::sse::Event;
-use super::stream::{Rewriter, json_data};
+use super::stream::Rewriter;
 
 /// The calls in a response body: (choice position, call position, call).
 pub fn calls(body: &Obj) -> Vec<(usize, usize, ToolCall)> {
@@ -239,18 +239,7 @@ pub struct Stream {
 }
 
 impl Rewriter for Stream {
-    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let v = match json_data(&ev) {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                self.pass(ev, out);
-                return None;
-            }
-            Err(why) => {
-                self.broken = Some(why);
-                return None;
-            }
-        };
+    fn feed_json(&mut self, ev: Event, v: Value, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
         let Some(choices) = v.get("choices").and_then(Value::as_array) else {
             self.pass(ev, out);
             return None;
@@ -362,9 +351,7 @@ impl Rewriter for Stream {
     fn broken(&self) -> Option<String> {
         self.broken.clone()
     }
-}
 
-impl Stream {
     fn pass(&mut self, ev: Event, out: &mut Vec<Event>) {
         // Once a call is being held, later chunks wait behind it (their order is kept).
         if self.held.is_empty() {
@@ -373,6 +360,10 @@ impl Stream {
             let v = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
             self.held.push((ev, v));
         }
+    }
+
+    fn break_with(&mut self, why: String) {
+        self.broken = Some(why);
     }
 }
 

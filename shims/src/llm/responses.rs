@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::decide::{Ruling, ToolCall, ToolResult};
 use super::rawjson::{Obj, array, present, raw};
 use super::sse::Event;
-use super::stream::{Rewriter, json_data};
+use super::stream::Rewriter;
 
 fn call_of(item: &Value) -> ToolCall {
     ToolCall {
@@ -195,28 +195,10 @@ impl Stream {
         }
         ev
     }
-
-    fn pass(&mut self, ev: Event, out: &mut Vec<Event>) {
-        match self.held.as_mut() {
-            Some(h) => h.after.push(ev),
-            None => out.push(self.renumber(ev)),
-        }
-    }
 }
 
 impl Rewriter for Stream {
-    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
-        let mut v = match json_data(&ev) {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                self.pass(ev, out);
-                return None;
-            }
-            Err(why) => {
-                self.broken = Some(why);
-                return None;
-            }
-        };
+    fn feed_json(&mut self, ev: Event, mut v: Value, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
         let index = v["output_index"].as_u64();
         let kind = v["type"].as_str().unwrap_or_default().to_string();
         let holding = matches!((&self.held, index), (Some(h), Some(i)) if h.output_index == i);
@@ -329,6 +311,17 @@ impl Rewriter for Stream {
 
     fn broken(&self) -> Option<String> {
         self.broken.clone()
+    }
+
+    fn pass(&mut self, ev: Event, out: &mut Vec<Event>) {
+        match self.held.as_mut() {
+            Some(h) => h.after.push(ev),
+            None => out.push(self.renumber(ev)),
+        }
+    }
+
+    fn break_with(&mut self, why: String) {
+        self.broken = Some(why);
     }
 
     fn unfinished(&self) -> Option<String> {

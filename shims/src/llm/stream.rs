@@ -25,8 +25,27 @@ use super::sse::{self, Event};
 pub trait Rewriter: Send {
     /// Takes one upstream event: pushes what may go to the client now onto `out`, and
     /// returns the calls to decide when a held call is complete (then [`Rewriter::resolve`]
-    /// comes next).
-    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>>;
+    /// comes next). Data with nothing to check passes; data that is not JSON breaks the
+    /// stream (see [`json_data`]).
+    fn feed(&mut self, ev: Event, out: &mut Vec<Event>) -> Option<Vec<ToolCall>> {
+        match json_data(&ev) {
+            Ok(Some(v)) => self.feed_json(ev, v, out),
+            Ok(None) => {
+                self.pass(ev, out);
+                None
+            }
+            Err(why) => {
+                self.break_with(why);
+                None
+            }
+        }
+    }
+    /// [`Rewriter::feed`] for an event whose data is the JSON `v`.
+    fn feed_json(&mut self, ev: Event, v: serde_json::Value, out: &mut Vec<Event>) -> Option<Vec<ToolCall>>;
+    /// Passes an event on as it is (behind a held call, if one is held).
+    fn pass(&mut self, ev: Event, out: &mut Vec<Event>);
+    /// Marks the stream as one that cannot be followed, for `why` ([`Rewriter::broken`]).
+    fn break_with(&mut self, why: String);
     /// Releases or replaces the held calls, given their rulings in order.
     fn resolve(&mut self, rulings: &[Ruling], out: &mut Vec<Event>);
     /// The name of a call still held (when the upstream ends).
