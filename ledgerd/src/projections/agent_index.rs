@@ -13,8 +13,9 @@
 //! rewrites per commit small. Offset and length make a lookup one read of exactly the
 //! entry's frame (see `SegmentReader::record_at`) instead of the frames before it in its
 //! indexed group; they are only a hint: a frame read there whose checksum does not name the
-//! seq is read again the slow way, so a wrong offset costs time, never a wrong entry. Only each agent's last chunk is ever
-//! rewritten, so a group commit costs one write per agent it touched, not one per entry.
+//! seq is read again the slow way, so a wrong offset costs time, never a wrong entry. Only
+//! each agent's last chunk is ever rewritten, so a group commit costs one write per agent
+//! it touched, not one per entry.
 //! The key `[0xff]` (never the start of a UTF-8 agent name) holds the seq the index is
 //! complete up to; it is written after the chunks, so after a crash the index knows where
 //! to catch up from. The key `[0xfe]` holds the chunks' [`FORMAT`]: chunks of another

@@ -3,8 +3,8 @@
 //! Planning: entry times never decrease along seq, so a time period becomes a seq range
 //! by binary search over the entries tree itself (that is the time index). An agent filter
 //! reads the agent index instead of the range: each entry one exact read of its frame, done
-//! by a helper thread ahead of the pipeline when the range is long ([`read_agents`]). Whatever is read is still checked against
-//! the whole filter, so the plan only decides what to read, never what matches. Entries
+//! by a helper thread ahead of the pipeline when the range is long ([`read_agents`]).
+//! Whatever is read is still checked against the whole filter, so the plan only decides what to read, never what matches. Entries
 //! are read in place, each walked once and a string checked only when the query reads it
 //! ([`LazyEntry`]); memory is bounded by the result (the pipeline's rows, sort buffer or
 //! groups), not by the log. Rows that come straight from entries (a filter, `fields`,
@@ -555,12 +555,7 @@ fn read_agents(
         });
         let result = (|| loop {
             let Ok(handover) = rx.recv() else {
-                return Err(StoreError::Io {
-                    path: std::path::PathBuf::new(),
-                    source: std::io::Error::other(
-                        "the thread reading the agent index stopped before the end",
-                    ),
-                });
+                return Err(helper_stopped("the thread reading the agent index"));
             };
             for &(seq, start, end, _) in &handover.records {
                 let entry = LazyEntry::parse(&handover.bytes[start..end])
@@ -581,6 +576,17 @@ fn read_agents(
         drop(rx);
         result
     })
+}
+
+/// The error of a query whose helper thread ended without handing over its last part:
+/// it panicked (a bug; ledgerd's log has its message). Nothing was changed.
+fn helper_stopped(who: &str) -> StoreError {
+    StoreError::Io {
+        path: std::path::PathBuf::from("(query)"),
+        source: std::io::Error::other(format!(
+            "{who} stopped before the end of its part (see ledgerd's log); nothing was changed, retry the query"
+        )),
+    }
 }
 
 /// The most record bytes the helper of [`read_agents`] hands over at a time: small, so
@@ -700,10 +706,7 @@ fn scan_range(
                     done = handover.last;
                 }
                 if !done {
-                    return Err(StoreError::Io {
-                        path: std::path::PathBuf::new(),
-                        source: std::io::Error::other("a scanning thread stopped before the end of its part"),
-                    });
+                    return Err(helper_stopped("a scanning thread"));
                 }
             }
             Ok(true)

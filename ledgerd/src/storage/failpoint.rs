@@ -5,10 +5,11 @@
 //!
 //! Points: `after-entries-sync` (a commit's segment write is synced; nothing derived from
 //! it is written yet), `after-ack` (the writer answered such a commit, waits a second for
-//! the answers to leave, and aborts before anything derived from it is written), `torn-entries-write` (only the first half of a commit's frames
-//! reached the segment file, as a power cut mid-write leaves them), `migrate-before-rename` and `migrate-before-format` (a storage
-//! migration wrote the new segments; they are not yet in place, or the format not yet
-//! recorded).
+//! the answers to leave, and aborts before anything derived from it is written),
+//! `torn-entries-write` (only the first half of a commit's frames reached the segment
+//! file, as a power cut mid-write leaves them), `migrate-before-rename` and
+//! `migrate-before-format` (a storage migration wrote the new segments; they are not yet
+//! in place, or the format not yet recorded).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

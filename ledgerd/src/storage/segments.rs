@@ -99,7 +99,6 @@ fn file_name(first: u64, ext: &str) -> String {
     format!("{first:020}.{ext}")
 }
 
-/// The padded length of a frame holding a record of `len` bytes.
 /// The bytes of the frame of a record of `len` bytes, padding included.
 pub fn frame_len(len: usize) -> usize {
     (FRAME_HEADER + len).next_multiple_of(8)

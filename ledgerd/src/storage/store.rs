@@ -444,10 +444,8 @@ impl EntryReader<'_> {
         seq: u64,
         f: impl FnOnce(&LazyEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self.inner.record(&self.store.segments, seq)? else { return Ok(None) };
-        let entry =
-            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
-        Ok(Some(f(&entry)))
+        let bytes = self.inner.record(&self.store.segments, seq)?;
+        lazy(seq, bytes, f)
     }
 
     /// The record (stored bytes) of entry `seq`, whose frame an index says is the `len`
@@ -464,11 +462,20 @@ impl EntryReader<'_> {
         (seq, offset, len): (u64, u64, u64),
         f: impl FnOnce(&LazyEntry<'_>) -> T,
     ) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self.record_at((seq, offset, len))? else { return Ok(None) };
-        let entry =
-            LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
-        Ok(Some(f(&entry)))
+        let bytes = self.record_at((seq, offset, len))?;
+        lazy(seq, bytes, f)
     }
+}
+
+/// `f` of entry `seq` read in place from its stored bytes, if there are any.
+fn lazy<T>(
+    seq: u64,
+    bytes: Option<&[u8]>,
+    f: impl FnOnce(&LazyEntry<'_>) -> T,
+) -> Result<Option<T>, StoreError> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let entry = LazyEntry::parse(bytes).map_err(|e| StoreError::BadRecord { seq, message: e.to_string() })?;
+    Ok(Some(f(&entry)))
 }
 
 /// The directory of the segment files, under the store's directory.

@@ -260,10 +260,7 @@ impl Gateway {
         }
         // Read as raw members: a long conversation is checked, not rebuilt (its text is
         // neither copied into a tree nor written again unless a tool is taken out).
-        let request = match std::str::from_utf8(&body)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Obj::parse(t).map_err(|e| e.to_string()))
-        {
+        let request = match Obj::parse_bytes(&body) {
             Ok(obj) => obj,
             Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => {
                 return refuse(vendor, Fault::BadRequest, "the request body is not a JSON object");
@@ -349,10 +346,7 @@ impl Gateway {
         };
         // A body the gateway cannot read could hold a call it never saw (an SDK's parser
         // may accept what serde_json refuses, such as Python's `NaN`): it is not passed on.
-        let obj = match std::str::from_utf8(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Obj::parse(t).map_err(|e| e.to_string()))
-        {
+        let obj = match Obj::parse_bytes(&bytes) {
             Ok(obj) => obj,
             Err(e) => {
                 return refuse(

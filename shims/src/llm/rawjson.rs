@@ -66,6 +66,13 @@ impl Obj {
         serde_json::from_str(text)
     }
 
+    /// Parses a body as one JSON object; the error says why it is not one (not UTF-8, or
+    /// not such JSON).
+    pub fn parse_bytes(body: &[u8]) -> Result<Obj, String> {
+        let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        Obj::parse(text).map_err(|e| e.to_string())
+    }
+
     /// Parses a raw member value as an object.
     pub fn of(raw: &RawValue) -> Result<Obj, serde_json::Error> {
         Obj::parse(raw.get())
