@@ -2,7 +2,7 @@
 //! measure it over its real Unix socket (`shim-bench`): started on a config, stopped (with
 //! its final checkpoint) on [`Background::stop`] or when dropped.
 //!
-//! The daemon gets its own multi-threaded runtime, as it would in its own process, so the
+//! The daemon gets its own runtime ([`ledgerd::runtime_builder`]), as in its own process, so the
 //! program measuring it cannot starve it by blocking its own threads.
 
 use std::thread::JoinHandle;
@@ -28,8 +28,7 @@ impl Background {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("ledgerd".into()).spawn(move || {
             // Named, so that a benchmark can tell the daemon's threads from its own.
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().thread_name("ledgerd-rt").enable_all().build()?;
+            let rt = ledgerd::runtime_builder().thread_name("ledgerd-rt").build()?;
             rt.block_on(ledgerd::run(
                 config,
                 async {

@@ -98,6 +98,20 @@ impl std::fmt::Display for Ready {
     }
 }
 
+/// The runtime [`run`] is meant to run on: multi-threaded, with one worker thread fewer
+/// than the machine has cores (at least one). The writer thread spends every commit in a
+/// `write`, an `fdatasync` and the commit's projection; with a core of its own it never
+/// waits for a worker to be descheduled, and with fewer workers a request is not handed
+/// from one worker to another, each hop a futex wake and two context switches (measured
+/// on 2 cores with `ledger-bench --only-unary 1`, before appends could commit on their
+/// caller's thread: p50 ack 329 → 285 µs, daemon CPU per append 187 → 154 µs).
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(cores.saturating_sub(1).max(1)).enable_all();
+    builder
+}
+
 /// Runs the daemon until `shutdown` resolves. `on_ready` is called once the socket
 /// accepts connections.
 pub async fn run(

@@ -29,7 +29,7 @@ pub mod rotate;
 pub mod socket_path;
 
 pub use config::Config;
-pub use daemon::{Ready, run};
+pub use daemon::{Ready, run, runtime_builder};
 
 /// The allocator of every program that runs the daemon (the `ledgerd` binary, and the
 /// benchmarks and tests that embed it, so that they measure what it runs): mimalloc.

@@ -99,7 +99,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = ledgerd::runtime_builder().build()?;
     runtime.block_on(async {
         // Installed before anything else happens: a SIGTERM that arrives as soon as the
         // ready line is out must start a clean shutdown, not kill the process outright.

@@ -93,31 +93,58 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn unary(socket: &Path, writers: usize, seconds: f64) -> anyhow::Result<Sample> {
-    let mut tasks = Vec::new();
+/// What each unary caller does, over and over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// `Append` one entry (durable before it returns).
+    Append,
+    /// `GetHead`: a round trip through the same socket, gRPC stack and role check that
+    /// touches no storage; the floor under any unary append's latency.
+    Head,
+}
+
+/// `writers` unary callers, each on its own thread with a current-thread runtime and its
+/// own connection, as each shim process (`ledgerctl append`, the Claude Code hook, the
+/// MCP proxy) runs. Returns the sample and the CPU time the callers' threads used.
+fn unary(socket: &Path, writers: usize, seconds: f64, call: Call) -> anyhow::Result<(Sample, Duration)> {
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
+    let mut threads = Vec::new();
     for w in 0..writers {
-        let mut client = Client::connect(socket).await?;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = w as u64 * 1_000_000_000;
-            while Instant::now() < until {
-                let t = Instant::now();
-                client.append(entry(i)).await?;
-                lat.push(t.elapsed());
-                i += 1;
-            }
-            anyhow::Ok(lat)
-        }));
+        let socket = socket.to_path_buf();
+        threads.push(std::thread::Builder::new().name(CLIENT_THREADS.into()).spawn(
+            move || -> anyhow::Result<(Vec<Duration>, Duration)> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let lat = rt.block_on(async {
+                    let mut client = Client::connect(&socket).await?;
+                    let mut lat = Vec::new();
+                    let mut i = w as u64 * 1_000_000_000;
+                    while Instant::now() < until {
+                        let t = Instant::now();
+                        match call {
+                            Call::Append => drop(client.append(entry(i)).await?),
+                            Call::Head => drop(client.head().await?),
+                        }
+                        lat.push(t.elapsed());
+                        i += 1;
+                    }
+                    anyhow::Ok(lat)
+                })?;
+                Ok((lat, thread_cpu_time()))
+            },
+        )?);
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
+    let (mut all, mut cpu) = (Vec::new(), Duration::ZERO);
+    for t in threads {
+        let (lat, used) = t.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))??;
+        all.extend(lat);
+        cpu += used;
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
-    Ok(Sample { rate: all.len() as f64 / elapsed, p50: percentile(&all, 0.5), p99: percentile(&all, 0.99) })
+    let sample =
+        Sample { rate: all.len() as f64 / elapsed, p50: percentile(&all, 0.5), p99: percentile(&all, 0.99) };
+    Ok((sample, cpu))
 }
 
 async fn stream(socket: &Path, n: u64) -> anyhow::Result<Sample> {
@@ -147,11 +174,7 @@ fn disk_limit(dir: &Path, batch: usize, seconds: f64, pre_zeroed: bool) -> anyho
         file.sync_all()?;
     }
     let record = [0x5au8; 256];
-    let thread_cpu = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
-    };
-    let cpu_before = thread_cpu();
+    let cpu_before = thread_cpu_time();
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
     let (mut n, mut at) = (0u64, 0u64);
@@ -168,7 +191,7 @@ fn disk_limit(dir: &Path, batch: usize, seconds: f64, pre_zeroed: bool) -> anyho
         n += batch as u64;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let cpu_per_sync = (thread_cpu() - cpu_before) / (n / batch as u64).max(1) as u32;
+    let cpu_per_sync = (thread_cpu_time() - cpu_before) / (n / batch as u64).max(1) as u32;
     std::fs::remove_file(&path)?;
     Ok((rate, cpu_per_sync))
 }
@@ -264,18 +287,22 @@ fn run_once(
     ledgerd::scoring::commit_sizes::reset();
     let cpu = cpu_time();
     let client_cpu = client_cpu_time();
-    let (s, appends) = match scenario {
-        Scenario::Unary(writers) => {
-            let s = rt.block_on(unary(&daemon.socket, writers, args.seconds))?;
+    let (s, appends, writers_cpu) = match scenario {
+        Scenario::Unary(writers) | Scenario::Head(writers) => {
+            let call = if matches!(scenario, Scenario::Head(_)) { Call::Head } else { Call::Append };
+            let (s, writers_cpu) = unary(&daemon.socket, writers, args.seconds, call)?;
             let appends = s.rate * args.seconds;
-            (s, appends)
+            (s, appends, writers_cpu)
         }
-        Scenario::Stream => {
-            (rt.block_on(stream(&daemon.socket, args.stream_entries))?, args.stream_entries as f64)
-        }
+        Scenario::Stream => (
+            rt.block_on(stream(&daemon.socket, args.stream_entries))?,
+            args.stream_entries as f64,
+            Duration::ZERO,
+        ),
     };
     let cpu = cpu_time().saturating_sub(cpu);
-    let daemon_cpu = cpu.saturating_sub(client_cpu_time().saturating_sub(client_cpu));
+    let daemon_cpu =
+        cpu.saturating_sub(client_cpu_time().saturating_sub(client_cpu)).saturating_sub(writers_cpu);
     figures.add(s, cpu, appends);
     figures.daemon_cpu_per_append.push(daemon_cpu.div_f64(appends.max(1.0)));
     figures.median_batch.push(ledgerd::scoring::commit_sizes::median().1);
@@ -285,21 +312,34 @@ fn run_once(
 #[derive(Clone, Copy)]
 enum Scenario {
     Unary(usize),
+    /// `GetHead` round trips (see [`Call::Head`]) from this many callers.
+    Head(usize),
     Stream,
 }
 
 /// CPU time this process has used (the daemon's threads and the benchmark's clients).
 fn cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    clock(rustix::time::ClockId::ProcessCPUTime)
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    clock(rustix::time::ClockId::ThreadCPUTime)
+}
+
+fn clock(id: rustix::time::ClockId) -> Duration {
+    let t = rustix::time::clock_gettime(id);
     Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
-/// The name of the benchmark's own client threads (see `main`).
+/// The name of the benchmark's own client threads: the unary writers' and those of the
+/// runtime the stream and the setup run on (see `main`).
 const CLIENT_THREADS: &str = "bench-client";
 
 /// CPU time of the benchmark's side: its client runtime's threads and the main thread
 /// (from `/proc/self/task/*/stat`, in clock ticks of 10 ms). The daemon's share is
-/// [`cpu_time`] minus this: its threads come and go, the clients' live all along.
+/// [`cpu_time`] minus this: its threads come and go, the runtime's live all along (the
+/// unary writers' threads end within a run and count their own CPU time).
 fn client_cpu_time() -> Duration {
     let me = std::process::id().to_string();
     let mut ticks = 0u64;
@@ -442,6 +482,9 @@ fn main() -> anyhow::Result<()> {
     // runs with it on, so that both see the same background load.
     let mut off_64 = Figures::default();
     let (mut p50_1, mut cpu_1, mut daemon_cpu_1) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    // The 1-writer runs are interleaved with `GetHead` round trips from one caller: the
+    // latency of the same socket, gRPC stack and role check without the append.
+    let mut head_1 = Figures::default();
     let mut batch_64 = 1usize;
     let all_writers = [1usize, 16, 64];
     let only = args.only_unary.map(|w| [w]);
@@ -449,6 +492,9 @@ fn main() -> anyhow::Result<()> {
         let mut figures = Figures::default();
         for _ in 0..args.runs {
             blob_files += run_once(&args, &rt, Scoring::On, &mut figures, Scenario::Unary(writers))?;
+            if writers == 1 {
+                blob_files += run_once(&args, &rt, Scoring::On, &mut head_1, Scenario::Head(1))?;
+            }
             if writers == 64 {
                 blob_files += run_once(&args, &rt, Scoring::Off, &mut off_64, Scenario::Unary(64))?;
             }
@@ -467,11 +513,26 @@ fn main() -> anyhow::Result<()> {
         let rate = print_line(&name, figures, true, fsync_1, fsync_batch);
         results.push((writers, rate));
     }
+    let floor = (!head_1.p50.is_empty()).then(|| median_dur(head_1.p50.clone()));
+    if floor.is_some() {
+        print_line("GetHead round trips, 1 caller", head_1, true, fsync_1, fsync_1);
+    }
+    // What no unary append can beat on this stack: one round trip plus one sync.
+    let floor_line = |floor: Duration| {
+        format!(
+            "a GetHead round trip ({floor:.3?}) + one fdatasync = {:.3?} = {:.2}x one fdatasync",
+            floor + fsync_latency,
+            (floor + fsync_latency).as_secs_f64() / fsync_latency.as_secs_f64()
+        )
+    };
     if args.only_unary.is_some() {
         println!(
             "  p50 vs one fdatasync: {:.2}x; daemon CPU per append {daemon_cpu_1:.1?}",
             p50_1.as_secs_f64() / fsync_latency.as_secs_f64()
         );
+        if let Some(floor) = floor {
+            println!("  the floor: {}", floor_line(floor));
+        }
         return Ok(());
     }
     let fsync_64 = measure_disk(batch_64, &mut disk)?;
@@ -550,6 +611,9 @@ fn main() -> anyhow::Result<()> {
         met(p50_1.as_secs_f64() <= 1.5 * fsync_latency.as_secs_f64()),
         p50_1.as_secs_f64() / fsync_latency.as_secs_f64()
     );
+    if let Some(floor) = floor {
+        println!("    the floor under it: {}", floor_line(floor));
+    }
     println!(
         "  1 writer CPU per append <= 150 us: {} (daemon {daemon_cpu_1:.1?}, of which the raw write + fdatasync of one record costs {sync_cpu:.1?} on its own; with the client {cpu_1:.1?})",
         met(daemon_cpu_1 <= Duration::from_micros(150))

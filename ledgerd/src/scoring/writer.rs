@@ -1,17 +1,30 @@
-//! The group-commit writer: one OS thread that owns the [`Log`] and turns whatever
-//! appends are waiting into a single durable batch.
+//! The group-commit writer: one OS thread that turns whatever appends are waiting into a
+//! single durable batch, and the one lock ([`Core`]) that makes every commit the only one.
 //!
 //! Callers send [`Command`]s over a bounded channel (so under overload they wait: that
 //! is the backpressure) and get their answer on a oneshot channel once the batch holding
 //! their entries is on disk. While one batch is being synced, the next one gathers in the
 //! channel, so batches grow with load and the sync cost is shared.
 //!
+//! A unary append that finds nothing else in flight (no other append, nothing queued,
+//! no commit under way) while the disk syncs fast ([`HERE_WHILE_SYNC_UNDER`]) commits on
+//! its caller's thread instead ([`WriterHandle::append`]):
+//! with one writer there is nothing to share a sync with, and the two hand-offs to and from
+//! the writer thread (each a wake-up of an idle thread, on another core) were a third of
+//! its latency. It takes the same lock and runs the same [`Core::commit`], so there is
+//! still one commit at a time, in one order, on one path to disk; what it blocks is one
+//! runtime worker for one write and `fdatasync`, while every other caller would be
+//! waiting for that commit anyway. What is derived from such a commit (its tree hashes
+//! and indexes, [`Core::finish`]) is written before its answer goes out; the writer
+//! thread writes it right after its answers.
+//!
 //! If a write or sync fails, what is on disk is unknown: the writer answers that batch
 //! with the error, stops, and every later call fails with [`WriterError::Stopped`]. The
 //! error is published ([`WriterHandle::failure`]): `Status` reports it and the daemon
 //! exits non-zero soon after, so that it is restarted once the disk is fixed.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread;
 
 use ledger_proto::merkle::Hash;
@@ -21,13 +34,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::merkle::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
 use crate::scoring::commit::Scoring;
-use crate::scoring::watch::Feed;
+use crate::scoring::watch::{Committed, Feed};
 use crate::storage::store::StoreError;
 
 /// Most entries in one group commit.
 pub const MAX_BATCH_ENTRIES: usize = 8192;
 /// Commands that may wait in the queue before callers block.
 pub const QUEUE_DEPTH: usize = 1024;
+/// A lone append commits on its caller's thread only while the last commit's write and
+/// sync took less than this: a slow disk's sync would hold that runtime worker (and what
+/// else it serves) for its whole length, and next to it the hand-offs cost little.
+pub const HERE_WHILE_SYNC_UNDER: std::time::Duration = std::time::Duration::from_micros(1000);
 
 /// The tree as of the last durable commit, published to readers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +68,10 @@ pub enum WriterError {
 
 /// Where the writer answers an append.
 type AckSender = oneshot::Sender<Result<Vec<Ack>, WriterError>>;
+/// Where the writer answers a checkpoint.
+type CheckpointSender = oneshot::Sender<Result<SignedCheckpoint, WriterError>>;
+/// An admin entry, its compiled policy, and where it is answered.
+type AdminCommand = (Box<pb::Entry>, Option<Arc<Policy>>, oneshot::Sender<Result<pb::Entry, WriterError>>);
 
 /// A request to the writer.
 pub enum Command {
@@ -69,7 +90,7 @@ pub enum Command {
     /// Finish what is queued before this, then end the thread (answered once it has).
     Stop { reply: oneshot::Sender<()> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
-    Checkpoint { force: bool, reply: oneshot::Sender<Result<SignedCheckpoint, WriterError>> },
+    Checkpoint { force: bool, reply: CheckpointSender },
 }
 
 /// The sending side, shared by every connection.
@@ -81,14 +102,82 @@ pub struct WriterHandle {
     /// commit's tree hashes and indexes after answering (see [`WriterHandle::readable`]).
     acked: watch::Receiver<u64>,
     failure: watch::Receiver<Option<String>>,
+    shared: Arc<Shared>,
+}
+
+/// What the writer thread and the callers that commit on their own thread share.
+struct Shared {
+    /// Whoever holds it commits; `Err` once the writer stopped or failed.
+    core: Mutex<Result<Core, Ended>>,
+    /// Unary appends under way, through either path: only one that is alone commits on
+    /// its own thread, so that concurrent appends still gather into group commits.
+    appending: AtomicUsize,
+    /// Commits made on a caller's thread so far ([`WriterHandle::commits_here`]).
+    here: AtomicU64,
+    /// How long the last commit's write and sync took, in nanoseconds (see
+    /// [`HERE_WHILE_SYNC_UNDER`]); written by [`Core::commit`].
+    last_sync_nanos: Arc<AtomicU64>,
+    /// [`HERE_WHILE_SYNC_UNDER`], in nanoseconds (tests change it).
+    here_while_sync_under: u64,
+}
+
+/// Why there is no [`Core`] any more.
+enum Ended {
+    /// A write, sync or derived write failed: what is on disk is unknown until a restart.
+    Failed(LogError),
+    /// The writer thread ended (a stop, or every handle dropped), or took the error.
+    Stopped,
 }
 
 impl WriterHandle {
-    /// Appends entries and waits until they are durable.
+    /// Appends entries and waits until they are durable: on this thread when nothing
+    /// else is in flight (see the module docs), otherwise as part of the writer thread's
+    /// next group commit.
     pub async fn append(&self, entries: Vec<pb::Entry>) -> Result<Vec<Ack>, WriterError> {
+        let _appending = Appending::enter(&self.shared);
+        let entries = match self.commit_here(entries) {
+            Ok(answer) => return answer,
+            Err(entries) => entries,
+        };
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Append { entries, reply }).await.map_err(|_| WriterError::Stopped)?;
         rx.await.map_err(|_| WriterError::Stopped)?
+    }
+
+    /// Commits `entries` on this thread if this is the only append in flight, nothing is
+    /// queued and no commit is under way; gives them back otherwise.
+    fn commit_here(&self, entries: Vec<pb::Entry>) -> Result<Result<Vec<Ack>, WriterError>, Vec<pb::Entry>> {
+        // The `after-ack` crash point sits between the writer thread's answer and what it
+        // derives from a commit; on this path the answer goes out after both.
+        if self.shared.appending.load(Ordering::Acquire) != 1
+            || self.tx.capacity() != self.tx.max_capacity()
+            || self.shared.last_sync_nanos.load(Ordering::Relaxed) >= self.shared.here_while_sync_under
+            || crate::storage::failpoint::armed("after-ack")
+        {
+            return Err(entries);
+        }
+        let mut slot = match self.shared.core.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::WouldBlock) => return Err(entries),
+            Err(TryLockError::Poisoned(_)) => return Ok(Err(WriterError::Stopped)),
+        };
+        let Ok(core) = slot.as_mut() else { return Ok(Err(WriterError::Stopped)) };
+        let (reply, mut rx) = oneshot::channel();
+        self.shared.here.fetch_add(1, Ordering::Relaxed);
+        // What is derived from the commit is written before the answer goes out: handing
+        // it to the writer thread cost more (its wake-up) than writing it here.
+        if let Err(e) = core.commit(vec![entries], vec![reply]).and_then(|()| core.finish()) {
+            core.published.failed(&e);
+            *slot = Err(Ended::Failed(e));
+        }
+        drop(slot);
+        Ok(rx.try_recv().unwrap_or(Err(WriterError::Stopped)))
+    }
+
+    /// How many commits were made on their caller's thread rather than the writer
+    /// thread's, since the start.
+    pub fn commits_here(&self) -> u64 {
+        self.shared.here.load(Ordering::Relaxed)
     }
 
     /// Queues entries without waiting for them to be durable; the returned receiver
@@ -162,6 +251,22 @@ impl WriterHandle {
     }
 }
 
+/// Counts one unary append in [`Shared::appending`] while it lives.
+struct Appending<'a>(&'a Shared);
+
+impl<'a> Appending<'a> {
+    fn enter(shared: &'a Shared) -> Appending<'a> {
+        shared.appending.fetch_add(1, Ordering::AcqRel);
+        Appending(shared)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.appending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Starts the writer thread. It runs until [`WriterHandle::stop`] (or until every handle
 /// is dropped), and returns the log when it ends (or the error that stopped it).
 ///
@@ -172,35 +277,58 @@ pub fn spawn(
     scoring: Scoring,
     feed: Feed,
 ) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
+    spawn_with(log, scoring, feed, HERE_WHILE_SYNC_UNDER)
+}
+
+/// [`spawn`], with lone appends committing on their callers' threads only while the last
+/// sync took less than `here_while_sync_under`.
+fn spawn_with(
+    log: Log,
+    scoring: Scoring,
+    feed: Feed,
+    here_while_sync_under: std::time::Duration,
+) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let (head_tx, head) = watch::channel(Head { size: log.size(), root: log.root() });
     let (acked_tx, acked) = watch::channel(log.size());
     let (failure_tx, failure) = watch::channel(None);
+    let published = Published { head: head_tx, acked: acked_tx, failure: failure_tx };
+    let last_sync_nanos = Arc::new(AtomicU64::new(0));
+    let core =
+        Core { log, scoring, feed, published, unfinished: None, last_sync_nanos: last_sync_nanos.clone() };
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Ok(core)),
+        appending: AtomicUsize::new(0),
+        here: AtomicU64::new(0),
+        last_sync_nanos,
+        here_while_sync_under: here_while_sync_under.as_nanos().try_into().unwrap_or(u64::MAX),
+    });
+    let thread_shared = shared.clone();
     let join = thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || {
-            let ended = run(log, rx, Published { head: head_tx, acked: acked_tx }, scoring, feed);
-            if let Err(e) = &ended {
-                tracing::error!(error = %e, "the writer stopped after a storage error; no entry can be appended until ledgerd is restarted");
-                let _ = failure_tx.send(Some(e.to_string()));
-            }
-            ended
-        })
+        .spawn(move || run(&thread_shared, rx))
         .map_err(|e| e.to_string());
     let join = match join {
         Ok(j) => j,
         // Without a writer thread nothing can be written; fail every call clearly.
-        Err(e) => thread::spawn(move || {
-            Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
-        }),
+        Err(e) => {
+            if let Ok(mut slot) = shared.core.lock() {
+                *slot = Err(Ended::Stopped);
+            }
+            thread::spawn(move || {
+                Err(LogError::Store(StoreError::Encode(format!("cannot start the writer thread: {e}"))))
+            })
+        }
     };
-    (WriterHandle { tx, head, acked, failure }, join)
+    (WriterHandle { tx, head, acked, failure, shared }, join)
 }
 
-/// What the writer publishes after commits: the readable head and the acknowledged size.
+/// What the writer publishes after commits: the readable head and the acknowledged size,
+/// and the error that stopped it.
 struct Published {
     head: watch::Sender<Head>,
     acked: watch::Sender<u64>,
+    failure: watch::Sender<Option<String>>,
 }
 
 impl Published {
@@ -214,6 +342,109 @@ impl Published {
         self.acked.send_replace(log.size());
         self.head.send_replace(Head { size: log.size(), root: log.root() });
     }
+
+    /// A write or sync failed: no entry can be appended until ledgerd is restarted.
+    fn failed(&self, e: &LogError) {
+        tracing::error!(error = %e, "the writer stopped after a storage error; no entry can be appended until ledgerd is restarted");
+        self.failure.send_replace(Some(e.to_string()));
+    }
+}
+
+/// Everything a commit changes, behind [`Shared::core`]: whoever holds the lock is the one
+/// writer, the writer thread or a caller committing on its own thread.
+struct Core {
+    log: Log,
+    scoring: Scoring,
+    feed: Feed,
+    published: Published,
+    /// The last commit was answered but what is derived from it is not written yet;
+    /// holds the copies of its entries for the feed. See [`Core::finish`].
+    unfinished: Option<Option<Vec<Committed>>>,
+    /// [`Shared::last_sync_nanos`].
+    last_sync_nanos: Arc<AtomicU64>,
+}
+
+impl Core {
+    /// One group commit of `groups` (one per caller, answered through `waiting` in the
+    /// same order): scored with one receive time, made durable with one write and one
+    /// `fdatasync`, answered, then what is derived from it is written and the head moves.
+    /// A batch too large to store is refused and the writer goes on; any other error
+    /// leaves what is on disk unknown: every caller is answered with it and it is
+    /// returned, and the writer stops.
+    fn commit(&mut self, mut groups: Vec<Vec<pb::Entry>>, waiting: Vec<AckSender>) -> Result<(), LogError> {
+        if let Err(e) = self.finish() {
+            let failed = WriterError::Failed(e.to_string());
+            for reply in waiting {
+                let _ = reply.send(Err(failed.clone()));
+            }
+            return Err(e);
+        }
+        let Core { log, scoring, feed, published, unfinished, last_sync_nanos } = self;
+        let queued = groups.iter().map(Vec::len).sum();
+        // The one time the log stamps on this commit (it never goes back), so the
+        // scorer sees exactly the stored time.
+        let time = now_nanos().max(log.last_time());
+        scoring.score(groups.iter_mut().flatten(), time);
+        let committed = feed.capture(groups.iter().flatten(), log.size(), time);
+        crate::scoring::commit_sizes::record(queued);
+        let started = std::time::Instant::now();
+        let result = log.commit(groups, time);
+        last_sync_nanos.store(started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+        match result {
+            Ok(acks) => {
+                // Durable: answered now. The tree hashes and indexes derived from the
+                // entries are written after the answers (`finish`), and only then does
+                // the head move; reads for a caller wait for it (`WriterHandle::readable`).
+                published.acked(log);
+                for (group, reply) in acks.into_iter().zip(waiting) {
+                    let _ = reply.send(Ok(group));
+                }
+                *unfinished = Some(committed);
+                Ok(())
+            }
+            Err(LogError::Store(StoreError::TooLarge { size })) => {
+                // Nothing was written: refuse the batch and go on, with baselines
+                // that never learned it.
+                resync(scoring, log)?;
+                let msg = StoreError::TooLarge { size }.to_string();
+                for reply in waiting {
+                    let _ = reply.send(Err(WriterError::Rejected(msg.clone())));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed; the writer stops");
+                let failed = WriterError::Failed(e.to_string());
+                for reply in waiting {
+                    let _ = reply.send(Err(failed.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes what is derived from the last commit, if that is not done yet: its tree
+    /// hashes and indexes (`Log::project`); then the head moves, its entries go out on the
+    /// feed, and the next segment file is prepared when the newest is full. Every
+    /// commit's is written before the next commit starts.
+    fn finish(&mut self) -> Result<(), LogError> {
+        let Some(committed) = self.unfinished.take() else { return Ok(()) };
+        failpoint_after_ack();
+        if let Err(e) = self.log.project() {
+            tracing::error!(error = %e, "writing the tree hashes and indexes of a durable commit failed; the writer stops");
+            return Err(e);
+        }
+        self.published.readable(&self.log);
+        self.feed.publish(committed);
+        self.after_ack()
+    }
+
+    /// Work that follows the answers and must not delay them (the next segment file).
+    fn after_ack(&mut self) -> Result<(), LogError> {
+        self.log.after_ack().inspect_err(|e| {
+            tracing::error!(error = %e, "preparing the next segment file failed; the writer stops");
+        })
+    }
 }
 
 /// Test-only crash point `after-ack` (see `storage::failpoint`): the commit's callers
@@ -226,162 +457,185 @@ fn failpoint_after_ack() {
     }
 }
 
-fn run(
-    mut log: Log,
-    mut rx: mpsc::Receiver<Command>,
-    head: Published,
-    mut scoring: Scoring,
-    feed: Feed,
-) -> Result<Log, LogError> {
-    let mut stopping: Option<oneshot::Sender<()>> = None;
-    while let Some(first) = rx.blocking_recv() {
-        let mut groups = Vec::new();
-        let mut waiting: Vec<AckSender> = Vec::new();
-        let mut checkpoints = Vec::new();
-        let mut admins = Vec::new();
-        let mut queued = 0;
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Append { entries, reply } => {
-                    queued += entries.len();
-                    groups.push(entries);
-                    waiting.push(reply);
+/// The writer thread: takes what is queued as one group commit at a time, under the
+/// lock. Returns the log once stopped, or the error that stopped it.
+fn run(shared: &Shared, mut rx: mpsc::Receiver<Command>) -> Result<Log, LogError> {
+    let ended = loop {
+        let Some(first) = rx.blocking_recv() else { break Ended::Stopped };
+        let mut slot = match shared.core.lock() {
+            Ok(slot) => slot,
+            // A commit panicked half-way: what is on disk is unknown.
+            Err(poisoned) => {
+                let e = LogError::Projection(
+                    "a commit panicked half-way; restart ledgerd so that it recovers from what was synced"
+                        .into(),
+                );
+                let mut slot = poisoned.into_inner();
+                if let Ok(core) = slot.as_ref() {
+                    core.published.failed(&e);
                 }
-                Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
-                Command::Admin { entry, policy, reply } => admins.push((entry, policy, reply)),
-                Command::Stop { reply } => {
-                    stopping = Some(reply);
-                    break;
-                }
+                *slot = Err(Ended::Stopped);
+                refuse(first);
+                break Ended::Failed(e);
             }
-            if queued < MAX_BATCH_ENTRIES {
-                next = rx.try_recv().ok();
+        };
+        let core = match slot.as_mut() {
+            Ok(core) => core,
+            // A caller's own commit failed (or the writer was stopped): end here.
+            Err(_) => {
+                refuse(first);
+                break std::mem::replace(&mut *slot, Err(Ended::Stopped)).err().unwrap_or(Ended::Stopped);
+            }
+        };
+        match serve(core, first, &mut rx) {
+            Ok(Served::More) => {}
+            Ok(Served::Stop(reply)) => {
+                // Whatever arrives after the stop is refused: the receiver goes with `rx`.
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    refuse(cmd);
+                }
+                // So the next start need not replay the whole log into the baselines.
+                if let Err(e) = core.scoring.save(core.log.store(), core.log.size(), &core.log.root()) {
+                    tracing::warn!(error = %e, "cannot save the scorer's baselines; the next start replays the whole log");
+                }
+                let _ = reply.send(());
+                let Ok(core) = std::mem::replace(&mut *slot, Err(Ended::Stopped)) else {
+                    break Ended::Stopped;
+                };
+                return Ok(core.log);
+            }
+            Err(e) => {
+                core.published.failed(&e);
+                *slot = Err(Ended::Stopped);
+                break Ended::Failed(e);
             }
         }
+    };
+    // Later calls fail with `Stopped`: the receiver goes with `rx`.
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        refuse(cmd);
+    }
+    if let Ok(mut slot) = shared.core.lock()
+        && let Ok(mut core) = std::mem::replace(&mut *slot, Err(Ended::Stopped))
+    {
+        // Every handle is gone: what a caller committed last is still written.
+        core.finish()?;
+        return Ok(core.log);
+    }
+    match ended {
+        Ended::Failed(e) => Err(e),
+        Ended::Stopped => Err(LogError::Projection("the writer stopped".into())),
+    }
+}
 
-        if !groups.is_empty() {
-            // The one time the log stamps on this commit (it never goes back), so the
-            // scorer sees exactly the stored time.
-            let time = now_nanos().max(log.last_time());
-            scoring.score(groups.iter_mut().flatten(), time);
-            let committed = feed.capture(groups.iter().flatten(), log.size(), time);
-            crate::scoring::commit_sizes::record(queued);
-            match log.commit(groups, time) {
-                Ok(acks) => {
-                    // Durable: answered now. The tree hashes and indexes derived from the
-                    // entries are written after the answers, and only then does the head
-                    // move; reads for a caller wait for it (`WriterHandle::readable`).
-                    head.acked(&log);
-                    for (group, reply) in acks.into_iter().zip(waiting) {
-                        let _ = reply.send(Ok(group));
-                    }
-                    failpoint_after_ack();
-                    if let Err(e) = log.project() {
-                        tracing::error!(error = %e, "writing the tree hashes and indexes of a durable commit failed; the writer stops");
-                        let failed = WriterError::Failed(e.to_string());
-                        for (_, reply) in checkpoints {
-                            let _ = reply.send(Err(failed.clone()));
-                        }
-                        for (_, _, reply) in admins {
-                            let _ = reply.send(Err(failed.clone()));
-                        }
-                        return Err(e);
-                    }
-                    head.readable(&log);
-                    feed.publish(committed);
-                }
-                Err(LogError::Store(StoreError::TooLarge { size })) => {
-                    // Nothing was written: refuse the batch and go on, with baselines
-                    // that never learned it.
-                    resync(&mut scoring, &log)?;
-                    let msg = StoreError::TooLarge { size }.to_string();
-                    for reply in waiting {
-                        let _ = reply.send(Err(WriterError::Rejected(msg.clone())));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "append failed; the writer stops");
-                    let failed = WriterError::Failed(e.to_string());
-                    for reply in waiting {
-                        let _ = reply.send(Err(failed.clone()));
-                    }
-                    for (_, reply) in checkpoints {
-                        let _ = reply.send(Err(failed.clone()));
-                    }
-                    return Err(e);
-                }
+/// What [`serve`] leaves the writer thread to do.
+enum Served {
+    /// Wait for more.
+    More,
+    /// Stop, answering here once stopped.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Serves `first` and whatever is queued behind it (up to [`MAX_BATCH_ENTRIES`] entries)
+/// as one group commit, then the admin entries and checkpoints among them. An error
+/// stops the writer: every caller still waiting has been answered with it.
+fn serve(core: &mut Core, first: Command, rx: &mut mpsc::Receiver<Command>) -> Result<Served, LogError> {
+    let mut stopping: Option<oneshot::Sender<()>> = None;
+    let mut groups = Vec::new();
+    let mut waiting: Vec<AckSender> = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut admins = Vec::new();
+    let mut queued = 0;
+    let mut next = Some(first);
+    while let Some(cmd) = next.take() {
+        match cmd {
+            Command::Append { entries, reply } => {
+                queued += entries.len();
+                groups.push(entries);
+                waiting.push(reply);
+            }
+            Command::Checkpoint { force, reply } => checkpoints.push((force, reply)),
+            Command::Admin { entry, policy, reply } => admins.push((entry, policy, reply)),
+            Command::Stop { reply } => {
+                stopping = Some(reply);
+                break;
             }
         }
-        for (entry, policy, reply) in admins {
-            let mut entry = *entry;
-            if let Err(refused) = log.state().prepare(&mut entry) {
-                let _ = reply.send(Err(WriterError::Rejected(refused.0)));
-                continue;
-            }
-            let time = now_nanos().max(log.last_time());
-            scoring.score([&mut entry], time);
-            let committed = feed.capture([&entry], log.size(), time);
-            log.offer_policy(policy);
-            let appended = log.append(vec![vec![entry.clone()]], time);
-            log.offer_policy(None);
-            match appended {
-                Ok(acks) => {
-                    head.readable(&log);
-                    feed.publish(committed);
-                    if let Some(ack) = acks.first().and_then(|g| g.first()) {
-                        entry.seq = ack.seq;
-                    }
-                    let committed = log.store().entry(entry.seq).ok().flatten().unwrap_or(entry);
-                    let _ = reply.send(Ok(committed));
-                }
-                Err(LogError::Store(StoreError::TooLarge { size })) => {
-                    resync(&mut scoring, &log)?;
-                    let _ = reply.send(Err(WriterError::Rejected(StoreError::TooLarge { size }.to_string())));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "admin append failed; the writer stops");
-                    let _ = reply.send(Err(WriterError::Failed(e.to_string())));
-                    return Err(e);
-                }
-            }
-        }
-        // After the answers: work that must not delay them (the next segment file).
-        if let Err(e) = log.after_ack() {
-            tracing::error!(error = %e, "preparing the next segment file failed; the writer stops");
-            let failed = WriterError::Failed(e.to_string());
-            for (_, reply) in checkpoints {
-                let _ = reply.send(Err(failed.clone()));
-            }
-            return Err(e);
-        }
-        for (force, reply) in checkpoints {
-            match log.sign_checkpoint(force, now_nanos()) {
-                Ok(cp) => {
-                    let _ = reply.send(Ok(cp));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "checkpoint failed; the writer stops");
-                    let _ = reply.send(Err(WriterError::Failed(e.to_string())));
-                    return Err(e);
-                }
-            }
-        }
-        if let Some(reply) = stopping.take() {
-            // Whatever arrives after the stop is refused: the receiver goes with `rx`.
-            rx.close();
-            while let Ok(cmd) = rx.try_recv() {
-                refuse(cmd);
-            }
-            // So the next start need not replay the whole log into the baselines.
-            if let Err(e) = scoring.save(log.store(), log.size(), &log.root()) {
-                tracing::warn!(error = %e, "cannot save the scorer's baselines; the next start replays the whole log");
-            }
-            let _ = reply.send(());
-            return Ok(log);
+        if queued < MAX_BATCH_ENTRIES {
+            next = rx.try_recv().ok();
         }
     }
-    Ok(log)
+    // Whoever waits for an answer after an error gets it.
+    let fail_rest = |e: &LogError, checkpoints: Vec<(bool, CheckpointSender)>, admins: Vec<AdminCommand>| {
+        let failed = WriterError::Failed(e.to_string());
+        for (_, reply) in checkpoints {
+            let _ = reply.send(Err(failed.clone()));
+        }
+        for (_, _, reply) in admins {
+            let _ = reply.send(Err(failed.clone()));
+        }
+    };
+
+    let committed = if groups.is_empty() { Ok(()) } else { core.commit(groups, waiting) };
+    if let Err(e) = committed.and_then(|()| core.finish()) {
+        fail_rest(&e, checkpoints, admins);
+        return Err(e);
+    }
+    let Core { log, scoring, feed, published, .. } = &mut *core;
+    let mut admins = admins.into_iter();
+    while let Some((entry, policy, reply)) = admins.next() {
+        let mut entry = *entry;
+        if let Err(refused) = log.state().prepare(&mut entry) {
+            let _ = reply.send(Err(WriterError::Rejected(refused.0)));
+            continue;
+        }
+        let time = now_nanos().max(log.last_time());
+        scoring.score([&mut entry], time);
+        let committed = feed.capture([&entry], log.size(), time);
+        log.offer_policy(policy);
+        let appended = log.append(vec![vec![entry.clone()]], time);
+        log.offer_policy(None);
+        match appended {
+            Ok(acks) => {
+                published.readable(log);
+                feed.publish(committed);
+                if let Some(ack) = acks.first().and_then(|g| g.first()) {
+                    entry.seq = ack.seq;
+                }
+                let committed = log.store().entry(entry.seq).ok().flatten().unwrap_or(entry);
+                let _ = reply.send(Ok(committed));
+            }
+            Err(LogError::Store(StoreError::TooLarge { size })) => {
+                resync(scoring, log)?;
+                let _ = reply.send(Err(WriterError::Rejected(StoreError::TooLarge { size }.to_string())));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin append failed; the writer stops");
+                let _ = reply.send(Err(WriterError::Failed(e.to_string())));
+                fail_rest(&e, checkpoints, admins.collect());
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = core.after_ack() {
+        fail_rest(&e, checkpoints, Vec::new());
+        return Err(e);
+    }
+    for (force, reply) in checkpoints {
+        match core.log.sign_checkpoint(force, now_nanos()) {
+            Ok(cp) => {
+                let _ = reply.send(Ok(cp));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed; the writer stops");
+                let _ = reply.send(Err(WriterError::Failed(e.to_string())));
+                return Err(e);
+            }
+        }
+    }
+    Ok(stopping.map_or(Served::More, Served::Stop))
 }
 
 /// Relearns the baselines from the log (the last snapshot and what follows it) after a
@@ -409,5 +663,97 @@ fn refuse(cmd: Command) {
         Command::Stop { reply } => {
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::merkle::Log;
+    use crate::scoring::scorer::ScorerConfig;
+    use crate::storage::store::Store;
+    use ledger_proto::note::NoteSigner;
+
+    fn entry(i: u64) -> pb::Entry {
+        pb::Entry {
+            kind: pb::Kind::Decision as i32,
+            agent: format!("agent-{}", i % 3),
+            tool: "t".into(),
+            decision: pb::Decision::Allow as i32,
+            reason: format!("{i}"),
+            ..Default::default()
+        }
+    }
+
+    /// A writer on `dir` whose lone appends commit on their callers' threads while the
+    /// last sync took less than `here_while_sync_under`.
+    fn start(
+        dir: &std::path::Path,
+        here_while_sync_under: std::time::Duration,
+    ) -> (WriterHandle, thread::JoinHandle<Result<Log, LogError>>) {
+        let store = Store::open(dir, 8 << 20).expect("open store");
+        let signer = NoteSigner::generate("test/writer").expect("key");
+        let (log, _) = Log::open(store, signer).expect("open log");
+        let scoring = Scoring::new(&ScorerConfig::default()).expect("scoring");
+        spawn_with(log, scoring, Feed::new(), here_while_sync_under)
+    }
+
+    /// A lone append commits on its caller's thread; appends that overlap go to the
+    /// writer thread and share its commits; either way seqs are consecutive, each caller
+    /// gets its own, and the log read back after a stop holds every entry once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lone_appends_commit_here_and_overlapping_ones_share_the_writer_threads_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // However slow this machine's disk is today.
+        let (writer, thread) = start(dir.path(), std::time::Duration::MAX);
+        for i in 0..20 {
+            let acks = writer.append(vec![entry(i)]).await.expect("append");
+            assert_eq!(acks.len(), 1);
+            assert_eq!(acks[0].seq, i, "seqs are consecutive");
+            assert_eq!(writer.readable().await.size, i + 1, "a caller reads its own entry");
+        }
+        assert_eq!(writer.commits_here(), 20, "one at a time, each commits on its own thread");
+
+        let mut tasks = Vec::new();
+        for t in 0..32u64 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    let acks = writer.append(vec![entry(1000 + t * 100 + i)]).await.expect("append");
+                    seqs.extend(acks.iter().map(|a| a.seq));
+                }
+                seqs
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.extend(t.await.expect("task"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (20..20 + 32 * 25).collect::<Vec<_>>(), "no gap, no seq given twice");
+        let here = writer.commits_here();
+        assert!(here < 20 + 32 * 25, "overlapping appends went to the writer thread ({here} here)");
+
+        writer.stop().await;
+        let log = thread.join().expect("writer thread").expect("clean stop");
+        assert_eq!(log.size(), 20 + 32 * 25);
+        assert!(matches!(writer.append(vec![entry(0)]).await, Err(WriterError::Stopped)));
+    }
+
+    /// While syncs are slow, a lone append goes to the writer thread like any other: a
+    /// runtime worker is never held for a slow disk's sync.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lone_appends_go_to_the_writer_thread_while_syncs_are_slow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Every sync counts as slow.
+        let (writer, thread) = start(dir.path(), std::time::Duration::ZERO);
+        for i in 0..10 {
+            let acks = writer.append(vec![entry(i)]).await.expect("append");
+            assert_eq!(acks[0].seq, i);
+        }
+        assert_eq!(writer.commits_here(), 0);
+        writer.stop().await;
+        assert_eq!(thread.join().expect("writer thread").expect("clean stop").size(), 10);
     }
 }

@@ -41,6 +41,12 @@ pub fn reached(name: &str) -> bool {
     matches!(point(), Some((point, n)) if point == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n)
 }
 
+/// Whether `name` is the configured point (hit or not yet): for paths that must take the
+/// one the point is on.
+pub fn armed(name: &str) -> bool {
+    matches!(point(), Some((point, _)) if point == name)
+}
+
 /// Stops the process as a power cut would (no unwinding, no destructors).
 pub fn abort(name: &str) -> ! {
     eprintln!("ledgerd: failpoint {name} reached: aborting");
