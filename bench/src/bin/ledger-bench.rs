@@ -103,43 +103,55 @@ enum Call {
     Head,
 }
 
-/// `writers` unary callers, each on its own thread with a current-thread runtime and its
-/// own connection, as each shim process (`ledgerctl append`, the Claude Code hook, the
-/// MCP proxy) runs. Returns the sample and the CPU time the callers' threads used.
-fn unary(socket: &Path, writers: usize, seconds: f64, call: Call) -> anyhow::Result<(Sample, Duration)> {
+/// `writers` unary callers, each with its own connection, calling one after another
+/// until `seconds` have passed. One caller runs on a thread of its own with a
+/// current-thread runtime, as a shim process does (`ledgerctl append`, the Claude Code
+/// hook, the MCP proxy); several run as tasks of one client process's multi-threaded
+/// runtime (`rt`, whose threads [`client_cpu_time`] counts), as many agents' calls through
+/// one gateway or proxy do. Returns the sample and the CPU time of a lone caller's thread
+/// (zero for several: theirs is in [`client_cpu_time`]).
+fn unary(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+    writers: usize,
+    seconds: f64,
+    call: Call,
+) -> anyhow::Result<(Sample, Duration)> {
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(seconds);
-    let mut threads = Vec::new();
-    for w in 0..writers {
+    let caller = move |w: usize, socket: std::path::PathBuf| async move {
+        let mut client = Client::connect(&socket).await?;
+        let mut lat = Vec::new();
+        let mut i = w as u64 * 1_000_000_000;
+        while Instant::now() < until {
+            let t = Instant::now();
+            match call {
+                Call::Append => drop(client.append(entry(i)).await?),
+                Call::Head => drop(client.head().await?),
+            }
+            lat.push(t.elapsed());
+            i += 1;
+        }
+        anyhow::Ok(lat)
+    };
+    let (mut all, cpu) = if writers == 1 {
         let socket = socket.to_path_buf();
-        threads.push(std::thread::Builder::new().name(CLIENT_THREADS.into()).spawn(
+        let thread = std::thread::Builder::new().name(CLIENT_THREADS.into()).spawn(
             move || -> anyhow::Result<(Vec<Duration>, Duration)> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let lat = rt.block_on(async {
-                    let mut client = Client::connect(&socket).await?;
-                    let mut lat = Vec::new();
-                    let mut i = w as u64 * 1_000_000_000;
-                    while Instant::now() < until {
-                        let t = Instant::now();
-                        match call {
-                            Call::Append => drop(client.append(entry(i)).await?),
-                            Call::Head => drop(client.head().await?),
-                        }
-                        lat.push(t.elapsed());
-                        i += 1;
-                    }
-                    anyhow::Ok(lat)
-                })?;
+                let lat = rt.block_on(caller(0, socket))?;
                 Ok((lat, thread_cpu_time()))
             },
-        )?);
-    }
-    let (mut all, mut cpu) = (Vec::new(), Duration::ZERO);
-    for t in threads {
-        let (lat, used) = t.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))??;
-        all.extend(lat);
-        cpu += used;
-    }
+        )?;
+        thread.join().map_err(|_| anyhow::anyhow!("the caller's thread panicked"))??
+    } else {
+        let tasks: Vec<_> = (0..writers).map(|w| rt.spawn(caller(w, socket.to_path_buf()))).collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(rt.block_on(t)??);
+        }
+        (all, Duration::ZERO)
+    };
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
     let sample =
@@ -290,7 +302,7 @@ fn run_once(
     let (s, appends, writers_cpu) = match scenario {
         Scenario::Unary(writers) | Scenario::Head(writers) => {
             let call = if matches!(scenario, Scenario::Head(_)) { Call::Head } else { Call::Append };
-            let (s, writers_cpu) = unary(&daemon.socket, writers, args.seconds, call)?;
+            let (s, writers_cpu) = unary(rt, &daemon.socket, writers, args.seconds, call)?;
             let appends = s.rate * args.seconds;
             (s, appends, writers_cpu)
         }
@@ -332,14 +344,14 @@ fn clock(id: rustix::time::ClockId) -> Duration {
     Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
-/// The name of the benchmark's own client threads: the unary writers' and those of the
-/// runtime the stream and the setup run on (see `main`).
+/// The name of the benchmark's own client threads: a lone unary caller's and those of the
+/// runtime the other callers, the stream and the setup run on (see `main`).
 const CLIENT_THREADS: &str = "bench-client";
 
 /// CPU time of the benchmark's side: its client runtime's threads and the main thread
 /// (from `/proc/self/task/*/stat`, in clock ticks of 10 ms). The daemon's share is
-/// [`cpu_time`] minus this: its threads come and go, the runtime's live all along (the
-/// unary writers' threads end within a run and count their own CPU time).
+/// [`cpu_time`] minus this: its threads come and go, the runtime's live all along (a
+/// lone unary caller's thread ends within a run and counts its own CPU time).
 fn client_cpu_time() -> Duration {
     let me = std::process::id().to_string();
     let mut ticks = 0u64;

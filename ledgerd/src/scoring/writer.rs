@@ -135,6 +135,13 @@ impl WriterHandle {
     /// next group commit.
     pub async fn append(&self, entries: Vec<pb::Entry>) -> Result<Vec<Ack>, WriterError> {
         let _appending = Appending::enter(&self.shared);
+        if self.may_commit_here() {
+            // Requests that arrived with this one may still be unread in their sockets
+            // (one runtime worker reads one request at a time): a yield lets the runtime
+            // poll its sockets and bring them this far, so that they are counted and
+            // this append does not commit alone ahead of them.
+            tokio::task::yield_now().await;
+        }
         let entries = match self.commit_here(entries) {
             Ok(answer) => return answer,
             Err(entries) => entries,
@@ -144,16 +151,22 @@ impl WriterHandle {
         rx.await.map_err(|_| WriterError::Stopped)?
     }
 
+    /// Whether an append may commit on its caller's thread, as far as can be told without
+    /// the lock: it is the only one under way, nothing is queued, and the last sync was
+    /// fast.
+    fn may_commit_here(&self) -> bool {
+        // The `after-ack` crash point sits between the writer thread's answer and what it
+        // derives from a commit; on this path the answer goes out after both.
+        self.shared.appending.load(Ordering::Acquire) == 1
+            && self.tx.capacity() == self.tx.max_capacity()
+            && self.shared.last_sync_nanos.load(Ordering::Relaxed) < self.shared.here_while_sync_under
+            && !crate::storage::failpoint::armed("after-ack")
+    }
+
     /// Commits `entries` on this thread if this is the only append in flight, nothing is
     /// queued and no commit is under way; gives them back otherwise.
     fn commit_here(&self, entries: Vec<pb::Entry>) -> Result<Result<Vec<Ack>, WriterError>, Vec<pb::Entry>> {
-        // The `after-ack` crash point sits between the writer thread's answer and what it
-        // derives from a commit; on this path the answer goes out after both.
-        if self.shared.appending.load(Ordering::Acquire) != 1
-            || self.tx.capacity() != self.tx.max_capacity()
-            || self.shared.last_sync_nanos.load(Ordering::Relaxed) >= self.shared.here_while_sync_under
-            || crate::storage::failpoint::armed("after-ack")
-        {
+        if !self.may_commit_here() {
             return Err(entries);
         }
         let mut slot = match self.shared.core.try_lock() {
