@@ -297,6 +297,7 @@ fn run_once(
 ) -> anyhow::Result<usize> {
     let daemon = Daemon::start(args, rt, scoring)?;
     ledgerd::scoring::commit_sizes::reset();
+    let started = Instant::now();
     let cpu = cpu_time();
     let client_cpu = client_cpu_time();
     let (s, appends, writers_cpu) = match scenario {
@@ -317,7 +318,9 @@ fn run_once(
         cpu.saturating_sub(client_cpu_time().saturating_sub(client_cpu)).saturating_sub(writers_cpu);
     figures.add(s, cpu, appends);
     figures.daemon_cpu_per_append.push(daemon_cpu.div_f64(appends.max(1.0)));
-    figures.median_batch.push(ledgerd::scoring::commit_sizes::median().1);
+    let (commits, median_batch) = ledgerd::scoring::commit_sizes::median();
+    figures.median_batch.push(median_batch);
+    figures.commits.push(commits as f64 / started.elapsed().as_secs_f64());
     daemon.stop()
 }
 
@@ -381,6 +384,8 @@ struct Figures {
     daemon_cpu_per_append: Vec<Duration>,
     /// The median number of entries per group commit in each run.
     median_batch: Vec<usize>,
+    /// Group commits per second in each run (each is one `fdatasync`).
+    commits: Vec<f64>,
 }
 
 impl Figures {
@@ -498,6 +503,7 @@ fn main() -> anyhow::Result<()> {
     // latency of the same socket, gRPC stack and role check without the append.
     let mut head_1 = Figures::default();
     let mut batch_64 = 1usize;
+    let mut commits_64 = 0.0;
     let all_writers = [1usize, 16, 64];
     let only = args.only_unary.map(|w| [w]);
     for &writers in only.as_ref().map_or(&all_writers[..], |o| &o[..]) {
@@ -519,6 +525,7 @@ fn main() -> anyhow::Result<()> {
         let batch = median_usize(figures.median_batch.clone()).max(1);
         if writers == 64 {
             batch_64 = batch;
+            commits_64 = median(figures.commits.clone());
         }
         let fsync_batch = measure_disk(batch, &mut disk)?;
         let name = format!("unary, {writers} writer(s)");
@@ -635,6 +642,14 @@ fn main() -> anyhow::Result<()> {
         met(rate_of(64) >= 0.5 * fsync_64),
         rate_of(64),
         rate_of(64) / fsync_64
+    );
+    // The median hides how the entries were spread: a few large commits and many of one
+    // or two give a small median. Each commit is one sync, so the rate of commits against
+    // the disk's rate of syncs shows how busy the daemon kept the disk.
+    println!(
+        "    its commits: {commits_64:.0}/s ({:.1} entries each on average), each one fdatasync; the disk syncs one record {fsync_1:.0} times/s: {:.2}x",
+        rate_of(64) / commits_64.max(1.0),
+        commits_64 / fsync_1
     );
     println!(
         "  64 writers >= 2x SQLite peer at commits of {batch_64} (one thread batching for them): {} ({:.0}/s vs {peer_batch:.0}/s: {:.2}x)",
