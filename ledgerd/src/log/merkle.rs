@@ -609,7 +609,7 @@ pub fn now_nanos() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ledger_proto::merkle::NodeSource;
 
@@ -621,7 +621,8 @@ mod tests {
         assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
     }
 
-    fn entry(i: u64) -> pb::Entry {
+    /// A decision of one of three agents, told apart by its reason (also the writer's tests').
+    pub(crate) fn entry(i: u64) -> pb::Entry {
         pb::Entry {
             kind: pb::Kind::Decision as i32,
             agent: format!("agent-{}", i % 3),

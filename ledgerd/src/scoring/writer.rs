@@ -683,20 +683,10 @@ fn refuse(cmd: Command) {
 mod tests {
     use super::*;
     use crate::log::merkle::Log;
+    use crate::log::merkle::tests::entry;
     use crate::scoring::scorer::ScorerConfig;
     use crate::storage::store::Store;
     use ledger_proto::note::NoteSigner;
-
-    fn entry(i: u64) -> pb::Entry {
-        pb::Entry {
-            kind: pb::Kind::Decision as i32,
-            agent: format!("agent-{}", i % 3),
-            tool: "t".into(),
-            decision: pb::Decision::Allow as i32,
-            reason: format!("{i}"),
-            ..Default::default()
-        }
-    }
 
     /// A writer on `dir` whose lone appends commit on their callers' threads while the
     /// last sync took less than `here_while_sync_under`.
