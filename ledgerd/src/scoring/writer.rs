@@ -171,8 +171,9 @@ impl WriterHandle {
         }
         let mut slot = match self.shared.core.try_lock() {
             Ok(slot) => slot,
-            Err(TryLockError::WouldBlock) => return Err(entries),
-            Err(TryLockError::Poisoned(_)) => return Ok(Err(WriterError::Stopped)),
+            // Busy; or a commit panicked half-way, which the writer thread reports and
+            // stops on when it takes the lock for this one.
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Err(entries),
         };
         let Ok(core) = slot.as_mut() else { return Ok(Err(WriterError::Stopped)) };
         let (reply, mut rx) = oneshot::channel();
