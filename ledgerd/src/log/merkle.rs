@@ -63,6 +63,8 @@ pub enum LogError {
     Sign(note::NoteError),
     #[error("cannot apply an admin entry to the registry/policies: {0}")]
     Projection(String),
+    #[error("{0}: what reached the disk is unknown. Restart ledgerd; it recovers from what was synced")]
+    Interrupted(String),
 }
 
 /// A signed checkpoint and its parsed body.

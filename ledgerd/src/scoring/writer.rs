@@ -15,8 +15,8 @@
 //! still one commit at a time, in one order, on one path to disk; what it blocks is one
 //! runtime worker for one write and `fdatasync`, while every other caller would be
 //! waiting for that commit anyway. What is derived from such a commit (its tree hashes
-//! and indexes, [`Core::finish`]) is written before its answer goes out; the writer
-//! thread writes it right after its answers.
+//! and indexes) is written before its answer goes out; the writer thread writes it
+//! right after its answers.
 //!
 //! If a write or sync fails, what is on disk is unknown: the writer answers that batch
 //! with the error, stops, and every later call fails with [`WriterError::Stopped`]. The
@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::merkle::{Ack, Log, LogError, SignedCheckpoint, now_nanos};
 use crate::scoring::commit::Scoring;
-use crate::scoring::watch::{Committed, Feed};
+use crate::scoring::watch::Feed;
 use crate::storage::store::StoreError;
 
 /// Most entries in one group commit.
@@ -70,8 +70,10 @@ pub enum WriterError {
 type AckSender = oneshot::Sender<Result<Vec<Ack>, WriterError>>;
 /// Where the writer answers a checkpoint.
 type CheckpointSender = oneshot::Sender<Result<SignedCheckpoint, WriterError>>;
+/// Where the writer answers an admin entry.
+type AdminSender = oneshot::Sender<Result<pb::Entry, WriterError>>;
 /// An admin entry, its compiled policy, and where it is answered.
-type AdminCommand = (Box<pb::Entry>, Option<Arc<Policy>>, oneshot::Sender<Result<pb::Entry, WriterError>>);
+type AdminCommand = (Box<pb::Entry>, Option<Arc<Policy>>, AdminSender);
 
 /// A request to the writer.
 pub enum Command {
@@ -82,11 +84,7 @@ pub enum Command {
     /// `projection::State::prepare`). Answers with the entry as committed.
     /// A policy change comes with its document compiled by the caller, so the writer
     /// thread never compiles one.
-    Admin {
-        entry: Box<pb::Entry>,
-        policy: Option<Arc<Policy>>,
-        reply: oneshot::Sender<Result<pb::Entry, WriterError>>,
-    },
+    Admin { entry: Box<pb::Entry>, policy: Option<Arc<Policy>>, reply: AdminSender },
     /// Finish what is queued before this, then end the thread (answered once it has).
     Stop { reply: oneshot::Sender<()> },
     /// Sign a checkpoint (a new one even if the tree has not grown, when `force`).
@@ -178,9 +176,9 @@ impl WriterHandle {
         let Ok(core) = slot.as_mut() else { return Ok(Err(WriterError::Stopped)) };
         let (reply, mut rx) = oneshot::channel();
         self.shared.here.fetch_add(1, Ordering::Relaxed);
-        // What is derived from the commit is written before the answer goes out: handing
-        // it to the writer thread cost more (its wake-up) than writing it here.
-        if let Err(e) = core.commit(vec![entries], vec![reply]).and_then(|()| core.finish()) {
+        // What is derived from the commit is written here, before the answer goes out:
+        // handing it to the writer thread cost more (its wake-up) than the writes.
+        if let Err(e) = core.commit(vec![entries], vec![reply]) {
             core.published.failed(&e);
             *slot = Err(Ended::Failed(e));
         }
@@ -308,8 +306,7 @@ fn spawn_with(
     let (failure_tx, failure) = watch::channel(None);
     let published = Published { head: head_tx, acked: acked_tx, failure: failure_tx };
     let last_sync_nanos = Arc::new(AtomicU64::new(0));
-    let core =
-        Core { log, scoring, feed, published, unfinished: None, last_sync_nanos: last_sync_nanos.clone() };
+    let core = Core { log, scoring, feed, published, last_sync_nanos: last_sync_nanos.clone() };
     let shared = Arc::new(Shared {
         core: Mutex::new(Ok(core)),
         appending: AtomicUsize::new(0),
@@ -371,9 +368,6 @@ struct Core {
     scoring: Scoring,
     feed: Feed,
     published: Published,
-    /// The last commit was answered but what is derived from it is not written yet;
-    /// holds the copies of its entries for the feed. See [`Core::finish`].
-    unfinished: Option<Option<Vec<Committed>>>,
     /// [`Shared::last_sync_nanos`].
     last_sync_nanos: Arc<AtomicU64>,
 }
@@ -381,19 +375,14 @@ struct Core {
 impl Core {
     /// One group commit of `groups` (one per caller, answered through `waiting` in the
     /// same order): scored with one receive time, made durable with one write and one
-    /// `fdatasync`, answered, then what is derived from it is written and the head moves.
-    /// A batch too large to store is refused and the writer goes on; any other error
-    /// leaves what is on disk unknown: every caller is answered with it and it is
-    /// returned, and the writer stops.
+    /// `fdatasync`, answered; then what is derived from it is written (its tree hashes
+    /// and indexes, `Log::project`), the head moves, its entries go out on the feed, and
+    /// the next segment file is prepared when the newest is full. A batch too large to
+    /// store is refused and the writer goes on; any other error leaves what is on disk
+    /// unknown: every caller not yet answered is answered with it, it is returned, and
+    /// the writer stops.
     fn commit(&mut self, mut groups: Vec<Vec<pb::Entry>>, waiting: Vec<AckSender>) -> Result<(), LogError> {
-        if let Err(e) = self.finish() {
-            let failed = WriterError::Failed(e.to_string());
-            for reply in waiting {
-                let _ = reply.send(Err(failed.clone()));
-            }
-            return Err(e);
-        }
-        let Core { log, scoring, feed, published, unfinished, last_sync_nanos } = self;
+        let Core { log, scoring, feed, published, last_sync_nanos } = self;
         let queued = groups.iter().map(Vec::len).sum();
         // The one time the log stamps on this commit (it never goes back), so the
         // scorer sees exactly the stored time.
@@ -407,14 +396,20 @@ impl Core {
         match result {
             Ok(acks) => {
                 // Durable: answered now. The tree hashes and indexes derived from the
-                // entries are written after the answers (`finish`), and only then does
-                // the head move; reads for a caller wait for it (`WriterHandle::readable`).
+                // entries are written after the answers, and only then does the head
+                // move; reads for a caller wait for it (`WriterHandle::readable`).
                 published.acked(log);
                 for (group, reply) in acks.into_iter().zip(waiting) {
                     let _ = reply.send(Ok(group));
                 }
-                *unfinished = Some(committed);
-                Ok(())
+                failpoint_after_ack();
+                if let Err(e) = log.project() {
+                    tracing::error!(error = %e, "writing the tree hashes and indexes of a durable commit failed; the writer stops");
+                    return Err(e);
+                }
+                published.readable(log);
+                feed.publish(committed);
+                self.after_ack()
             }
             Err(LogError::Store(StoreError::TooLarge { size })) => {
                 // Nothing was written: refuse the batch and go on, with baselines
@@ -435,22 +430,6 @@ impl Core {
                 Err(e)
             }
         }
-    }
-
-    /// Writes what is derived from the last commit, if that is not done yet: its tree
-    /// hashes and indexes (`Log::project`); then the head moves, its entries go out on the
-    /// feed, and the next segment file is prepared when the newest is full. Every
-    /// commit's is written before the next commit starts.
-    fn finish(&mut self) -> Result<(), LogError> {
-        let Some(committed) = self.unfinished.take() else { return Ok(()) };
-        failpoint_after_ack();
-        if let Err(e) = self.log.project() {
-            tracing::error!(error = %e, "writing the tree hashes and indexes of a durable commit failed; the writer stops");
-            return Err(e);
-        }
-        self.published.readable(&self.log);
-        self.feed.publish(committed);
-        self.after_ack()
     }
 
     /// Work that follows the answers and must not delay them (the next segment file).
@@ -480,10 +459,7 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Command>) -> Result<Log, LogError
             Ok(slot) => slot,
             // A commit panicked half-way: what is on disk is unknown.
             Err(poisoned) => {
-                let e = LogError::Projection(
-                    "a commit panicked half-way; restart ledgerd so that it recovers from what was synced"
-                        .into(),
-                );
+                let e = LogError::Interrupted("a commit panicked half-way".into());
                 let mut slot = poisoned.into_inner();
                 if let Ok(core) = slot.as_ref() {
                     core.published.failed(&e);
@@ -531,16 +507,15 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Command>) -> Result<Log, LogError
     while let Ok(cmd) = rx.try_recv() {
         refuse(cmd);
     }
+    // Every handle is gone: the log goes back to the caller.
     if let Ok(mut slot) = shared.core.lock()
-        && let Ok(mut core) = std::mem::replace(&mut *slot, Err(Ended::Stopped))
+        && let Ok(core) = std::mem::replace(&mut *slot, Err(Ended::Stopped))
     {
-        // Every handle is gone: what a caller committed last is still written.
-        core.finish()?;
         return Ok(core.log);
     }
     match ended {
         Ended::Failed(e) => Err(e),
-        Ended::Stopped => Err(LogError::Projection("the writer stopped".into())),
+        Ended::Stopped => Err(LogError::Interrupted("the writer had already stopped".into())),
     }
 }
 
@@ -592,11 +567,13 @@ fn serve(core: &mut Core, first: Command, rx: &mut mpsc::Receiver<Command>) -> R
         }
     };
 
-    let committed = if groups.is_empty() { Ok(()) } else { core.commit(groups, waiting) };
-    if let Err(e) = committed.and_then(|()| core.finish()) {
+    if !groups.is_empty()
+        && let Err(e) = core.commit(groups, waiting)
+    {
         fail_rest(&e, checkpoints, admins);
         return Err(e);
     }
+    let had_admins = !admins.is_empty();
     let Core { log, scoring, feed, published, .. } = &mut *core;
     let mut admins = admins.into_iter();
     while let Some((entry, policy, reply)) = admins.next() {
@@ -633,7 +610,8 @@ fn serve(core: &mut Core, first: Command, rx: &mut mpsc::Receiver<Command>) -> R
             }
         }
     }
-    if let Err(e) = core.after_ack() {
+    // An append batch did this in its commit; admin entries are committed without it.
+    if had_admins && let Err(e) = core.after_ack() {
         fail_rest(&e, checkpoints, Vec::new());
         return Err(e);
     }
